@@ -1,0 +1,93 @@
+"""Build script: compiles the codec core (src/framecodec/_codec.py) with Cython.
+
+The same _codec.py is the pure-Python twin; compiling it under its own module
+name makes the extension take precedence on import while the twin stays
+importable by path (see framecodec/_impl.py).
+
+FRAMECODEC_NO_EXTENSION=1 builds a pure-Python package (the py3-none-any
+wheel).  A plain ``pip install`` where no compiler works falls back to the
+twin with a warning; a wheel or CI build sets FRAMECODEC_REQUIRE_EXTENSION=1
+(or runs under cibuildwheel) and fails loudly instead.
+"""
+
+import os
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PACKAGE_DIR = os.path.join("src", "framecodec")
+
+
+def _flag(name):
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+NO_EXTENSION = _flag("FRAMECODEC_NO_EXTENSION")
+REQUIRE_EXTENSION = _flag("FRAMECODEC_REQUIRE_EXTENSION") or _flag("CIBUILDWHEEL")
+
+# Bounds and wraparound checks are off because the core checks every length
+# against what is buffered before it indexes; the rest stays on (None checks
+# on typed attributes, division checks) since they are cheap and catch bugs.
+COMPILER_DIRECTIVES = {
+    "language_level": 3,
+    "boundscheck": False,
+    "wraparound": False,
+    "initializedcheck": False,
+    "cdivision": True,
+    "embedsignature": True,
+}
+
+
+class OptionalBuildExt(build_ext):
+    """Falls back to the pure-Python twin when compiling fails, unless required."""
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as exc:  # no compiler, no headers...
+            self._fallback(exc)
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as exc:
+            self._fallback(exc)
+
+    def _fallback(self, exc):
+        if REQUIRE_EXTENSION:
+            raise
+        sys.stderr.write(
+            f"WARNING: framecodec's C extension could not be built ({exc}); "
+            "installing the pure-Python implementation, which is much slower.\n"
+        )
+
+
+def extensions():
+    if NO_EXTENSION:
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        if REQUIRE_EXTENSION:
+            raise
+        sys.stderr.write("WARNING: Cython is not available; installing the pure-Python twin.\n")
+        return []
+    core = Extension(
+        "framecodec._codec",
+        [os.path.join(PACKAGE_DIR, "_codec.py")],
+        include_dirs=[PACKAGE_DIR],
+        depends=[
+            os.path.join(PACKAGE_DIR, name)
+            for name in ("_codec.pxd", "_primitives.pxd", "_hton.h")
+        ],
+    )
+    return cythonize(
+        [core],
+        compiler_directives=COMPILER_DIRECTIVES,
+        include_path=["src"],
+    )
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

@@ -1,0 +1,641 @@
+"""The codec core: receive buffering, frame and message decoding, encoding.
+
+One source, two implementations.  Run as it stands, this file is the
+pure-Python twin.  setup.py also compiles this very file with Cython into an
+extension module of the same name (framecodec._codec), reading the C types
+from the augmenting _codec.pxd beside it.  The twins cannot disagree on
+behaviour because they are the same text: every limit, state transition and
+error message is written once.  Where C wants a different primitive than
+Python (reading an integer, cutting bytes out of a buffer), the code tests
+``cython.compiled``, which Cython resolves at compile time: the extension
+carries no Python-path code and the twin no C-path code.  The C primitives
+come from _primitives.pxd under the same names as their Python versions
+defined below.  (The alternative, a separate .pyx and .py, is known to drift.)
+
+The core never touches a socket: bytes in, frames out.
+"""
+
+import struct
+
+try:
+    import cython
+except ImportError:  # the twin on a machine without Cython installed
+    from . import _cython_shim as cython
+
+from .errors import FrameTooLargeError, IncompleteFrameError, MalformedHeaderError, ProtocolError
+from .formats import MAX_FRAME_SIZE_LIMIT, RAW_LENGTH_LIMIT, resolve_format
+from .messages import DEFAULT_MAX_CONTENT_SIZE, DEFAULT_MAX_HEADER_SIZE, Message, parse_message_header
+
+COMPILED = cython.compiled
+
+# A frame whose delivered bytes reach this size, and which is not already
+# wholly buffered, is received in a storage of its own: get_buffer() then
+# hands out that storage, so the payload lands where it is delivered from
+# instead of passing through the shared buffer.  Smaller frames are cut out
+# of the shared buffer, which is cheaper than a storage each.
+BIG_FRAME = 64 * 1024
+
+_INT32_MAX = 0x7FFFFFFF
+_ESCAPE = 0xFFFFFFFF  # multiprocessing.connection: an 8-byte length follows
+_RAW_LIMIT = RAW_LENGTH_LIMIT
+
+# Message decoder states.
+_MESSAGE_HEAD = 0  # expecting the 2-byte header length and the JSON header
+_MESSAGE_CONTENT = 1  # header parsed, expecting content-length bytes
+
+if not cython.compiled:
+    # Python versions of the primitives that _primitives.pxd gives in C.
+    _UNPACKERS = {
+        (width, order): struct.Struct(code).unpack_from
+        for width, code0 in ((1, "B"), (2, "H"), (4, "I"), (8, "Q"))
+        for order, code in (("big", ">" + code0), ("little", "<" + code0))
+    }
+
+    def new_bytearray(size):
+        return bytearray(size)
+
+    def resize_bytearray(buf, size):
+        # Growing a bytearray that a live memoryview exports raises
+        # BufferError, exactly as PyByteArray_Resize does in the C version.
+        if size > len(buf):
+            buf.extend(bytes(size - len(buf)))
+        else:
+            del buf[size:]
+
+    def load_uint(p, pos, width, little):
+        return int.from_bytes(p[pos : pos + width], "little" if little else "big")
+
+    def store_uint(value, width, little):
+        return value.to_bytes(width, "little" if little else "big")
+
+    def cut(p, start, end):
+        # p is bytes in the twin (see _StreamDecoder._parse_buffered).
+        return p[start:end]
+
+    def concat(head, payload):
+        return head + payload
+
+
+def as_bytes_view(data):
+    """A flat unsigned-byte memoryview of any contiguous buffer."""
+    view = memoryview(data)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+def _bytes_like(data):
+    """``data`` as bytes or bytearray, copying only other buffer types."""
+    if type(data) is bytes or type(data) is bytearray:
+        return data
+    return as_bytes_view(data).tobytes()
+
+
+def _frame_too_large(body, limit, frames):
+    return FrameTooLargeError(f"frame of {body} bytes exceeds max_frame_size ({limit})", frames)
+
+
+# ---------------------------------------------------------------------------
+# Receive buffering shared by both decoders
+
+
+class _StreamDecoder:
+    """Owns the received bytes; subclasses say where frames begin and end.
+
+    Buffer layout: ``_buf[_pos:_end]`` holds received bytes not yet
+    delivered; ``_buf[_end:]`` is spare room that get_buffer() hands out for
+    ``recv_into``.  Delivered bytes are dropped from the front only when room
+    is needed, and only what remains (less than one frame) is moved, so each
+    received byte is moved a bounded number of times: no quadratic copying,
+    which is what the tutorial's ``buf = buf[n:]`` costs on a stream of small
+    frames.  Memory stays near the largest frame plus one read.
+
+    Moving and growing are both resizes of a bytearray, which CPython refuses
+    with BufferError while any memoryview of it is alive; the view this
+    decoder handed out is released at the next call (it is valid only until
+    buffer_updated), so a BufferError means the caller kept another view of
+    our memory, and it is raised instead of corrupting what they hold.
+    """
+
+    def __init__(self, read_size, prealloc_limit):
+        self._buf = bytearray()
+        self._pos = 0
+        self._end = 0
+        self._need = 1
+        self._read_size = read_size
+        self._prealloc_limit = prealloc_limit
+        self._view = None
+        self._view_room = -1
+        self._big = None
+        self._big_filled = 0
+        self._big_size = 0
+        self._discard_left = 0
+        self._error = None
+
+    # -- public API --------------------------------------------------------
+
+    @property
+    def buffered(self):
+        """Bytes received but not yet delivered as part of a frame."""
+        held = self._end - self._pos
+        if self._big is not None:
+            held += self._big_filled
+        return held
+
+    def feed(self, data):
+        """Add received bytes; return the list of frames they completed.
+
+        ``data`` may be bytes, bytearray, memoryview or any contiguous buffer.
+        """
+        self._begin_call()
+        data = as_bytes_view(data)
+        size = len(data)
+        out = []
+        done = 0
+        while done < size:
+            if self._big is not None:
+                take = min(size - done, self._big_size - self._big_filled)
+                self._reserve_big(take)
+                self._big[self._big_filled : self._big_filled + take] = data[done : done + take]
+                self._big_filled += take
+            else:
+                take = size - done
+                self._reserve(take)
+                self._buf[self._end : self._end + take] = data[done : done + take]
+                self._end += take
+            done += take
+            self._advance(out)
+        return out
+
+    def get_buffer(self, sizehint=-1):
+        """A writable memoryview for ``sock.recv_into``; then call buffer_updated.
+
+        While a large frame is being received, the view lies in that frame's
+        own storage and never extends past the frame, so the payload lands in
+        place.  Otherwise it offers at least ``sizehint`` bytes (the
+        ``read_size`` option when no hint is given) of the shared buffer.
+        The view is valid until the next call on this decoder.
+        """
+        self._begin_call()
+        if self._big is not None:
+            start = self._big_filled
+            self._reserve_big(min(self._read_size, self._big_size - start))
+            stop = min(len(self._big), self._big_size)
+            view = memoryview(self._big)[start:stop]
+        else:
+            self._reserve(sizehint if sizehint > 0 else self._read_size)
+            view = memoryview(self._buf)[self._end :]
+        self._view = view
+        self._view_room = len(view)
+        return view
+
+    def buffer_updated(self, nbytes):
+        """``nbytes`` were written into the last get_buffer() view; return completed frames."""
+        room = self._view_room
+        self._begin_call()
+        if room < 0:
+            raise RuntimeError("buffer_updated() called without a preceding get_buffer()")
+        if nbytes < 0 or nbytes > room:
+            raise ValueError(f"nbytes must be between 0 and {room}, the size of the buffer given")
+        if self._big is not None:
+            self._big_filled += nbytes
+        else:
+            self._end += nbytes
+        out = []
+        self._advance(out)
+        return out
+
+    def eof(self):
+        """The stream ended; raise IncompleteFrameError if it stopped inside a frame."""
+        self._begin_call()
+        if self._between_frames():
+            return
+        buffered = self.buffered
+        if self._big is not None:
+            missing = self._big_size - self._big_filled
+        elif self._discard_left:
+            missing = self._discard_left
+        else:
+            missing = self._need - buffered
+        error = IncompleteFrameError(
+            f"stream ended inside a frame: {buffered} bytes buffered, "
+            f"{missing} more needed",
+            (),
+            missing,
+            buffered,
+        )
+        self._error = error
+        raise error
+
+    # -- machinery ---------------------------------------------------------
+
+    def _begin_call(self):
+        """Raise again a past protocol error; release the view handed out last."""
+        if self._error is not None:
+            error = self._error
+            raise type(error)(f"decoder failed earlier: {error.args[0]}")
+        view = self._view
+        if view is not None:
+            self._view = None
+            self._view_room = -1
+            try:
+                view.release()
+            except BufferError:
+                pass  # the caller re-exported it; moving our memory will raise instead
+
+    def _between_frames(self):
+        return (
+            self._end == self._pos
+            and self._big is None
+            and self._discard_left == 0
+            and self._at_frame_start()
+        )
+
+    def _at_frame_start(self):
+        return True
+
+    def _reserve(self, size):
+        """Make ``size`` bytes of spare room after ``_end``."""
+        buf = self._buf
+        if len(buf) - self._end >= size:
+            return
+        if self._pos:
+            # Drop delivered bytes from the front; what moves is less than a frame.
+            del buf[: self._pos]
+            self._end -= self._pos
+            self._pos = 0
+        if len(buf) - self._end < size:
+            resize_bytearray(buf, max(self._end + size, 2 * len(buf)))
+
+    def _reserve_big(self, size):
+        """Grow the in-place frame storage to hold ``size`` more bytes, geometrically."""
+        big = self._big
+        needed = self._big_filled + size
+        if needed > len(big):
+            resize_bytearray(big, min(self._big_size, max(needed, 2 * len(big))))
+
+    def _start_big(self, p, start, end, size):
+        """Receive the frame ``size`` bytes long that begins at ``p[start:end]`` in place.
+
+        The storage reserved now is bounded by prealloc_limit whatever the
+        header announced; it grows only as the payload arrives.
+        """
+        have = end - start
+        self._big = new_bytearray(max(have, min(size, self._prealloc_limit)))
+        self._big[0:have] = cut(p, start, end)
+        self._big_filled = have
+        self._big_size = size
+
+    def _advance(self, out):
+        """Deliver whatever the received bytes complete, appending to ``out``."""
+        try:
+            if self._big is not None:
+                if self._big_filled < self._big_size:
+                    return
+                big = self._big
+                self._big = None
+                self._need = 1
+                self._deliver_big(bytes(big), out)
+            self._parse_buffered(out)
+        except ProtocolError as exc:
+            exc.frames = out
+            self._error = exc
+            raise
+
+    def _parse_buffered(self, out):
+        while self._big is None:
+            if self._discard_left:
+                skip = min(self._discard_left, self._end - self._pos)
+                self._discard_left -= skip
+                self._pos += skip
+                if self._discard_left:
+                    break
+                self._need = 1
+            if self._end - self._pos < self._need:
+                break
+            if cython.compiled:
+                self._pos = self._parse(self._buf, self._pos, self._end, out)
+            else:
+                # Parse from bytes, whose slices are bytes: one copy per frame.
+                chunk = bytes(memoryview(self._buf)[self._pos : self._end])
+                self._pos += self._parse(chunk, 0, len(chunk), out)
+            if not self._discard_left:
+                break
+        if self._pos == self._end:
+            self._pos = self._end = 0
+
+    def _parse(self, p, pos, end, out):
+        """Append the frames that ``p[pos:end]`` completes; return the new position.
+
+        Before returning with an incomplete frame, set ``_need`` to the bytes
+        needed at that position to make progress, or start an in-place
+        storage (``_start_big``) and return ``end``.
+        """
+        raise NotImplementedError
+
+    def _deliver_big(self, data, out):
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------
+# Length-prefixed frames
+
+
+class FrameDecoder(_StreamDecoder):
+    """Splits a byte stream into length-prefixed frames (sans-IO).
+
+    ``FrameDecoder(format=None, **options)``: ``format`` is a preset name
+    (see framecodec.PRESETS) or a FrameFormat; options override it.
+
+    A header over ``max_frame_size`` raises FrameTooLargeError as soon as it
+    is complete, before its payload is buffered; with
+    ``discard_oversized=True`` the frame's bytes are instead dropped as they
+    arrive (counted in ``discarded``) and decoding goes on with the next frame.
+
+    On a protocol error, the frames the call completed before the bad header
+    ride on the exception as ``.frames``; the decoder then stays failed.
+    """
+
+    def __init__(self, format=None, **options):
+        fmt = resolve_format(format, **options)
+        _StreamDecoder.__init__(self, fmt.read_size, fmt.prealloc_limit)
+        self.format = fmt
+        self._width = fmt.width
+        self._little = fmt.byteorder == "little"
+        self._length_offset = fmt.length_offset
+        self._header_size = fmt.header_size
+        self._strip = -1 if fmt.strip is None else fmt.strip
+        self._adjustment = fmt.length_adjustment
+        self._max_frame_size = fmt.max_frame_size
+        self._discard = fmt.discard_oversized
+        self._escape = fmt.large_length_escape
+        self._need = fmt.header_size
+        self.discarded = 0
+        if not cython.compiled:
+            self._unpack_length = _UNPACKERS.get((fmt.width, fmt.byteorder))
+            self._unpack_u64 = _UNPACKERS[(8, "big")]
+
+    def _parse(self, p, pos, end, out):
+        header_size = self._header_size
+        width = self._width
+        while True:
+            avail = end - pos
+            if avail < header_size:
+                self._need = header_size
+                return pos
+            if cython.compiled:
+                raw = load_uint(p, pos + self._length_offset, width, self._little)
+            elif width == 3:
+                raw = load_uint(p, pos + self._length_offset, 3, self._little)
+            else:
+                raw = self._unpack_length(p, pos + self._length_offset)[0]
+            head = header_size
+            if self._escape and raw > _INT32_MAX:
+                if raw != _ESCAPE:
+                    raise MalformedHeaderError(
+                        f"negative frame length (0x{raw:08x}) in a signed 4-byte field", out
+                    )
+                head = header_size + 8
+                if avail < head:
+                    self._need = head
+                    return pos
+                if cython.compiled:
+                    raw = load_uint(p, pos + header_size, 8, False)
+                else:
+                    raw = self._unpack_u64(p, pos + header_size)[0]
+            if raw >= _RAW_LIMIT:
+                # Too large to count, let alone discard; checked before any
+                # arithmetic so the compiled core cannot overflow.
+                raise FrameTooLargeError(
+                    f"length field announces {raw} bytes, over max_frame_size "
+                    f"({self._max_frame_size})",
+                    out,
+                )
+            body = raw
+            body += self._adjustment
+            if body < 0:
+                raise MalformedHeaderError(
+                    f"length field {raw} with length_adjustment {self._adjustment} "
+                    f"gives a negative frame length {body}",
+                    out,
+                )
+            if body > self._max_frame_size:
+                if not self._discard:
+                    raise _frame_too_large(body, self._max_frame_size, out)
+                self.discarded += 1
+                skip = head + body
+                if avail < skip:
+                    self._discard_left = skip - avail
+                    return end
+                pos += skip
+                continue
+            total = head + body
+            strip = head if self._strip < 0 else self._strip
+            if avail < total:
+                if total - strip >= BIG_FRAME:
+                    self._start_big(p, pos + strip, end, total - strip)
+                    return end
+                self._need = total
+                return pos
+            out.append(cut(p, pos + strip, pos + total))
+            pos += total
+
+    def _deliver_big(self, data, out):
+        out.append(data)
+
+
+class FrameEncoder:
+    """Builds length-prefixed frames in the format FrameDecoder reads.
+
+    ``FrameEncoder(format=None, **options)`` takes the same presets and options.
+    The payload is the frame's body (what follows the length field); formats
+    with a ``length_offset`` take those leading bytes as ``prefix`` (zeros by
+    default).  A payload over ``max_frame_size`` or beyond what the length
+    field can express raises FrameTooLargeError.
+    """
+
+    def __init__(self, format=None, **options):
+        fmt = resolve_format(format, **options)
+        self.format = fmt
+        self._width = fmt.width
+        self._little = fmt.byteorder == "little"
+        self._length_offset = fmt.length_offset
+        self._adjustment = fmt.length_adjustment
+        self._max_frame_size = fmt.max_frame_size
+        self._escape = fmt.large_length_escape
+        self._zero_prefix = bytes(fmt.length_offset)
+        if self._escape:
+            self._field_max = (1 << 64) - 1
+        else:
+            self._field_max = (1 << (8 * fmt.width)) - 1
+
+    def header(self, length, prefix=None):
+        """The header of a frame whose payload is ``length`` bytes.
+
+        For vectored writes: ``sock.sendmsg([enc.header(len(p)), p])`` sends a
+        frame without copying the payload.
+        """
+        if prefix is None:
+            prefix = self._zero_prefix
+        elif len(prefix) != self._length_offset:
+            raise ValueError(
+                f"prefix must be exactly length_offset ({self._length_offset}) bytes, "
+                f"not {len(prefix)}"
+            )
+        if length < 0:
+            raise ValueError(f"frame length must not be negative, not {length}")
+        if length > self._max_frame_size:
+            raise _frame_too_large(length, self._max_frame_size, ())
+        field = length - self._adjustment
+        if field < 0 or field > self._field_max:
+            raise FrameTooLargeError(
+                f"frame of {length} bytes cannot be expressed in a {self._width}-byte "
+                f"length field with length_adjustment {self._adjustment}"
+            )
+        if self._escape and field > _INT32_MAX:
+            return store_uint(_ESCAPE, 4, False) + store_uint(field, 8, False)
+        if self._length_offset:
+            return bytes(prefix) + store_uint(field, self._width, self._little)
+        return store_uint(field, self._width, self._little)
+
+    def encode(self, payload, prefix=None):
+        """One frame: header and payload in one bytes object."""
+        payload = _bytes_like(payload)
+        return concat(self.header(len(payload), prefix), payload)
+
+    def encode_many(self, payloads):
+        """Many frames joined in one bytes object, for a single send."""
+        parts = []
+        for payload in payloads:
+            payload = _bytes_like(payload)
+            parts.append(self.header(len(payload)))
+            parts.append(payload)
+        return b"".join(parts)
+
+
+# ---------------------------------------------------------------------------
+# JSON-header messages
+
+
+class MessageDecoder(_StreamDecoder):
+    """Splits a byte stream into Message objects of the JSON-header protocol.
+
+    Limits are checked before anything is buffered: a header length of zero
+    or over ``max_header_size``, and a content-length over
+    ``max_content_size``.  Errors behave as FrameDecoder's.
+    """
+
+    def __init__(
+        self,
+        max_header_size=DEFAULT_MAX_HEADER_SIZE,
+        max_content_size=DEFAULT_MAX_CONTENT_SIZE,
+        read_size=64 * 1024,
+        prealloc_limit=256 * 1024,
+    ):
+        if not 0 < max_header_size <= DEFAULT_MAX_HEADER_SIZE:
+            raise ValueError(f"max_header_size must be between 1 and {DEFAULT_MAX_HEADER_SIZE}")
+        if not 0 <= max_content_size <= MAX_FRAME_SIZE_LIMIT:
+            raise ValueError(f"max_content_size must be between 0 and {MAX_FRAME_SIZE_LIMIT}")
+        if read_size < 1 or prealloc_limit < 1:
+            raise ValueError("read_size and prealloc_limit must be positive")
+        _StreamDecoder.__init__(self, read_size, prealloc_limit)
+        self._max_header_size = max_header_size
+        self._max_content_size = max_content_size
+        self._state = _MESSAGE_HEAD
+        self._header = None
+        self._content_length = 0
+        self._need = 2
+
+    def _at_frame_start(self):
+        return self._state == _MESSAGE_HEAD
+
+    def _parse(self, p, pos, end, out):
+        while True:
+            avail = end - pos
+            if self._state == _MESSAGE_CONTENT:
+                length = self._content_length
+                if avail < length:
+                    self._need = length
+                    return pos
+                out.append(Message(self._header, cut(p, pos, pos + length)))
+                pos += length
+                self._header = None
+                self._state = _MESSAGE_HEAD
+                continue
+            if avail < 2:
+                self._need = 2
+                return pos
+            header_length = (p[pos] << 8) | p[pos + 1]
+            if header_length == 0:
+                raise MalformedHeaderError("message header length is zero", out)
+            if header_length > self._max_header_size:
+                raise FrameTooLargeError(
+                    f"message header of {header_length} bytes exceeds max_header_size "
+                    f"({self._max_header_size})",
+                    out,
+                )
+            if avail < 2 + header_length:
+                self._need = 2 + header_length
+                return pos
+            try:
+                header, length = parse_message_header(
+                    cut(p, pos + 2, pos + 2 + header_length), self._max_content_size
+                )
+            except ProtocolError as exc:
+                exc.frames = out
+                raise
+            pos += 2 + header_length
+            avail -= 2 + header_length
+            if avail >= length:
+                out.append(Message(header, cut(p, pos, pos + length)))
+                pos += length
+                continue
+            self._header = header
+            self._content_length = length
+            self._state = _MESSAGE_CONTENT
+            if length >= BIG_FRAME:
+                self._start_big(p, pos, end, length)
+                return end
+            self._need = length
+            return pos
+
+    def _deliver_big(self, data, out):
+        out.append(Message(self._header, data))
+        self._header = None
+        self._state = _MESSAGE_HEAD
+
+
+# ---------------------------------------------------------------------------
+# Integers in network byte order
+
+
+def _check_width(width):
+    if width not in (1, 2, 3, 4, 8) or type(width) is bool:
+        raise ValueError(f"width must be 1, 2, 3, 4 or 8, not {width!r}")
+
+
+def _is_little(byteorder):
+    if byteorder == "big":
+        return False
+    if byteorder == "little":
+        return True
+    raise ValueError(f"byteorder must be 'big' or 'little', not {byteorder!r}")
+
+
+def pack_uint(value, width=4, byteorder="big"):
+    """``value`` as a ``width``-byte unsigned integer (network order by default)."""
+    _check_width(width)
+    little = _is_little(byteorder)
+    if value < 0 or value >= (1 << (8 * width)):
+        raise OverflowError(f"{value} does not fit in an unsigned {width}-byte integer")
+    return store_uint(value, width, little)
+
+
+def unpack_uint(data, width=4, byteorder="big", offset=0):
+    """The ``width``-byte unsigned integer at ``data[offset:]``."""
+    _check_width(width)
+    little = _is_little(byteorder)
+    data = _bytes_like(data)
+    if offset < 0 or offset + width > len(data):
+        raise ValueError(
+            f"need {width} bytes at offset {offset}, but the data is {len(data)} bytes long"
+        )
+    return load_uint(data, offset, width, little)

@@ -1,0 +1,70 @@
+"""Chooses the codec core: the compiled extension, or its pure-Python twin.
+
+Both are built from the same file, src/framecodec/_codec.py.  Importing
+``framecodec._codec`` finds the compiled extension first when it was built
+(extension modules take precedence over .py files); the twin is loaded from
+the .py file itself under the name ``framecodec._codec_py``, so both can be
+used side by side (the tests and benchmarks do).
+
+FRAMECODEC_PURE_PYTHON=1 in the environment forces the twin.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Dict
+
+_TWIN_NAME = "framecodec._codec_py"
+_loaded: Dict[str, ModuleType] = {}
+
+
+def load(implementation: str) -> ModuleType:
+    """The codec core module for "cython" or "python"; ImportError if unavailable."""
+    if implementation in _loaded:
+        return _loaded[implementation]
+    if implementation == "cython":
+        module = importlib.import_module("framecodec._codec")
+        if not module.COMPILED:
+            raise ImportError("framecodec's compiled extension is not built")
+    elif implementation == "python":
+        module = _load_twin()
+    else:
+        raise ValueError(f"implementation must be 'cython' or 'python', not {implementation!r}")
+    _loaded[implementation] = module
+    return module
+
+
+def _load_twin() -> ModuleType:
+    if _TWIN_NAME in sys.modules:
+        return sys.modules[_TWIN_NAME]
+    source = Path(__file__).with_name("_codec.py")
+    spec = importlib.util.spec_from_file_location(_TWIN_NAME, source)
+    if spec is None or spec.loader is None:  # pragma: no cover - a broken install
+        raise ImportError(f"cannot load the pure-Python codec from {source}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[_TWIN_NAME] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[_TWIN_NAME]
+        raise
+    return module
+
+
+def pure_python_forced() -> bool:
+    return os.environ.get("FRAMECODEC_PURE_PYTHON", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def select() -> ModuleType:
+    """The core the package exports: compiled unless forced off or not built."""
+    if not pure_python_forced():
+        try:
+            return load("cython")
+        except ImportError:
+            pass
+    return load("python")

@@ -1,0 +1,135 @@
+"""Frame formats: the options that describe a length-prefixed wire format.
+
+A frame on the wire is ``length_offset`` leading bytes (a type or flag byte,
+say), then a ``width``-byte unsigned length field, then the body.  The body is
+``field + length_adjustment`` bytes long, so a field that counts itself uses
+``length_adjustment=-width``.  The decoder delivers each frame minus its first
+``strip`` bytes (by default the whole header, leaving just the body).  These
+are the knobs of Netty's LengthFieldBasedFrameDecoder, which frames most
+binary protocols met in practice.
+
+This module is shared, unchanged, by the compiled core and its pure-Python
+twin, so both validate options the same way and accept the same presets.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Optional, Union
+
+__all__ = ["FrameFormat", "PRESETS", "resolve_format", "DEFAULT_MAX_FRAME_SIZE"]
+
+DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
+# Up-front reservation for a frame whose header promises many bytes: beyond
+# this the storage grows only as payload actually arrives, so a peer that
+# announces 16 MiB and sends nothing costs this much, not 16 MiB.
+DEFAULT_PREALLOC_LIMIT = 256 * 1024
+# Room get_buffer() offers for a read when no frame is being received in place.
+DEFAULT_READ_SIZE = 64 * 1024
+
+# These bounds keep every length computation of the compiled core inside a
+# signed 64-bit integer and a Py_ssize_t: a length field is checked against
+# RAW_LENGTH_LIMIT before the adjustment is added, so nothing can wrap.
+MAX_ADJUSTMENT = 1 << 32
+MAX_FRAME_SIZE_LIMIT = min(1 << 60, sys.maxsize // 4)
+RAW_LENGTH_LIMIT = 1 << 61
+
+
+def _check_choice(name: str, value: object, choices: tuple) -> None:
+    if value not in choices or isinstance(value, bool):
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, not {value!r}")
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, not {value}")
+
+
+@dataclass(frozen=True)
+class FrameFormat:
+    """A validated frame format plus the decoder's limits."""
+
+    width: int = 4
+    byteorder: str = "big"
+    length_offset: int = 0
+    length_adjustment: int = 0
+    strip: Optional[int] = None  # None: the whole header
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    discard_oversized: bool = False
+    prealloc_limit: int = DEFAULT_PREALLOC_LIMIT
+    read_size: int = DEFAULT_READ_SIZE
+    # multiprocessing.connection: a 4-byte field of 0xFFFFFFFF (-1 as a
+    # signed int) is followed by an 8-byte length, for frames of 2 GiB and more.
+    large_length_escape: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice("width", self.width, (1, 2, 3, 4, 8))
+        _check_choice("byteorder", self.byteorder, ("big", "little"))
+        _check_int("length_offset", self.length_offset, 0, 1 << 16)
+        _check_int(
+            "length_adjustment", self.length_adjustment, -MAX_ADJUSTMENT, MAX_ADJUSTMENT
+        )
+        if self.strip is not None:
+            _check_int("strip", self.strip, 0, self.header_size)
+        _check_int("max_frame_size", self.max_frame_size, 0, MAX_FRAME_SIZE_LIMIT)
+        _check_int("prealloc_limit", self.prealloc_limit, 1, MAX_FRAME_SIZE_LIMIT)
+        _check_int("read_size", self.read_size, 1, 1 << 30)
+        if not isinstance(self.discard_oversized, bool):
+            raise TypeError("discard_oversized must be a bool")
+        if not isinstance(self.large_length_escape, bool):
+            raise TypeError("large_length_escape must be a bool")
+        if self.large_length_escape and (
+            self.width != 4 or self.byteorder != "big" or self.length_adjustment != 0
+        ):
+            raise ValueError(
+                "large_length_escape needs width=4, byteorder='big' and length_adjustment=0"
+            )
+
+    @property
+    def header_size(self) -> int:
+        """Bytes up to the end of the length field (before any escape)."""
+        return self.length_offset + self.width
+
+    def replace(self, **options: Any) -> "FrameFormat":
+        return replace(self, **options)
+
+
+PRESETS: Mapping[str, FrameFormat] = {
+    # Twisted's Int32StringReceiver, Netty's LengthFieldPrepender(4), and the
+    # default of FrameEncoder/FrameDecoder.
+    "uint32": FrameFormat(),
+    "uint16": FrameFormat(width=2),
+    "uint64": FrameFormat(width=8),
+    # multiprocessing.connection.Connection.send_bytes / recv_bytes.
+    "multiprocessing": FrameFormat(large_length_escape=True),
+    # gRPC over HTTP/2 message framing: 1-byte compressed flag + 4-byte length.
+    # The flag matters to the reader, so frames are delivered whole.
+    "grpc": FrameFormat(length_offset=1, strip=0),
+    # PostgreSQL's message shape: 1-byte type + 4-byte length that counts
+    # itself.  Delivered whole: frame[0:1] is the type, frame[5:] the body.
+    "postgres": FrameFormat(length_offset=1, length_adjustment=-4, strip=0),
+}
+
+
+def resolve_format(fmt: Union[str, FrameFormat, None] = None, **options: Any) -> FrameFormat:
+    """The FrameFormat for a preset name (or FrameFormat) plus keyword options."""
+    if fmt is None:
+        base = FrameFormat()
+    elif isinstance(fmt, FrameFormat):
+        base = fmt
+    elif isinstance(fmt, str):
+        try:
+            base = PRESETS[fmt]
+        except KeyError:
+            raise ValueError(
+                f"unknown frame format {fmt!r}; presets: {', '.join(sorted(PRESETS))}"
+            ) from None
+    else:
+        raise TypeError(f"format must be a preset name or a FrameFormat, not {type(fmt).__name__}")
+    unknown = set(options) - set(FrameFormat.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"unknown frame format option(s): {', '.join(sorted(unknown))}")
+    return base.replace(**options) if options else base

@@ -1,0 +1,163 @@
+"""The JSON-header message protocol of the classic Python sockets tutorial.
+
+On the wire a message is a 2-byte big-endian header length, a UTF-8 JSON
+header (an object with at least ``byteorder``, ``content-type``,
+``content-encoding`` and ``content-length``), then ``content-length`` bytes
+of content.  This module holds the parts that are plain Python in both
+implementations: the Message type, header validation and the encoder.  The
+streaming MessageDecoder lives in the codec core, which owns the buffering.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import struct
+import sys
+from typing import Any, Mapping, Optional, Tuple
+
+from .errors import FrameTooLargeError, MalformedHeaderError
+
+__all__ = ["Message", "MessageEncoder", "parse_message_header", "REQUIRED_HEADER_KEYS"]
+
+REQUIRED_HEADER_KEYS = ("byteorder", "content-type", "content-encoding", "content-length")
+DEFAULT_MAX_HEADER_SIZE = 64 * 1024 - 1  # the 2-byte length field's ceiling
+DEFAULT_MAX_CONTENT_SIZE = 16 * 1024 * 1024
+
+_pack_header_length = struct.Struct(">H").pack
+
+
+class Message:
+    """One decoded message: its JSON header (all keys, extras included) and content."""
+
+    __slots__ = ("header", "content")
+
+    def __init__(self, header: dict, content: bytes) -> None:
+        self.header = header
+        self.content = content
+
+    @property
+    def content_type(self) -> str:
+        return self.header["content-type"]
+
+    @property
+    def content_encoding(self) -> str:
+        return self.header["content-encoding"]
+
+    @property
+    def value(self) -> Any:
+        """The content decoded: JSON for text/json, str for other text, else the bytes."""
+        content_type = self.content_type
+        if content_type == "text/json":
+            return json.loads(self.content.decode(self.content_encoding))
+        if content_type.startswith("text/"):
+            return self.content.decode(self.content_encoding)
+        return self.content
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return self.header == other.header and self.content == other.content
+
+    __hash__ = None  # type: ignore[assignment]  # mutable header
+
+    def __repr__(self) -> str:
+        return f"Message(header={self.header!r}, content={self.content[:64]!r}{'...' if len(self.content) > 64 else ''})"
+
+
+def parse_message_header(raw: bytes, max_content_size: int) -> Tuple[dict, int]:
+    """Validate a JSON header; return it and its content length.
+
+    Raises MalformedHeaderError saying what is wrong, or FrameTooLargeError
+    when the announced content exceeds ``max_content_size``.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedHeaderError(f"message header is not valid UTF-8: {exc}") from None
+    try:
+        header = json.loads(text)
+    except ValueError as exc:
+        raise MalformedHeaderError(f"message header is not valid JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise MalformedHeaderError(
+            f"message header is not a JSON object but a {type(header).__name__}"
+        )
+    missing = [key for key in REQUIRED_HEADER_KEYS if key not in header]
+    if missing:
+        raise MalformedHeaderError(f"message header lacks required key(s): {', '.join(missing)}")
+    length = header["content-length"]
+    if not isinstance(length, int) or isinstance(length, bool) or length < 0:
+        raise MalformedHeaderError(
+            f"message header content-length must be a non-negative integer, not {length!r}"
+        )
+    content_type = header["content-type"]
+    encoding = header["content-encoding"]
+    if not isinstance(content_type, str) or not isinstance(encoding, str):
+        raise MalformedHeaderError("message header content-type and content-encoding must be strings")
+    if content_type.startswith("text/"):
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise MalformedHeaderError(
+                f"message header names an unknown text content-encoding {encoding!r}"
+            ) from None
+    if length > max_content_size:
+        raise FrameTooLargeError(
+            f"message content of {length} bytes exceeds max_content_size ({max_content_size})"
+        )
+    return header, length
+
+
+class MessageEncoder:
+    """Builds messages byte-identical to the tutorial's ``create_message``."""
+
+    def __init__(self, max_header_size: int = DEFAULT_MAX_HEADER_SIZE) -> None:
+        if not 0 < max_header_size <= DEFAULT_MAX_HEADER_SIZE:
+            raise ValueError(f"max_header_size must be between 1 and {DEFAULT_MAX_HEADER_SIZE}")
+        self.max_header_size = max_header_size
+
+    def encode(
+        self,
+        content: Any,
+        content_type: Optional[str] = None,
+        content_encoding: Optional[str] = None,
+        headers: Optional[Mapping[str, Any]] = None,
+    ) -> bytes:
+        """One message.
+
+        dict and list content is sent as ``text/json`` (``json.dumps`` with
+        ``ensure_ascii=False``), str as ``text/plain``, both in UTF-8 unless
+        ``content_encoding`` says otherwise; bytes-like content is sent as is
+        (``binary/octet-stream``, encoding ``binary``) unless told otherwise.
+        """
+        if isinstance(content, (dict, list)):
+            content_type = content_type or "text/json"
+            content_encoding = content_encoding or "utf-8"
+            body = json.dumps(content, ensure_ascii=False).encode(content_encoding)
+        elif isinstance(content, str):
+            content_type = content_type or "text/plain"
+            content_encoding = content_encoding or "utf-8"
+            body = content.encode(content_encoding)
+        else:
+            body = bytes(content)
+            content_type = content_type or "binary/octet-stream"
+            content_encoding = content_encoding or "binary"
+        header = {
+            "byteorder": sys.byteorder,
+            "content-type": content_type,
+            "content-encoding": content_encoding,
+            "content-length": len(body),
+        }
+        if headers:
+            clash = [key for key in headers if key in header]
+            if clash:
+                raise ValueError(f"extra headers may not replace {', '.join(clash)}")
+            header.update(headers)
+        header_bytes = json.dumps(header, ensure_ascii=False).encode("utf-8")
+        if len(header_bytes) > self.max_header_size:
+            raise FrameTooLargeError(
+                f"message header of {len(header_bytes)} bytes exceeds max_header_size "
+                f"({self.max_header_size})"
+            )
+        return _pack_header_length(len(header_bytes)) + header_bytes + body
