@@ -27,9 +27,19 @@ def codec(request):
     return _impl.load(request.param)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def both_codecs():
-    """(compiled, twin), for differential tests."""
+    """(compiled, twin), for differential tests (modules, so session-scoped:
+    hypothesis reuses it across examples)."""
     if pure_build_expected():
         pytest.skip("FRAMECODEC_NO_EXTENSION=1: this build has no compiled core by design")
     return _impl.load("cython"), _impl.load("python")
+
+
+@pytest.fixture(scope="session")
+def codec_both():
+    """Both cores (or the twin alone in a build without the extension), for
+    hypothesis tests, which cannot take a parametrised function-scoped fixture."""
+    if pure_build_expected():
+        return (_impl.load("python"),)
+    return (_impl.load("cython"), _impl.load("python"))
