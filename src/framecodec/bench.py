@@ -1,0 +1,266 @@
+"""``python -m framecodec bench``: the codec core against what users write by hand.
+
+Every figure is measured in the same run on the same machine, and each row
+shows its ratio to the naive baseline measured beside it, so the ratios hold
+however busy the machine is.  Contenders:
+
+- cython, python: framecodec's compiled core and its pure-Python twin;
+- naive: the loop users write by hand (``struct.unpack_from`` plus slicing to
+  decode, ``struct.pack`` plus concatenation to encode);
+- msgpack: msgpack's C ``Unpacker`` streaming the same payloads as bin
+  objects, where msgpack is installed (the best C streaming decoder Python
+  users already have).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import struct
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from . import _impl
+
+SIZES = [16, 64, 1024, 64 * 1024, 1024 * 1024]
+QUICK_SIZES = [16, 64, 1024, 1024 * 1024]
+CHUNK = 64 * 1024  # decoders are fed the stream in pieces of this size
+_unpack_length = struct.Struct(">I").unpack_from
+_pack_length = struct.Struct(">I").pack
+
+
+# -- the naive baseline -------------------------------------------------------
+
+
+def naive_decode(chunks: List[bytes]) -> int:
+    """The hand-written receive loop: append, unpack headers, slice frames."""
+    buf = b""
+    count = 0
+    frames: List[bytes] = []
+    for chunk in chunks:
+        buf = buf + chunk if buf else chunk
+        pos = 0
+        end = len(buf)
+        while end - pos >= 4:
+            (length,) = _unpack_length(buf, pos)
+            if end - pos - 4 < length:
+                break
+            frames.append(buf[pos + 4 : pos + 4 + length])
+            pos += 4 + length
+        buf = buf[pos:]
+        count += len(frames)
+        frames.clear()
+    return count
+
+
+def naive_encode(payloads: List[bytes]) -> bytes:
+    return b"".join([_pack_length(len(p)) + p for p in payloads])
+
+
+# -- contenders ------------------------------------------------------------------
+
+
+def decode_by_feed(core: Any) -> Callable[[List[bytes]], int]:
+    def run(chunks: List[bytes]) -> int:
+        decoder = core.FrameDecoder(max_frame_size=1 << 30)
+        feed = decoder.feed
+        return sum(len(feed(chunk)) for chunk in chunks)
+
+    return run
+
+
+def decode_by_get_buffer(core: Any) -> Callable[[bytes], int]:
+    """The recv_into path, with a memory copy standing in for the kernel's."""
+
+    def run(stream: bytes) -> int:
+        decoder = core.FrameDecoder(max_frame_size=1 << 30)
+        source = memoryview(stream)
+        get_buffer = decoder.get_buffer
+        buffer_updated = decoder.buffer_updated
+        pos = 0
+        count = 0
+        end = len(stream)
+        while pos < end:
+            view = get_buffer(CHUNK)
+            n = min(len(view), CHUNK, end - pos)
+            view[:n] = source[pos : pos + n]
+            pos += n
+            count += len(buffer_updated(n))
+        return count
+
+    return run
+
+
+def msgpack_decode(msgpack: Any) -> Callable[[List[bytes]], int]:
+    def run(chunks: List[bytes]) -> int:
+        unpacker = msgpack.Unpacker(max_buffer_size=1 << 30)
+        count = 0
+        for chunk in chunks:
+            unpacker.feed(chunk)
+            for _ in unpacker:
+                count += 1
+        return count
+
+    return run
+
+
+# -- measuring -------------------------------------------------------------------
+
+
+def measure(fn: Callable[[Any], Any], arg: Any, repeat: int, check: Callable[[Any], bool]) -> float:
+    """Median seconds of ``repeat`` runs of fn(arg), each checked."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn(arg)
+        times.append(time.perf_counter() - start)
+        if not check(result):
+            raise AssertionError(f"{fn} gave a wrong result: {result!r:.80}")
+    return statistics.median(times)
+
+
+def frame_count_for(size: int, quick: bool) -> int:
+    budget = (4 if quick else 16) * 1024 * 1024  # bytes of payload per run
+    return max(8, min(400_000 if quick else 1_000_000, budget // size))
+
+
+def chunked(data: bytes, size: int) -> List[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def run_benchmarks(
+    sizes: List[int], quick: bool, progress: Callable[[str], None] = lambda s: None
+) -> List[Dict[str, Any]]:
+    cores = {}
+    for name in ("cython", "python"):
+        try:
+            cores[name] = _impl.load(name)
+        except ImportError:
+            pass
+    try:
+        import msgpack  # type: ignore[import-not-found]
+    except ImportError:
+        msgpack = None
+    repeat = 3 if quick else 7
+    rows: List[Dict[str, Any]] = []
+    for size in sizes:
+        count = frame_count_for(size, quick)
+        payload = bytes(i % 251 for i in range(size))
+        payloads = [payload] * count
+        stream = naive_encode(payloads)
+        chunks = chunked(stream, CHUNK)
+        expect: Callable[[Any], bool] = lambda n: n == count  # noqa: E731
+        volume = size * count
+
+        def add(operation: str, contender: str, seconds: float) -> None:
+            rows.append(
+                {
+                    "operation": operation,
+                    "size": size,
+                    "frames": count,
+                    "contender": contender,
+                    "seconds": seconds,
+                    "frames_per_s": count / seconds,
+                    "mb_per_s": volume / seconds / 1e6,
+                }
+            )
+
+        progress(f"decode {size} B")
+        add("decode (feed)", "naive", measure(naive_decode, chunks, repeat, expect))
+        for name, core in cores.items():
+            add("decode (feed)", name, measure(decode_by_feed(core), chunks, repeat, expect))
+        if msgpack is not None:
+            packed = chunked(b"".join(msgpack.packb(p) for p in payloads), CHUNK)
+            add("decode (feed)", "msgpack", measure(msgpack_decode(msgpack), packed, repeat, expect))
+        progress(f"get_buffer {size} B")
+        add("decode (get_buffer)", "naive", rows[-1 - len(cores) - (msgpack is not None)]["seconds"])
+        for name, core in cores.items():
+            add(
+                "decode (get_buffer)",
+                name,
+                measure(decode_by_get_buffer(core), stream, repeat, expect),
+            )
+        progress(f"encode {size} B")
+        same_stream: Callable[[bytes], bool] = lambda out: out == stream  # noqa: E731
+        add("encode_many", "naive", measure(naive_encode, payloads, repeat, same_stream))
+        for name, core in cores.items():
+            encoder = core.FrameEncoder(max_frame_size=1 << 30)
+            add("encode_many", name, measure(encoder.encode_many, payloads, repeat, same_stream))
+    for row in rows:
+        base = next(
+            r["seconds"]
+            for r in rows
+            if r["operation"] == row["operation"] and r["size"] == row["size"] and r["contender"] == "naive"
+        )
+        row["vs_naive"] = base / row["seconds"]
+    return rows
+
+
+def format_size(size: int) -> str:
+    if size >= 1024 * 1024:
+        return f"{size // (1024 * 1024)} MiB"
+    if size >= 1024:
+        return f"{size // 1024} KiB"
+    return f"{size} B"
+
+
+def format_table(rows: List[Dict[str, Any]]) -> str:
+    lines = [
+        f"{'operation':<20} {'size':>7} {'contender':<9} {'frames/s':>12} {'MB/s':>9} {'vs naive':>9}",
+        "-" * 71,
+    ]
+    previous = None
+    for row in rows:
+        key = (row["operation"], row["size"])
+        if previous is not None and key != previous:
+            lines.append("")
+        previous = key
+        if row["operation"] == "decode (get_buffer)" and row["contender"] == "naive":
+            continue  # the same naive figure as the feed row above it
+        lines.append(
+            f"{row['operation']:<20} {format_size(row['size']):>7} {row['contender']:<9} "
+            f"{row['frames_per_s']:>12,.0f} {row['mb_per_s']:>9,.1f} {row['vs_naive']:>8.2f}x"
+        )
+    return "\n".join(lines)
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser("bench", help="measure the codec against hand-written framing")
+    parser.add_argument("--quick", action="store_true", help="fewer sizes and repetitions (~20 s)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument(
+        "--sizes", type=lambda s: [int(x) for x in s.split(",")], help="comma-separated frame sizes"
+    )
+    parser.set_defaults(run=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
+    started = time.time()
+
+    def progress(step: str) -> None:
+        sys.stderr.write(f"\r  measuring {step:<24}")
+        sys.stderr.flush()
+
+    rows = run_benchmarks(sizes, args.quick, progress)
+    sys.stderr.write("\r" + " " * 40 + "\r")
+    print(
+        f"framecodec codec benchmark, {time.strftime('%Y-%m-%d')}, Python {platform.python_version()} "
+        f"on {platform.machine()}, {len(sizes)} sizes, {time.time() - started:.1f} s"
+    )
+    print(f"decoders fed in {CHUNK // 1024} KiB pieces; each figure the median of several runs\n")
+    print(format_table(rows))
+    if args.json:
+        meta = {"date": time.strftime("%Y-%m-%d"), "python": platform.python_version()}
+        with open(args.json, "w") as out:
+            json.dump({"meta": meta, "rows": rows}, out, indent=1)
+    return 0
+
+
+def cli(argv: Optional[List[str]] = None) -> int:  # pragma: no cover - convenience
+    from .__main__ import main as entry
+
+    return entry(["bench", *(argv or [])])
