@@ -6,11 +6,14 @@ import cython
 
 from framecodec._primitives cimport (
     concat,
-    cut,
+    fill_buffer,
     load_uint,
     new_bytearray,
+    new_bytes,
     resize_bytearray,
     store_uint,
+    write_bytes,
+    write_header,
 )
 
 cdef Py_ssize_t BIG_FRAME          # frames this large are received in their own storage
@@ -24,6 +27,18 @@ cdef int _MESSAGE_CONTENT
 cdef object _bytes_like(object data)
 
 
+cdef class _FrameStorage:
+    cdef readonly Py_ssize_t size       # the frame's final size
+    cdef public Py_ssize_t filled       # bytes of it received so far
+    cdef Py_ssize_t _exports            # live buffer exports of this object
+    cdef bint _in_place                 # _data is the final bytes object, exported writable
+    cdef object _data                   # bytes (in place) or bytearray
+
+    cdef Py_ssize_t room(self, Py_ssize_t wanted) except -1
+    cdef view(self, Py_ssize_t size)
+    cdef bytes finish(self)
+
+
 cdef class _StreamDecoder:
     cdef bytearray _buf             # received bytes: [_pos:_end] undelivered, [_end:] spare room
     cdef Py_ssize_t _pos            # first undelivered byte in _buf
@@ -33,22 +48,22 @@ cdef class _StreamDecoder:
     cdef Py_ssize_t _prealloc_limit # most a header can make us reserve up front
     cdef object _view               # memoryview handed out by get_buffer, released next call
     cdef Py_ssize_t _view_room      # its length, or -1 when none is outstanding
-    cdef bytearray _big             # in-place storage of a large frame being received, or None
-    cdef Py_ssize_t _big_filled     # bytes of it received so far
-    cdef Py_ssize_t _big_size       # its final size
+    cdef _FrameStorage _big         # storage of a large frame being received in place, or None
     cdef long long _discard_left    # bytes of an oversized frame still to drop
     cdef object _error              # the ProtocolError that broke this decoder, or None
 
     cdef _begin_call(self)
     cdef bint _between_frames(self)
     cdef bint _at_frame_start(self)
+    cdef _fail(self, exc, list out)
+    @cython.locals(size=Py_ssize_t, pos=Py_ssize_t, take=Py_ssize_t, skip="long long", big=_FrameStorage)
+    cdef _feed(self, bytes data, list out)
+    cdef _append(self, bytes data, Py_ssize_t pos, Py_ssize_t size)
     cdef _reserve(self, Py_ssize_t size)
-    cdef _reserve_big(self, Py_ssize_t size)
     cdef _start_big(self, const unsigned char *p, Py_ssize_t start, Py_ssize_t end,
                         Py_ssize_t size)
+    @cython.locals(skip="long long", big=_FrameStorage)
     cdef _advance(self, list out)
-    @cython.locals(skip=Py_ssize_t)
-    cdef _parse_buffered(self, list out)
     cdef Py_ssize_t _parse(self, const unsigned char *p, Py_ssize_t pos, Py_ssize_t end,
                            list out) except -1
     cdef _deliver_big(self, bytes data, list out)
@@ -61,17 +76,27 @@ cdef class FrameDecoder(_StreamDecoder):
     cdef bint _little                  # length field is little-endian
     cdef Py_ssize_t _length_offset     # bytes before the length field
     cdef Py_ssize_t _header_size       # length_offset + width
-    cdef Py_ssize_t _strip             # bytes cut from each frame's front; -1: the header
+    cdef bint _strip_header            # strip the whole header, however long
+    cdef Py_ssize_t _strip             # bytes cut from each frame's front
+    cdef unsigned long long _min_raw   # length fields in [_min_raw, _max_raw] take the fast path
+    cdef unsigned long long _max_raw
+    cdef bint _stalled                 # _unusual_frame stopped parsing
+    cdef object _unpack_length         # the twin's struct reader; None when compiled
     cdef long long _adjustment         # added to the field to give the body length
     cdef long long _max_frame_size     # largest body accepted
     cdef bint _discard                 # drop oversized frames instead of raising
     cdef bint _escape                  # multiprocessing's 0xFFFFFFFF + 8-byte length
 
-    @cython.locals(header_size=Py_ssize_t, width=int, avail=Py_ssize_t, head=Py_ssize_t,
-                   raw="unsigned long long", body="long long", skip="long long",
-                   total=Py_ssize_t, strip=Py_ssize_t)
+    @cython.locals(header_size=Py_ssize_t, last=Py_ssize_t, offset=Py_ssize_t, width=int,
+                   little=bint, strip=Py_ssize_t, head_adjust=Py_ssize_t,
+                   min_raw="unsigned long long", max_raw="unsigned long long",
+                   raw="unsigned long long", stop=Py_ssize_t)
     cdef Py_ssize_t _parse(self, const unsigned char *p, Py_ssize_t pos, Py_ssize_t end,
                            list out) except -1
+    @cython.locals(avail=Py_ssize_t, head=Py_ssize_t, body="long long", skip="long long",
+                   total=Py_ssize_t, strip=Py_ssize_t)
+    cdef Py_ssize_t _unusual_frame(self, const unsigned char *p, Py_ssize_t pos, Py_ssize_t end,
+                                   unsigned long long raw, list out) except -1
 
 
 cdef class FrameEncoder:
@@ -84,9 +109,16 @@ cdef class FrameEncoder:
     cdef bint _escape
     cdef bytes _zero_prefix            # the default prefix: length_offset zero bytes
     cdef object _field_max             # largest value the length field can hold
+    cdef Py_ssize_t _plain_min         # payload sizes in [_plain_min, _plain_max] get
+    cdef Py_ssize_t _plain_max         # the plain header without further checks
+    cdef Py_ssize_t _plain_header_size
+    cdef object _pack_length           # the twin's struct packer; None when compiled
 
     cpdef bytes header(self, object length, object prefix=*)
     cpdef bytes encode(self, object payload, object prefix=*)
+    @cython.locals(total=Py_ssize_t, pos=Py_ssize_t, size=Py_ssize_t, plain_min=Py_ssize_t,
+                   plain_max=Py_ssize_t, items=list, out=bytes)
+    cpdef bytes encode_many(self, object payloads)
 
 
 cdef class MessageDecoder(_StreamDecoder):

@@ -45,11 +45,6 @@ _MESSAGE_CONTENT = 1  # header parsed, expecting content-length bytes
 
 if not cython.compiled:
     # Python versions of the primitives that _primitives.pxd gives in C.
-    _UNPACKERS = {
-        (width, order): struct.Struct(code).unpack_from
-        for width, code0 in ((1, "B"), (2, "H"), (4, "I"), (8, "Q"))
-        for order, code in (("big", ">" + code0), ("little", "<" + code0))
-    }
 
     def new_bytearray(size):
         return bytearray(size)
@@ -68,12 +63,29 @@ if not cython.compiled:
     def store_uint(value, width, little):
         return value.to_bytes(width, "little" if little else "big")
 
-    def cut(p, start, end):
-        # p is bytes in the twin (see _StreamDecoder._parse_buffered).
-        return p[start:end]
-
     def concat(head, payload):
         return head + payload
+
+    def new_bytes(size):
+        raise TypeError("the pure-Python core keeps in-place frames in a bytearray")
+
+    def write_bytes(out, pos, data):
+        raise TypeError("the pure-Python core joins frames instead")
+
+    def write_header(out, pos, header_size, value, width, little):
+        raise TypeError("the pure-Python core joins frames instead")
+
+    def fill_buffer(buffer, owner, data, flags):
+        raise TypeError("the pure-Python core exports no buffers of its own")
+
+
+def _unpacker(width, byteorder):
+    """The twin's fast reader of a length field: a struct unpack_from."""
+    code = {1: "B", 2: "H", 4: "I", 8: "Q"}.get(width)
+    if code is None:  # 3 bytes: no struct code
+        little = byteorder == "little"
+        return lambda p, pos: (load_uint(p, pos, 3, little),)
+    return struct.Struct((">" if byteorder == "big" else "<") + code).unpack_from
 
 
 def as_bytes_view(data):
@@ -97,6 +109,62 @@ def _frame_too_large(body, limit, frames):
 # Receive buffering shared by both decoders
 
 
+class _FrameStorage:
+    """Where one large frame is received in place.
+
+    Compiled, a frame no larger than prealloc_limit lives in a bytes object
+    of its final size, written through this object's buffer export and
+    delivered as the frame itself: the kernel's copy is the only one.
+    Otherwise (and always in the twin, since Python cannot export writable
+    memory of a bytes object) it is a bytearray that grows geometrically as
+    bytes arrive and is copied into bytes at the end.
+
+    Storage never moves while a view of it is alive: a bytearray refuses to
+    resize (BufferError), and the bytes form never resizes.  A frame still
+    viewed when it completes is delivered as a copy, so what the caller
+    holds and what the caller is given never share memory.
+    """
+
+    def __init__(self, size, prealloc_limit):
+        self.size = size
+        self.filled = 0
+        self._exports = 0
+        self._in_place = cython.compiled and size <= prealloc_limit
+        if self._in_place:
+            self._data = new_bytes(size)
+        else:
+            self._data = new_bytearray(min(size, prealloc_limit))
+
+    def room(self, wanted):
+        """Make room for up to ``wanted`` more bytes (never past the frame); return the room."""
+        data = self._data
+        needed = min(self.size, self.filled + wanted)
+        if needed > len(data):
+            resize_bytearray(data, min(self.size, max(needed, 2 * len(data))))
+        return len(data) - self.filled
+
+    def view(self, size):
+        """A writable view of the next ``size`` bytes to fill."""
+        if self._in_place:
+            return memoryview(self)[self.filled : self.filled + size]
+        return memoryview(self._data)[self.filled : self.filled + size]
+
+    def finish(self):
+        """The completed frame as bytes."""
+        data = self._data
+        self._data = None
+        if self._in_place and self._exports == 0:
+            return data
+        return bytes(data)
+
+    def __getbuffer__(self, buffer: "Py_buffer *", flags: "int"):
+        fill_buffer(buffer, self, self._data, flags)
+        self._exports += 1
+
+    def __releasebuffer__(self, buffer: "Py_buffer *"):
+        self._exports -= 1
+
+
 class _StreamDecoder:
     """Owns the received bytes; subclasses say where frames begin and end.
 
@@ -106,7 +174,8 @@ class _StreamDecoder:
     is needed, and only what remains (less than one frame) is moved, so each
     received byte is moved a bounded number of times: no quadratic copying,
     which is what the tutorial's ``buf = buf[n:]`` costs on a stream of small
-    frames.  Memory stays near the largest frame plus one read.
+    frames.  Memory stays near the largest frame plus one read.  Frames of
+    BIG_FRAME bytes or more are received in a _FrameStorage of their own.
 
     Moving and growing are both resizes of a bytearray, which CPython refuses
     with BufferError while any memoryview of it is alive; the view this
@@ -125,8 +194,6 @@ class _StreamDecoder:
         self._view = None
         self._view_room = -1
         self._big = None
-        self._big_filled = 0
-        self._big_size = 0
         self._discard_left = 0
         self._error = None
 
@@ -137,7 +204,7 @@ class _StreamDecoder:
         """Bytes received but not yet delivered as part of a frame."""
         held = self._end - self._pos
         if self._big is not None:
-            held += self._big_filled
+            held += self._big.filled
         return held
 
     def feed(self, data):
@@ -146,23 +213,13 @@ class _StreamDecoder:
         ``data`` may be bytes, bytearray, memoryview or any contiguous buffer.
         """
         self._begin_call()
-        data = as_bytes_view(data)
-        size = len(data)
+        if type(data) is not bytes:
+            data = as_bytes_view(data).tobytes()
         out = []
-        done = 0
-        while done < size:
-            if self._big is not None:
-                take = min(size - done, self._big_size - self._big_filled)
-                self._reserve_big(take)
-                self._big[self._big_filled : self._big_filled + take] = data[done : done + take]
-                self._big_filled += take
-            else:
-                take = size - done
-                self._reserve(take)
-                self._buf[self._end : self._end + take] = data[done : done + take]
-                self._end += take
-            done += take
-            self._advance(out)
+        try:
+            self._feed(data, out)
+        except ProtocolError as exc:
+            self._fail(exc, out)
         return out
 
     def get_buffer(self, sizehint=-1):
@@ -175,11 +232,9 @@ class _StreamDecoder:
         The view is valid until the next call on this decoder.
         """
         self._begin_call()
-        if self._big is not None:
-            start = self._big_filled
-            self._reserve_big(min(self._read_size, self._big_size - start))
-            stop = min(len(self._big), self._big_size)
-            view = memoryview(self._big)[start:stop]
+        big = self._big
+        if big is not None:
+            view = big.view(big.room(self._read_size if sizehint <= 0 else sizehint))
         else:
             self._reserve(sizehint if sizehint > 0 else self._read_size)
             view = memoryview(self._buf)[self._end :]
@@ -195,12 +250,15 @@ class _StreamDecoder:
             raise RuntimeError("buffer_updated() called without a preceding get_buffer()")
         if nbytes < 0 or nbytes > room:
             raise ValueError(f"nbytes must be between 0 and {room}, the size of the buffer given")
-        if self._big is not None:
-            self._big_filled += nbytes
-        else:
-            self._end += nbytes
         out = []
-        self._advance(out)
+        try:
+            if self._big is not None:
+                self._big.filled += nbytes
+            else:
+                self._end += nbytes
+            self._advance(out)
+        except ProtocolError as exc:
+            self._fail(exc, out)
         return out
 
     def eof(self):
@@ -210,7 +268,7 @@ class _StreamDecoder:
             return
         buffered = self.buffered
         if self._big is not None:
-            missing = self._big_size - self._big_filled
+            missing = self._big.size - self._big.filled
         elif self._discard_left:
             missing = self._discard_left
         else:
@@ -241,6 +299,12 @@ class _StreamDecoder:
             except BufferError:
                 pass  # the caller re-exported it; moving our memory will raise instead
 
+    def _fail(self, exc, out):
+        """Keep the frames completed before the error on it; stay failed."""
+        exc.frames = out
+        self._error = exc
+        raise exc
+
     def _between_frames(self):
         return (
             self._end == self._pos
@@ -251,6 +315,47 @@ class _StreamDecoder:
 
     def _at_frame_start(self):
         return True
+
+    def _feed(self, data, out):
+        size = len(data)
+        pos = 0
+        while pos < size:
+            big = self._big
+            if big is not None:
+                # A large frame in progress: its bytes go straight to its storage.
+                take = min(size - pos, big.room(size - pos))
+                big.view(take)[:] = memoryview(data)[pos : pos + take]
+                big.filled += take
+                pos += take
+                self._advance(out)
+            elif self._discard_left:
+                skip = min(size - pos, self._discard_left)
+                self._discard_left -= skip
+                pos += skip
+                if not self._discard_left:
+                    self._need = 1
+            elif self._end > self._pos:
+                # Part of a frame is buffered: move over only what its next
+                # step needs, so the rest of data can be parsed in place.
+                take = min(size - pos, max(1, self._need - (self._end - self._pos)))
+                self._append(data, pos, take)
+                pos += take
+                self._advance(out)
+            elif size - pos < self._need:
+                self._append(data, pos, size - pos)
+                pos = size
+            else:
+                # Nothing buffered: parse in place, keep only an incomplete tail.
+                pos = self._parse(data, pos, size, out)
+                if pos < size and self._big is None and not self._discard_left:
+                    self._append(data, pos, size - pos)
+                    pos = size
+
+    def _append(self, data, pos, size):
+        """Copy ``data[pos:pos + size]`` to the end of the buffered bytes."""
+        self._reserve(size)
+        self._buf[self._end : self._end + size] = memoryview(data)[pos : pos + size]
+        self._end += size
 
     def _reserve(self, size):
         """Make ``size`` bytes of spare room after ``_end``."""
@@ -265,42 +370,28 @@ class _StreamDecoder:
         if len(buf) - self._end < size:
             resize_bytearray(buf, max(self._end + size, 2 * len(buf)))
 
-    def _reserve_big(self, size):
-        """Grow the in-place frame storage to hold ``size`` more bytes, geometrically."""
-        big = self._big
-        needed = self._big_filled + size
-        if needed > len(big):
-            resize_bytearray(big, min(self._big_size, max(needed, 2 * len(big))))
-
     def _start_big(self, p, start, end, size):
         """Receive the frame ``size`` bytes long that begins at ``p[start:end]`` in place.
 
         The storage reserved now is bounded by prealloc_limit whatever the
-        header announced; it grows only as the payload arrives.
+        header announced; beyond that it grows only as the payload arrives.
         """
+        big = _FrameStorage(size, self._prealloc_limit)
         have = end - start
-        self._big = new_bytearray(max(have, min(size, self._prealloc_limit)))
-        self._big[0:have] = cut(p, start, end)
-        self._big_filled = have
-        self._big_size = size
+        big.room(have)
+        big.view(have)[:] = p[start:end]
+        big.filled = have
+        self._big = big
 
     def _advance(self, out):
         """Deliver whatever the received bytes complete, appending to ``out``."""
-        try:
-            if self._big is not None:
-                if self._big_filled < self._big_size:
-                    return
-                big = self._big
-                self._big = None
-                self._need = 1
-                self._deliver_big(bytes(big), out)
-            self._parse_buffered(out)
-        except ProtocolError as exc:
-            exc.frames = out
-            self._error = exc
-            raise
-
-    def _parse_buffered(self, out):
+        big = self._big
+        if big is not None:
+            if big.filled < big.size:
+                return
+            self._big = None
+            self._need = 1
+            self._deliver_big(big.finish(), out)
         while self._big is None:
             if self._discard_left:
                 skip = min(self._discard_left, self._end - self._pos)
@@ -325,9 +416,10 @@ class _StreamDecoder:
     def _parse(self, p, pos, end, out):
         """Append the frames that ``p[pos:end]`` completes; return the new position.
 
-        Before returning with an incomplete frame, set ``_need`` to the bytes
-        needed at that position to make progress, or start an in-place
-        storage (``_start_big``) and return ``end``.
+        ``p`` is bytes (a C pointer when compiled).  Before returning with an
+        incomplete frame, set ``_need`` to the bytes needed at that position
+        to make progress, or start an in-place storage (``_start_big``) or
+        set ``_discard_left``, and return ``end``.
         """
         raise NotImplementedError
 
@@ -358,85 +450,130 @@ class FrameDecoder(_StreamDecoder):
         fmt = resolve_format(format, **options)
         _StreamDecoder.__init__(self, fmt.read_size, fmt.prealloc_limit)
         self.format = fmt
+        self.discarded = 0
         self._width = fmt.width
         self._little = fmt.byteorder == "little"
         self._length_offset = fmt.length_offset
         self._header_size = fmt.header_size
-        self._strip = -1 if fmt.strip is None else fmt.strip
+        self._strip_header = fmt.strip is None
+        self._strip = fmt.header_size if fmt.strip is None else fmt.strip
         self._adjustment = fmt.length_adjustment
         self._max_frame_size = fmt.max_frame_size
         self._discard = fmt.discard_oversized
         self._escape = fmt.large_length_escape
         self._need = fmt.header_size
-        self.discarded = 0
-        if not cython.compiled:
-            self._unpack_length = _UNPACKERS.get((fmt.width, fmt.byteorder))
-            self._unpack_u64 = _UNPACKERS[(8, "big")]
+        self._stalled = False
+        self._unpack_length = None if cython.compiled else _unpacker(fmt.width, fmt.byteorder)
+        # Length fields in [_min_raw, _max_raw] give an ordinary frame; any
+        # other value (negative or oversized after adjustment, the
+        # multiprocessing escape) takes the slow path, _unusual_frame.
+        min_raw = max(0, -fmt.length_adjustment)
+        max_raw = min(fmt.max_frame_size - fmt.length_adjustment, RAW_LENGTH_LIMIT - 1)
+        if fmt.large_length_escape:
+            max_raw = min(max_raw, _INT32_MAX)
+        if max_raw < min_raw:  # no value is ordinary
+            min_raw, max_raw = 1, 0
+        self._min_raw = min_raw
+        self._max_raw = max_raw
 
     def _parse(self, p, pos, end, out):
+        # The hot loop: everything it reads is in locals, and each test is
+        # the cheapest form that serves both the C and the Python build.
         header_size = self._header_size
+        last = end - header_size  # the last position where a header fits
+        offset = self._length_offset
         width = self._width
+        little = self._little
+        strip = self._strip
+        head_adjust = header_size + self._adjustment
+        min_raw = self._min_raw
+        max_raw = self._max_raw
+        unpack = self._unpack_length
         while True:
-            avail = end - pos
-            if avail < header_size:
+            if pos > last:
                 self._need = header_size
                 return pos
             if cython.compiled:
-                raw = load_uint(p, pos + self._length_offset, width, self._little)
-            elif width == 3:
-                raw = load_uint(p, pos + self._length_offset, 3, self._little)
+                raw = load_uint(p, pos + offset, width, little)
             else:
-                raw = self._unpack_length(p, pos + self._length_offset)[0]
-            head = header_size
-            if self._escape and raw > _INT32_MAX:
-                if raw != _ESCAPE:
-                    raise MalformedHeaderError(
-                        f"negative frame length (0x{raw:08x}) in a signed 4-byte field", out
-                    )
-                head = header_size + 8
-                if avail < head:
-                    self._need = head
+                raw = unpack(p, pos + offset)[0]
+            if raw > max_raw or raw < min_raw:
+                pos = self._unusual_frame(p, pos, end, raw, out)
+                if self._stalled:
                     return pos
-                if cython.compiled:
-                    raw = load_uint(p, pos + header_size, 8, False)
-                else:
-                    raw = self._unpack_u64(p, pos + header_size)[0]
-            if raw >= _RAW_LIMIT:
-                # Too large to count, let alone discard; checked before any
-                # arithmetic so the compiled core cannot overflow.
-                raise FrameTooLargeError(
-                    f"length field announces {raw} bytes, over max_frame_size "
-                    f"({self._max_frame_size})",
-                    out,
-                )
-            body = raw
-            body += self._adjustment
-            if body < 0:
-                raise MalformedHeaderError(
-                    f"length field {raw} with length_adjustment {self._adjustment} "
-                    f"gives a negative frame length {body}",
-                    out,
-                )
-            if body > self._max_frame_size:
-                if not self._discard:
-                    raise _frame_too_large(body, self._max_frame_size, out)
-                self.discarded += 1
-                skip = head + body
-                if avail < skip:
-                    self._discard_left = skip - avail
-                    return end
-                pos += skip
                 continue
-            total = head + body
-            strip = head if self._strip < 0 else self._strip
-            if avail < total:
-                if total - strip >= BIG_FRAME:
-                    self._start_big(p, pos + strip, end, total - strip)
+            stop = pos + raw + head_adjust  # where this frame ends
+            if stop > end:
+                if stop - pos - strip >= BIG_FRAME:
+                    self._start_big(p, pos + strip, end, stop - pos - strip)
                     return end
-                self._need = total
+                self._need = stop - pos
                 return pos
-            out.append(cut(p, pos + strip, pos + total))
-            pos += total
+            out.append(p[pos + strip : stop])
+            pos = stop
+
+    def _unusual_frame(self, p, pos, end, raw, out):
+        """The frame at ``pos`` whose length field ``raw`` is off the fast path.
+
+        Raises for a negative or oversized length, skips an oversized frame
+        when discarding, and reads multiprocessing's escaped 8-byte length.
+        Returns the new position; sets ``_stalled`` when parsing must stop.
+        """
+        self._stalled = False
+        avail = end - pos
+        head = self._header_size
+        if self._escape and raw > _INT32_MAX:
+            if raw != _ESCAPE:
+                raise MalformedHeaderError(
+                    f"negative frame length (0x{raw:08x}) in a signed 4-byte field", out
+                )
+            head += 8
+            if avail < head:
+                self._need = head
+                self._stalled = True
+                return pos
+            if cython.compiled:
+                raw = load_uint(p, pos + self._header_size, 8, False)
+            else:
+                raw = int.from_bytes(p[pos + self._header_size : pos + head], "big")
+        if raw >= _RAW_LIMIT:
+            # Too large to count, let alone discard; checked before any
+            # arithmetic so the compiled core cannot overflow.
+            raise FrameTooLargeError(
+                f"length field announces {raw} bytes, over max_frame_size "
+                f"({self._max_frame_size})",
+                out,
+            )
+        body = raw
+        body += self._adjustment
+        if body < 0:
+            raise MalformedHeaderError(
+                f"length field {raw} with length_adjustment {self._adjustment} "
+                f"gives a negative frame length {body}",
+                out,
+            )
+        if body > self._max_frame_size:
+            if not self._discard:
+                raise _frame_too_large(body, self._max_frame_size, out)
+            self.discarded += 1
+            skip = head + body
+            if avail < skip:
+                self._discard_left = skip - avail
+                self._stalled = True
+                return end
+            return pos + skip
+        # An escaped length within the limits: an ordinary frame with a longer header.
+        total = head + body
+        strip = head if self._strip_header else self._strip
+        if avail >= total:
+            out.append(p[pos + strip : pos + total])
+            return pos + total
+        self._stalled = True
+        if total - strip >= BIG_FRAME:
+            self._start_big(p, pos + strip, end, total - strip)
+            return end
+        self._need = total
+        return pos
 
     def _deliver_big(self, data, out):
         out.append(data)
@@ -462,10 +599,20 @@ class FrameEncoder:
         self._max_frame_size = fmt.max_frame_size
         self._escape = fmt.large_length_escape
         self._zero_prefix = bytes(fmt.length_offset)
-        if self._escape:
-            self._field_max = (1 << 64) - 1
-        else:
-            self._field_max = (1 << (8 * fmt.width)) - 1
+        field_max = (1 << 64) - 1 if fmt.large_length_escape else (1 << (8 * fmt.width)) - 1
+        self._field_max = field_max
+        # Payload sizes in [_plain_min, _plain_max] need no check beyond that
+        # range and get the plain header: zero prefix, no escape.
+        plain_max = min(fmt.max_frame_size, field_max + fmt.length_adjustment)
+        if fmt.large_length_escape:
+            plain_max = min(plain_max, _INT32_MAX)
+        self._plain_min = max(0, fmt.length_adjustment)
+        self._plain_max = plain_max
+        self._plain_header_size = fmt.header_size
+        self._pack_length = None
+        if not cython.compiled and fmt.width != 3:
+            code = {1: "B", 2: "H", 4: "I", 8: "Q"}[fmt.width]
+            self._pack_length = struct.Struct((">" if fmt.byteorder == "big" else "<") + code).pack
 
     def header(self, length, prefix=None):
         """The header of a frame whose payload is ``length`` bytes.
@@ -502,13 +649,48 @@ class FrameEncoder:
         return concat(self.header(len(payload), prefix), payload)
 
     def encode_many(self, payloads):
-        """Many frames joined in one bytes object, for a single send."""
-        parts = []
-        for payload in payloads:
-            payload = _bytes_like(payload)
-            parts.append(self.header(len(payload)))
-            parts.append(payload)
-        return b"".join(parts)
+        """Many frames in one bytes object, for a single send.
+
+        Compiled, the frames are written straight into the result (one copy
+        of each payload); the twin joins headers and payloads.
+        """
+        items = [_bytes_like(payload) for payload in payloads]
+        plain_min = self._plain_min
+        plain_max = self._plain_max
+        if not cython.compiled:
+            pack = self._pack_length
+            adjustment = self._adjustment
+            simple = pack is not None and not self._length_offset
+            parts = []
+            append = parts.append
+            for payload in items:
+                size = len(payload)
+                if simple and plain_min <= size <= plain_max:
+                    append(pack(size - adjustment))
+                else:
+                    append(self.header(size))
+                append(payload)
+            return b"".join(parts)
+        total = 0
+        for payload in items:
+            size = len(payload)
+            if size < plain_min or size > plain_max:
+                total += len(self.header(size))  # raises if it must
+            else:
+                total += self._plain_header_size
+            total += size
+        out = new_bytes(total)
+        pos = 0
+        for payload in items:
+            size = len(payload)
+            if size < plain_min or size > plain_max:
+                pos = write_bytes(out, pos, self.header(size))
+            else:
+                pos = write_header(
+                    out, pos, self._plain_header_size, size - self._adjustment, self._width, self._little
+                )
+            pos = write_bytes(out, pos, payload)
+        return out
 
 
 # ---------------------------------------------------------------------------
@@ -555,7 +737,7 @@ class MessageDecoder(_StreamDecoder):
                 if avail < length:
                     self._need = length
                     return pos
-                out.append(Message(self._header, cut(p, pos, pos + length)))
+                out.append(Message(self._header, p[pos : pos + length]))
                 pos += length
                 self._header = None
                 self._state = _MESSAGE_HEAD
@@ -577,7 +759,7 @@ class MessageDecoder(_StreamDecoder):
                 return pos
             try:
                 header, length = parse_message_header(
-                    cut(p, pos + 2, pos + 2 + header_length), self._max_content_size
+                    p[pos + 2 : pos + 2 + header_length], self._max_content_size
                 )
             except ProtocolError as exc:
                 exc.frames = out
@@ -585,7 +767,7 @@ class MessageDecoder(_StreamDecoder):
             pos += 2 + header_length
             avail -= 2 + header_length
             if avail >= length:
-                out.append(Message(header, cut(p, pos, pos + length)))
+                out.append(Message(header, p[pos : pos + length]))
                 pos += length
                 continue
             self._header = header

@@ -1,7 +1,8 @@
 # C versions of the primitives that _codec.py defines in Python under
 # ``if not cython.compiled``; _codec.pxd cimports them under the same names.
 from libc.stdint cimport uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
+from cpython.buffer cimport PyBuffer_FillInfo
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 
 
@@ -25,6 +26,16 @@ cdef inline int resize_bytearray(bytearray buf, Py_ssize_t size) except -1:
     return PyByteArray_Resize(buf, size)
 
 
+cdef inline bytes new_bytes(Py_ssize_t size):
+    # Uninitialised; filled in place before anyone else sees it.
+    return PyBytes_FromStringAndSize(NULL, size)
+
+
+cdef inline int fill_buffer(Py_buffer *buffer, object owner, bytes data, int flags) except -1:
+    # A writable export of a bytes object that only its owner has seen yet.
+    return PyBuffer_FillInfo(buffer, owner, PyBytes_AS_STRING(data), len(data), 0, flags)
+
+
 cdef inline uint64_t load_uint(const unsigned char *p, Py_ssize_t pos, int width, bint little) noexcept:
     return fc_load_uint(p + pos, width, little)
 
@@ -35,17 +46,33 @@ cdef inline bytes store_uint(uint64_t value, int width, bint little):
     return out
 
 
-cdef inline bytes cut(const unsigned char *p, Py_ssize_t start, Py_ssize_t end):
-    return PyBytes_FromStringAndSize(<const char *>p + start, end - start)
+cdef inline const char *_data_of(object data):
+    # data is bytes or bytearray (see _bytes_like in _codec.py).
+    if type(data) is bytes:
+        return PyBytes_AS_STRING(data)
+    return PyByteArray_AS_STRING(data)
 
 
-cdef inline bytes concat(bytes head, payload):
-    # payload is bytes or bytearray (see _bytes_like); one allocation, two copies.
+cdef inline Py_ssize_t write_bytes(bytes out, Py_ssize_t pos, object data) except -1:
+    # Copy data into out, which is being built, at pos; return the end.
+    cdef Py_ssize_t size = len(data)
+    memcpy(PyBytes_AS_STRING(out) + pos, _data_of(data), size)
+    return pos + size
+
+
+cdef inline Py_ssize_t write_header(bytes out, Py_ssize_t pos, Py_ssize_t header_size,
+                                    uint64_t value, int width, bint little) except -1:
+    # A zero prefix, then the length field; return the end.
+    cdef unsigned char *p = <unsigned char *>PyBytes_AS_STRING(out) + pos
+    memset(p, 0, header_size - width)
+    fc_store_uint(p + header_size - width, value, width, little)
+    return pos + header_size
+
+
+cdef inline bytes concat(bytes head, object payload):
+    # One allocation, two copies.
     cdef Py_ssize_t head_size = len(head)
-    cdef Py_ssize_t size = len(payload)
-    cdef const char *src = PyBytes_AS_STRING(payload) if type(payload) is bytes else PyByteArray_AS_STRING(payload)
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, head_size + size)
-    cdef char *dst = PyBytes_AS_STRING(out)
-    memcpy(dst, PyBytes_AS_STRING(head), head_size)
-    memcpy(dst + head_size, src, size)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, head_size + len(payload))
+    write_bytes(out, head_size, payload)
+    memcpy(PyBytes_AS_STRING(out), PyBytes_AS_STRING(head), head_size)
     return out
