@@ -15,6 +15,8 @@ defined below.  (The alternative, a separate .pyx and .py, is known to drift.)
 The core never touches a socket: bytes in, frames out.
 """
 
+from __future__ import annotations
+
 import struct
 
 try:
@@ -157,11 +159,11 @@ class _FrameStorage:
             return data
         return bytes(data)
 
-    def __getbuffer__(self, buffer: "Py_buffer *", flags: "int"):
+    def __getbuffer__(self, buffer: cython.pointer[Py_buffer], flags: cython.int):
         fill_buffer(buffer, self, self._data, flags)
         self._exports += 1
 
-    def __releasebuffer__(self, buffer: "Py_buffer *"):
+    def __releasebuffer__(self, buffer: cython.pointer[Py_buffer]):
         self._exports -= 1
 
 
