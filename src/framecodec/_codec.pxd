@@ -113,6 +113,7 @@ cdef class FrameEncoder:
     cdef Py_ssize_t _plain_max         # the plain header without further checks
     cdef Py_ssize_t _plain_header_size
     cdef object _pack_length           # the twin's struct packer; None when compiled
+    cdef dict _header_cache            # the twin's packed headers by payload size
 
     cpdef bytes header(self, object length, object prefix=*)
     cpdef bytes encode(self, object payload, object prefix=*)
