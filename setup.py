@@ -79,8 +79,7 @@ def extensions():
         [os.path.join(PACKAGE_DIR, "_codec.py")],
         include_dirs=[PACKAGE_DIR],
         depends=[
-            os.path.join(PACKAGE_DIR, name)
-            for name in ("_codec.pxd", "_primitives.pxd", "_hton.h")
+            os.path.join(PACKAGE_DIR, name) for name in ("_codec.pxd", "_primitives.pxd", "_hton.h")
         ],
     )
     return cythonize(

@@ -166,7 +166,9 @@ def test_max_frame_size_is_inclusive(codec):
     encoder = codec.FrameEncoder()
     decoder = codec.FrameDecoder(max_frame_size=10)
     assert decoder.feed(encoder.encode(b"x" * 10)) == [b"x" * 10]
-    with pytest.raises(FrameTooLargeError, match=r"frame of 11 bytes exceeds max_frame_size \(10\)"):
+    with pytest.raises(
+        FrameTooLargeError, match=r"frame of 11 bytes exceeds max_frame_size \(10\)"
+    ):
         decoder.feed(encoder.encode(b"x" * 11))
 
 
@@ -341,7 +343,9 @@ def test_eof_inside_a_frame_says_how_much_is_missing(codec, cut, buffered, missi
     decoder = codec.FrameDecoder()
     decoder.feed(codec.FrameEncoder().encode(b"x" * 10)[:cut])
     assert decoder.buffered == buffered
-    with pytest.raises(IncompleteFrameError, match=f"{buffered} bytes buffered, {missing} more needed") as info:
+    with pytest.raises(
+        IncompleteFrameError, match=f"{buffered} bytes buffered, {missing} more needed"
+    ) as info:
         decoder.eof()
     assert (info.value.buffered, info.value.missing) == (buffered, missing)
 

@@ -76,8 +76,10 @@ def test_tutorial_messages_decode(codec):
 
 def test_values_by_content_type(codec):
     encoder = MessageEncoder()
-    wire = encoder.encode([1, "two"]) + encoder.encode("plain text") + encoder.encode(
-        "latin", content_encoding="latin-1"
+    wire = (
+        encoder.encode([1, "two"])
+        + encoder.encode("plain text")
+        + encoder.encode("latin", content_encoding="latin-1")
     )
     values = [m.value for m in codec.MessageDecoder().feed(wire)]
     assert values == [[1, "two"], "plain text", "latin"]
@@ -87,7 +89,12 @@ def test_extra_headers_are_kept_in_order(codec):
     wire = MessageEncoder().encode(b"x", headers={"request-id": 7, "trace": "abc"})
     header_json = wire[2 : 2 + struct.unpack(">H", wire[:2])[0]].decode()
     assert list(json.loads(header_json)) == [
-        "byteorder", "content-type", "content-encoding", "content-length", "request-id", "trace",
+        "byteorder",
+        "content-type",
+        "content-encoding",
+        "content-length",
+        "request-id",
+        "trace",
     ]
     (message,) = codec.MessageDecoder().feed(wire)
     assert message.header["request-id"] == 7
@@ -125,9 +132,21 @@ def test_large_content_round_trips_through_get_buffer(codec):
             MalformedHeaderError,
             "lacks required key\\(s\\): content-encoding, content-length",
         ),
-        (raw_message(good_header(**{"content-length": -1})), MalformedHeaderError, "non-negative integer"),
-        (raw_message(good_header(**{"content-length": "5"})), MalformedHeaderError, "non-negative integer"),
-        (raw_message(good_header(**{"content-length": True})), MalformedHeaderError, "non-negative integer"),
+        (
+            raw_message(good_header(**{"content-length": -1})),
+            MalformedHeaderError,
+            "non-negative integer",
+        ),
+        (
+            raw_message(good_header(**{"content-length": "5"})),
+            MalformedHeaderError,
+            "non-negative integer",
+        ),
+        (
+            raw_message(good_header(**{"content-length": True})),
+            MalformedHeaderError,
+            "non-negative integer",
+        ),
         (
             raw_message(good_header(**{"content-encoding": "klingon"})),
             MalformedHeaderError,

@@ -12,7 +12,9 @@ from framecodec.errors import ProtocolError
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 payload_lists = st.lists(st.binary(max_size=300), max_size=20)
-big_payload = st.integers(min_value=60_000, max_value=140_000).map(lambda n: bytes(n % 251 for n in range(n)))
+big_payload = st.integers(min_value=60_000, max_value=140_000).map(
+    lambda n: bytes(n % 251 for n in range(n))
+)
 
 
 def cut_points(data, rng, max_piece):
@@ -61,11 +63,13 @@ def test_any_cutting_gives_back_exactly_the_frames(
     codec_both, preset, payloads, big, seed, max_piece, through_get_buffer
 ):
     if big is not None and preset != "uint16":
-        payloads = payloads[:3] + [big] + payloads[3:]
+        payloads = [*payloads[:3], big, *payloads[3:]]
     for codec in codec_both:
         encoder = codec.FrameEncoder(preset)
         frames = [encoder.encode(p) for p in payloads]
-        result = run(codec.FrameDecoder(preset), b"".join(frames), seed, max_piece, through_get_buffer)
+        result = run(
+            codec.FrameDecoder(preset), b"".join(frames), seed, max_piece, through_get_buffer
+        )
         assert result == ("ok", expected_frames(preset, frames, payloads))
 
 
@@ -90,7 +94,9 @@ def test_messages_survive_any_cutting(codec_both, messages, seed, max_piece, thr
         status, decoded = run(codec.MessageDecoder(), wire, seed, max_piece, through_get_buffer)
         assert status == "ok"
         values = [m.value for m in decoded]
-        assert values == [m if not isinstance(m, (bytearray, memoryview)) else bytes(m) for m in messages]
+        assert values == [
+            m if not isinstance(m, (bytearray, memoryview)) else bytes(m) for m in messages
+        ]
 
 
 def mutate(data, rng):
@@ -102,7 +108,9 @@ def mutate(data, rng):
         elif data and choice < 0.75:
             del data[rng.randrange(len(data)) :]
         else:
-            data[rng.randrange(len(data) + 1) : 0] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 9)))
+            data[rng.randrange(len(data) + 1) : 0] = bytes(
+                rng.randrange(256) for _ in range(rng.randint(1, 9))
+            )
     return bytes(data)
 
 
@@ -122,11 +130,15 @@ def test_compiled_and_twin_agree_on_mutated_streams(both_codecs, preset, payload
     max_piece = rng.choice([1, 3, 64, 4096])
     via = rng.random() < 0.5
     results = [
-        run(codec.FrameDecoder(preset, **options), wire, seed, max_piece, via) for codec in (compiled, twin)
+        run(codec.FrameDecoder(preset, **options), wire, seed, max_piece, via)
+        for codec in (compiled, twin)
     ]
     assert results[0] == results[1]
     # The same stream fed whole gives the same outcome as fed in pieces.
-    assert run(compiled.FrameDecoder(preset, **options), wire, seed, len(wire) + 1, False) == results[0]
+    assert (
+        run(compiled.FrameDecoder(preset, **options), wire, seed, len(wire) + 1, False)
+        == results[0]
+    )
 
 
 @settings(max_examples=300, deadline=None)
@@ -149,8 +161,9 @@ def test_compiled_and_twin_agree_on_random_bytes(both_codecs, data, seed):
     seed=st.integers(0, 2**32),
 )
 def test_compiled_and_twin_agree_on_mutated_messages(both_codecs, messages, seed):
-    compiled, twin = both_codecs
     rng = random.Random(seed)
     wire = mutate(b"".join(MessageEncoder().encode(m) for m in messages), rng)
-    results = [run(c.MessageDecoder(max_content_size=500), wire, seed, 5, False) for c in both_codecs]
+    results = [
+        run(c.MessageDecoder(max_content_size=500), wire, seed, 5, False) for c in both_codecs
+    ]
     assert results[0] == results[1]

@@ -35,7 +35,9 @@ cdef class _FrameStorage:
     cdef object _data                   # bytes (in place) or bytearray
 
     cdef Py_ssize_t room(self, Py_ssize_t wanted) except -1
+
     cdef view(self, Py_ssize_t size)
+
     cdef bytes finish(self)
 
 
@@ -45,7 +47,7 @@ cdef class _StreamDecoder:
     cdef Py_ssize_t _end            # end of received bytes in _buf
     cdef Py_ssize_t _need           # bytes needed at _pos before parsing can progress
     cdef Py_ssize_t _read_size      # room get_buffer offers without a sizehint
-    cdef Py_ssize_t _prealloc_limit # most a header can make us reserve up front
+    cdef Py_ssize_t _prealloc_limit  # most a header can make us reserve up front
     cdef object _view               # memoryview handed out by get_buffer, released next call
     cdef Py_ssize_t _view_room      # its length, or -1 when none is outstanding
     cdef _FrameStorage _big         # storage of a large frame being received in place, or None
@@ -53,25 +55,36 @@ cdef class _StreamDecoder:
     cdef object _error              # the ProtocolError that broke this decoder, or None
 
     cdef _begin_call(self)
+
     cdef bint _between_frames(self)
+
     cdef bint _at_frame_start(self)
+
     cdef _fail(self, exc, list out)
-    @cython.locals(size=Py_ssize_t, pos=Py_ssize_t, take=Py_ssize_t, skip="long long", big=_FrameStorage)
+
+    @cython.locals(size=Py_ssize_t, pos=Py_ssize_t, take=Py_ssize_t, skip="long long",
+                   big=_FrameStorage)
     cdef _feed(self, bytes data, list out)
+
     cdef _append(self, bytes data, Py_ssize_t pos, Py_ssize_t size)
+
     cdef _reserve(self, Py_ssize_t size)
+
     cdef _start_big(self, const unsigned char *p, Py_ssize_t start, Py_ssize_t end,
-                        Py_ssize_t size)
+                    Py_ssize_t size)
+
     @cython.locals(skip="long long", big=_FrameStorage)
     cdef _advance(self, list out)
+
     cdef Py_ssize_t _parse(self, const unsigned char *p, Py_ssize_t pos, Py_ssize_t end,
                            list out) except -1
+
     cdef _deliver_big(self, bytes data, list out)
 
 
 cdef class FrameDecoder(_StreamDecoder):
     cdef readonly object format        # the FrameFormat in force
-    cdef readonly Py_ssize_t discarded # oversized frames dropped (discard_oversized=True)
+    cdef readonly Py_ssize_t discarded  # oversized frames dropped (discard_oversized=True)
     cdef int _width                    # length field bytes
     cdef bint _little                  # length field is little-endian
     cdef Py_ssize_t _length_offset     # bytes before the length field
@@ -93,6 +106,7 @@ cdef class FrameDecoder(_StreamDecoder):
                    raw="unsigned long long", stop=Py_ssize_t)
     cdef Py_ssize_t _parse(self, const unsigned char *p, Py_ssize_t pos, Py_ssize_t end,
                            list out) except -1
+
     @cython.locals(avail=Py_ssize_t, head=Py_ssize_t, body="long long", skip="long long",
                    total=Py_ssize_t, strip=Py_ssize_t)
     cdef Py_ssize_t _unusual_frame(self, const unsigned char *p, Py_ssize_t pos, Py_ssize_t end,
@@ -116,7 +130,9 @@ cdef class FrameEncoder:
     cdef dict _header_cache            # the twin's packed headers by payload size
 
     cpdef bytes header(self, object length, object prefix=*)
+
     cpdef bytes encode(self, object payload, object prefix=*)
+
     @cython.locals(total=Py_ssize_t, pos=Py_ssize_t, size=Py_ssize_t, plain_min=Py_ssize_t,
                    plain_max=Py_ssize_t, items=list, out=bytes)
     cpdef bytes encode_many(self, object payloads)

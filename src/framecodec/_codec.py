@@ -26,7 +26,12 @@ except ImportError:  # the twin on a machine without Cython installed
 
 from .errors import FrameTooLargeError, IncompleteFrameError, MalformedHeaderError, ProtocolError
 from .formats import MAX_FRAME_SIZE_LIMIT, RAW_LENGTH_LIMIT, resolve_format
-from .messages import DEFAULT_MAX_CONTENT_SIZE, DEFAULT_MAX_HEADER_SIZE, Message, parse_message_header
+from .messages import (
+    DEFAULT_MAX_CONTENT_SIZE,
+    DEFAULT_MAX_HEADER_SIZE,
+    Message,
+    parse_message_header,
+)
 
 COMPILED = cython.compiled
 
@@ -159,11 +164,12 @@ class _FrameStorage:
             return data
         return bytes(data)
 
-    def __getbuffer__(self, buffer: cython.pointer[Py_buffer], flags: cython.int):
+    # Py_buffer is a C type Cython knows; Python never evaluates these annotations.
+    def __getbuffer__(self, buffer: cython.pointer[Py_buffer], flags: cython.int):  # noqa: F821
         fill_buffer(buffer, self, self._data, flags)
         self._exports += 1
 
-    def __releasebuffer__(self, buffer: cython.pointer[Py_buffer]):
+    def __releasebuffer__(self, buffer: cython.pointer[Py_buffer]):  # noqa: F821
         self._exports -= 1
 
 
@@ -276,8 +282,7 @@ class _StreamDecoder:
         else:
             missing = self._need - buffered
         error = IncompleteFrameError(
-            f"stream ended inside a frame: {buffered} bytes buffered, "
-            f"{missing} more needed",
+            f"stream ended inside a frame: {buffered} bytes buffered, {missing} more needed",
             (),
             missing,
             buffered,
@@ -542,8 +547,7 @@ class FrameDecoder(_StreamDecoder):
             # Too large to count, let alone discard; checked before any
             # arithmetic so the compiled core cannot overflow.
             raise FrameTooLargeError(
-                f"length field announces {raw} bytes, over max_frame_size "
-                f"({self._max_frame_size})",
+                f"length field announces {raw} bytes, over max_frame_size ({self._max_frame_size})",
                 out,
             )
         body = raw
@@ -716,7 +720,12 @@ class FrameEncoder:
                 pos = write_bytes(out, pos, self.header(size))
             else:
                 pos = write_header(
-                    out, pos, self._plain_header_size, size - self._adjustment, self._width, self._little
+                    out,
+                    pos,
+                    self._plain_header_size,
+                    size - self._adjustment,
+                    self._width,
+                    self._little,
                 )
             pos = write_bytes(out, pos, payload)
         return out

@@ -57,7 +57,12 @@ def _load_twin() -> ModuleType:
 
 
 def pure_python_forced() -> bool:
-    return os.environ.get("FRAMECODEC_PURE_PYTHON", "").strip().lower() not in ("", "0", "false", "no")
+    return os.environ.get("FRAMECODEC_PURE_PYTHON", "").strip().lower() not in (
+        "",
+        "0",
+        "false",
+        "no",
+    )
 
 
 def select() -> ModuleType:

@@ -36,7 +36,8 @@ cdef inline int fill_buffer(Py_buffer *buffer, object owner, bytes data, int fla
     return PyBuffer_FillInfo(buffer, owner, PyBytes_AS_STRING(data), len(data), 0, flags)
 
 
-cdef inline uint64_t load_uint(const unsigned char *p, Py_ssize_t pos, int width, bint little) noexcept:
+cdef inline uint64_t load_uint(const unsigned char *p, Py_ssize_t pos, int width,
+                               bint little) noexcept:
     return fc_load_uint(p + pos, width, little)
 
 

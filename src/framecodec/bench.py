@@ -20,7 +20,7 @@ import platform
 import struct
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import _impl
 
@@ -59,7 +59,9 @@ def naive_encode(payloads: List[bytes]) -> bytes:
     return b"".join([_pack_length(len(p)) + p for p in payloads])
 
 
-def encode_in_batches(encode_many: Callable[[List[bytes]], bytes]) -> Callable[[List[List[bytes]]], List[bytes]]:
+def encode_in_batches(
+    encode_many: Callable[[List[bytes]], bytes],
+) -> Callable[[List[List[bytes]]], List[bytes]]:
     """Encoders get the frames in batches of about 64 KiB, one send's worth."""
 
     def run(batches: List[List[bytes]]) -> List[bytes]:
@@ -146,9 +148,8 @@ def chunked(data: bytes, size: int) -> List[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)]
 
 
-def run_benchmarks(
-    sizes: List[int], quick: bool, progress: Callable[[str], None] = lambda s: None
-) -> List[Dict[str, Any]]:
+def available_contenders() -> Tuple[Dict[str, Any], Any]:
+    """The codec cores that load here, and msgpack or None."""
     cores = {}
     for name in ("cython", "python"):
         try:
@@ -156,67 +157,71 @@ def run_benchmarks(
         except ImportError:
             pass
     try:
-        import msgpack  # type: ignore[import-not-found]
+        import msgpack
     except ImportError:
         msgpack = None
+    return cores, msgpack
+
+
+def bench_size(size: int, quick: bool, cores: Dict[str, Any], msgpack: Any) -> List[Dict[str, Any]]:
+    """Rows for one frame size: (operation, contender, seconds) and rates."""
     repeat = 5 if quick else 15
+    count = frame_count_for(size, quick)
+    payloads = [bytes(i % 251 for i in range(size))] * count
+    stream = naive_encode(payloads)
+    chunks = chunked(stream, CHUNK)
+    per_batch = max(1, CHUNK // size)
+    batches = [payloads[i : i + per_batch] for i in range(0, count, per_batch)]
+
+    def all_frames(n: int) -> bool:
+        return n == count
+
+    def same_stream(out: List[bytes]) -> bool:
+        return b"".join(out) == stream
+
+    timings = [("decode (feed)", "naive", measure(naive_decode, chunks, repeat, all_frames))]
+    for name, core in cores.items():
+        seconds = measure(decode_by_feed(core), chunks, repeat, all_frames)
+        timings.append(("decode (feed)", name, seconds))
+    if msgpack is not None:
+        packed = chunked(b"".join(msgpack.packb(p) for p in payloads), CHUNK)
+        seconds = measure(msgpack_decode(msgpack), packed, repeat, all_frames)
+        timings.append(("decode (feed)", "msgpack", seconds))
+    # The naive loop has no get_buffer path: its row there is its feed figure.
+    timings.append(("decode (get_buffer)", "naive", timings[0][2]))
+    for name, core in cores.items():
+        seconds = measure(decode_by_get_buffer(core), stream, repeat, all_frames)
+        timings.append(("decode (get_buffer)", name, seconds))
+    naive_encoder = encode_in_batches(naive_encode)
+    timings.append(("encode_many", "naive", measure(naive_encoder, batches, repeat, same_stream)))
+    for name, core in cores.items():
+        encoder = encode_in_batches(core.FrameEncoder(max_frame_size=1 << 30).encode_many)
+        timings.append(("encode_many", name, measure(encoder, batches, repeat, same_stream)))
+
+    naive_seconds = {op: seconds for op, who, seconds in timings if who == "naive"}
+    return [
+        {
+            "operation": operation,
+            "size": size,
+            "frames": count,
+            "contender": contender,
+            "seconds": seconds,
+            "frames_per_s": count / seconds,
+            "mb_per_s": size * count / seconds / 1e6,
+            "vs_naive": naive_seconds[operation] / seconds,
+        }
+        for operation, contender, seconds in timings
+    ]
+
+
+def run_benchmarks(
+    sizes: List[int], quick: bool, progress: Callable[[str], None] = lambda s: None
+) -> List[Dict[str, Any]]:
+    cores, msgpack = available_contenders()
     rows: List[Dict[str, Any]] = []
     for size in sizes:
-        count = frame_count_for(size, quick)
-        payload = bytes(i % 251 for i in range(size))
-        payloads = [payload] * count
-        stream = naive_encode(payloads)
-        chunks = chunked(stream, CHUNK)
-        expect: Callable[[Any], bool] = lambda n: n == count  # noqa: E731
-        volume = size * count
-
-        def add(operation: str, contender: str, seconds: float) -> None:
-            rows.append(
-                {
-                    "operation": operation,
-                    "size": size,
-                    "frames": count,
-                    "contender": contender,
-                    "seconds": seconds,
-                    "frames_per_s": count / seconds,
-                    "mb_per_s": volume / seconds / 1e6,
-                }
-            )
-
-        progress(f"decode {size} B")
-        add("decode (feed)", "naive", measure(naive_decode, chunks, repeat, expect))
-        for name, core in cores.items():
-            add("decode (feed)", name, measure(decode_by_feed(core), chunks, repeat, expect))
-        if msgpack is not None:
-            packed = chunked(b"".join(msgpack.packb(p) for p in payloads), CHUNK)
-            add("decode (feed)", "msgpack", measure(msgpack_decode(msgpack), packed, repeat, expect))
-        progress(f"get_buffer {size} B")
-        add("decode (get_buffer)", "naive", rows[-1 - len(cores) - (msgpack is not None)]["seconds"])
-        for name, core in cores.items():
-            add(
-                "decode (get_buffer)",
-                name,
-                measure(decode_by_get_buffer(core), stream, repeat, expect),
-            )
-        progress(f"encode {size} B")
-        per_batch = max(1, CHUNK // size)
-        batches = [payloads[i : i + per_batch] for i in range(0, count, per_batch)]
-        same_stream: Callable[[List[bytes]], bool] = lambda out: b"".join(out) == stream  # noqa: E731
-        add("encode_many", "naive", measure(encode_in_batches(naive_encode), batches, repeat, same_stream))
-        for name, core in cores.items():
-            encoder = core.FrameEncoder(max_frame_size=1 << 30)
-            add(
-                "encode_many",
-                name,
-                measure(encode_in_batches(encoder.encode_many), batches, repeat, same_stream),
-            )
-    for row in rows:
-        base = next(
-            r["seconds"]
-            for r in rows
-            if r["operation"] == row["operation"] and r["size"] == row["size"] and r["contender"] == "naive"
-        )
-        row["vs_naive"] = base / row["seconds"]
+        progress(f"{format_size(size)} frames")
+        rows += bench_size(size, quick, cores, msgpack)
     return rows
 
 
@@ -229,10 +234,8 @@ def format_size(size: int) -> str:
 
 
 def format_table(rows: List[Dict[str, Any]]) -> str:
-    lines = [
-        f"{'operation':<20} {'size':>7} {'contender':<9} {'frames/s':>12} {'MB/s':>9} {'vs naive':>9}",
-        "-" * 71,
-    ]
+    heading = ("operation", "size", "contender", "frames/s", "MB/s", "vs naive")
+    lines = ["{:<20} {:>7} {:<9} {:>12} {:>9} {:>9}".format(*heading), "-" * 71]
     previous = None
     for row in rows:
         key = (row["operation"], row["size"])
@@ -269,8 +272,9 @@ def main(args: argparse.Namespace) -> int:
     rows = run_benchmarks(sizes, args.quick, progress)
     sys.stderr.write("\r" + " " * 40 + "\r")
     print(
-        f"framecodec codec benchmark, {time.strftime('%Y-%m-%d')}, Python {platform.python_version()} "
-        f"on {platform.machine()}, {len(sizes)} sizes, {time.time() - started:.1f} s"
+        f"framecodec codec benchmark, {time.strftime('%Y-%m-%d')}, "
+        f"Python {platform.python_version()} on {platform.machine()}, "
+        f"{len(sizes)} sizes, {time.time() - started:.1f} s"
     )
     print(
         f"decoders fed in {CHUNK // 1024} KiB pieces, encoders given {CHUNK // 1024} KiB batches; "

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Tuple, Union
 
-__all__ = ["FrameFormat", "PRESETS", "resolve_format", "DEFAULT_MAX_FRAME_SIZE"]
+__all__ = ["DEFAULT_MAX_FRAME_SIZE", "PRESETS", "FrameFormat", "resolve_format"]
 
 DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
 # Up-front reservation for a frame whose header promises many bytes: beyond
@@ -36,7 +36,7 @@ MAX_FRAME_SIZE_LIMIT = min(1 << 60, sys.maxsize // 4)
 RAW_LENGTH_LIMIT = 1 << 61
 
 
-def _check_choice(name: str, value: object, choices: tuple) -> None:
+def _check_choice(name: str, value: object, choices: Tuple[object, ...]) -> None:
     if value not in choices or isinstance(value, bool):
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, not {value!r}")
 
@@ -69,9 +69,7 @@ class FrameFormat:
         _check_choice("width", self.width, (1, 2, 3, 4, 8))
         _check_choice("byteorder", self.byteorder, ("big", "little"))
         _check_int("length_offset", self.length_offset, 0, 1 << 16)
-        _check_int(
-            "length_adjustment", self.length_adjustment, -MAX_ADJUSTMENT, MAX_ADJUSTMENT
-        )
+        _check_int("length_adjustment", self.length_adjustment, -MAX_ADJUSTMENT, MAX_ADJUSTMENT)
         if self.strip is not None:
             _check_int("strip", self.strip, 0, self.header_size)
         _check_int("max_frame_size", self.max_frame_size, 0, MAX_FRAME_SIZE_LIMIT)
@@ -93,7 +91,7 @@ class FrameFormat:
         """Bytes up to the end of the length field (before any escape)."""
         return self.length_offset + self.width
 
-    def replace(self, **options: Any) -> "FrameFormat":
+    def replace(self, **options: Any) -> FrameFormat:
         return replace(self, **options)
 
 

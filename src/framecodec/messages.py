@@ -14,11 +14,11 @@ import codecs
 import json
 import struct
 import sys
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .errors import FrameTooLargeError, MalformedHeaderError
 
-__all__ = ["Message", "MessageEncoder", "parse_message_header", "REQUIRED_HEADER_KEYS"]
+__all__ = ["REQUIRED_HEADER_KEYS", "Message", "MessageEncoder", "parse_message_header"]
 
 REQUIRED_HEADER_KEYS = ("byteorder", "content-type", "content-encoding", "content-length")
 DEFAULT_MAX_HEADER_SIZE = 64 * 1024 - 1  # the 2-byte length field's ceiling
@@ -30,19 +30,19 @@ _pack_header_length = struct.Struct(">H").pack
 class Message:
     """One decoded message: its JSON header (all keys, extras included) and content."""
 
-    __slots__ = ("header", "content")
+    __slots__ = ("content", "header")
 
-    def __init__(self, header: dict, content: bytes) -> None:
+    def __init__(self, header: Dict[str, Any], content: bytes) -> None:
         self.header = header
         self.content = content
 
     @property
     def content_type(self) -> str:
-        return self.header["content-type"]
+        return str(self.header["content-type"])
 
     @property
     def content_encoding(self) -> str:
-        return self.header["content-encoding"]
+        return str(self.header["content-encoding"])
 
     @property
     def value(self) -> Any:
@@ -62,10 +62,11 @@ class Message:
     __hash__ = None  # type: ignore[assignment]  # mutable header
 
     def __repr__(self) -> str:
-        return f"Message(header={self.header!r}, content={self.content[:64]!r}{'...' if len(self.content) > 64 else ''})"
+        more = "..." if len(self.content) > 64 else ""
+        return f"Message(header={self.header!r}, content={self.content[:64]!r}{more})"
 
 
-def parse_message_header(raw: bytes, max_content_size: int) -> Tuple[dict, int]:
+def parse_message_header(raw: bytes, max_content_size: int) -> Tuple[Dict[str, Any], int]:
     """Validate a JSON header; return it and its content length.
 
     Raises MalformedHeaderError saying what is wrong, or FrameTooLargeError
@@ -94,7 +95,9 @@ def parse_message_header(raw: bytes, max_content_size: int) -> Tuple[dict, int]:
     content_type = header["content-type"]
     encoding = header["content-encoding"]
     if not isinstance(content_type, str) or not isinstance(encoding, str):
-        raise MalformedHeaderError("message header content-type and content-encoding must be strings")
+        raise MalformedHeaderError(
+            "message header content-type and content-encoding must be strings"
+        )
     if content_type.startswith("text/"):
         try:
             codecs.lookup(encoding)
