@@ -413,3 +413,29 @@ def test_protocol_errors_are_value_errors():
     assert issubclass(ProtocolError, ValueError)
     for cls in (FrameTooLargeError, MalformedHeaderError, IncompleteFrameError):
         assert issubclass(cls, ProtocolError)
+
+
+def test_a_kept_view_of_a_large_frame_never_reaches_the_delivered_frame(codec):
+    payload = bytes(range(256)) * 400  # 100 kB: received in its own storage
+    wire = codec.FrameEncoder().encode(payload)
+    decoder = codec.FrameDecoder()
+    decoder.feed(wire[:1000])
+    view = decoder.get_buffer()
+    kept = memoryview(view)  # a second view the decoder cannot release
+    kept[: len(wire) - 1000] = wire[1000:]
+    (frame,) = decoder.buffer_updated(len(wire) - 1000)
+    kept[:10] = b"\xff" * 10  # still writable: it points at memory the frame does not share
+    assert frame == payload
+    kept.release()
+
+
+def test_large_frame_storage_does_not_grow_under_a_kept_view(codec):
+    decoder = codec.FrameDecoder(prealloc_limit=70_000, read_size=70_000)
+    decoder.feed(codec.FrameEncoder().header(300_000))
+    kept = memoryview(decoder.get_buffer())
+    kept[:] = b"x" * len(kept)
+    decoder.buffer_updated(len(kept))
+    with pytest.raises(BufferError):
+        decoder.get_buffer()  # the storage must grow, and kept pins it
+    kept.release()
+    assert len(decoder.get_buffer()) > 0

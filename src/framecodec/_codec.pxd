@@ -6,6 +6,7 @@ import cython
 
 from framecodec._primitives cimport (
     concat,
+    copy_bytes,
     fill_buffer,
     load_uint,
     new_bytearray,

@@ -82,6 +82,9 @@ if not cython.compiled:
     def write_header(out, pos, header_size, value, width, little):
         raise TypeError("the pure-Python core joins frames instead")
 
+    def copy_bytes(data):
+        return bytes(bytearray(data))
+
     def fill_buffer(buffer, owner, data, flags):
         raise TypeError("the pure-Python core exports no buffers of its own")
 
@@ -160,9 +163,13 @@ class _FrameStorage:
         """The completed frame as bytes."""
         data = self._data
         self._data = None
-        if self._in_place and self._exports == 0:
-            return data
-        return bytes(data)
+        if not self._in_place:
+            return bytes(data)
+        if self._exports:
+            # The caller still holds a view of data: deliver a copy (bytes()
+            # of a bytes object would be the same object, not a copy).
+            return copy_bytes(data)
+        return data
 
     # Py_buffer is a C type Cython knows; Python never evaluates these annotations.
     def __getbuffer__(self, buffer: cython.pointer[Py_buffer], flags: cython.int):  # noqa: F821

@@ -31,6 +31,11 @@ cdef inline bytes new_bytes(Py_ssize_t size):
     return PyBytes_FromStringAndSize(NULL, size)
 
 
+cdef inline bytes copy_bytes(bytes data):
+    # A new bytes object; bytes(data) would return data itself.
+    return PyBytes_FromStringAndSize(PyBytes_AS_STRING(data), len(data))
+
+
 cdef inline int fill_buffer(Py_buffer *buffer, object owner, bytes data, int flags) except -1:
     # A writable export of a bytes object that only its owner has seen yet.
     return PyBuffer_FillInfo(buffer, owner, PyBytes_AS_STRING(data), len(data), 0, flags)
