@@ -73,20 +73,15 @@ if not cython.compiled:
     def concat(head, payload):
         return head + payload
 
-    def new_bytes(size):
-        raise TypeError("the pure-Python core keeps in-place frames in a bytearray")
-
-    def write_bytes(out, pos, data):
-        raise TypeError("the pure-Python core joins frames instead")
-
-    def write_header(out, pos, header_size, value, width, little):
-        raise TypeError("the pure-Python core joins frames instead")
-
     def copy_bytes(data):
         return bytes(bytearray(data))
 
-    def fill_buffer(buffer, owner, data, flags):
-        raise TypeError("the pure-Python core exports no buffers of its own")
+    def _compiled_only(*args):
+        # Building bytes in place and exporting writable memory of them are
+        # C-only; the twin's paths never reach these names.
+        raise AssertionError("a compiled-only primitive was called by the pure-Python core")
+
+    new_bytes = write_bytes = write_header = fill_buffer = _compiled_only
 
 
 def _unpacker(width, byteorder):
