@@ -1,0 +1,137 @@
+"""What the network layer puts on the wire: frames or JSON-header messages.
+
+A protocol makes decoders and turns outgoing items into a list of buffers
+for one vectored write.  It never looks inside a byte: the codec does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, List, Mapping, Optional, Union
+
+from . import _impl
+from .formats import FrameFormat, resolve_format
+from .messages import DEFAULT_MAX_HEADER_SIZE, REQUIRED_HEADER_KEYS, Message, MessageEncoder
+
+__all__ = ["FrameProtocol", "MessageProtocol", "Protocol", "make_protocol"]
+
+_core = _impl.select()
+
+# Below this a payload is copied next to its header (one small buffer is
+# cheaper to send than two); from here on it is sent from where it lies.
+SMALL_PAYLOAD = 1024
+
+
+def _as_bytes(payload: Any) -> Any:
+    """bytes and bytearray as they are; other buffers as a flat byte view,
+    so that len() counts bytes."""
+    if type(payload) is bytes or type(payload) is bytearray:
+        return payload
+    view = memoryview(payload)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+class FrameProtocol:
+    """Length-prefixed frames of one FrameFormat."""
+
+    name = "frames"
+
+    def __init__(self, format: Union[str, FrameFormat, None] = None, **options: Any) -> None:
+        self.format = resolve_format(format, **options)
+        self._encoder = _core.FrameEncoder(self.format)
+
+    def new_decoder(self) -> Any:
+        return _core.FrameDecoder(self.format)
+
+    def header(self, length: int) -> bytes:
+        return self._encoder.header(length)
+
+    def encode(self, payload: Any, prefix: Optional[bytes] = None) -> List[Any]:
+        payload = _as_bytes(payload)
+        if len(payload) < SMALL_PAYLOAD:
+            return [self._encoder.encode(payload, prefix)]
+        return [self._encoder.header(len(payload), prefix), payload]
+
+    def encode_many(self, payloads: Iterable[Any]) -> List[Any]:
+        payloads = payloads if isinstance(payloads, list) else list(payloads)
+        if not payloads:
+            return []
+        if max(map(len, payloads)) < SMALL_PAYLOAD * 64:
+            return [self._encoder.encode_many(payloads)]  # one C call for the batch
+        # Large payloads go uncopied between runs of joined small ones.
+        buffers: List[Any] = []
+        run: List[Any] = []
+        for payload in payloads:
+            payload = _as_bytes(payload)
+            if len(payload) < SMALL_PAYLOAD * 64:
+                run.append(payload)
+                continue
+            if run:
+                buffers.append(self._encoder.encode_many(run))
+                run = []
+            buffers += (self._encoder.header(len(payload)), payload)
+        if run:
+            buffers.append(self._encoder.encode_many(run))
+        return buffers
+
+
+class MessageProtocol:
+    """The JSON-header messages of the classic sockets tutorial.
+
+    Items to send are content (dict or list as JSON, str as text, bytes as
+    binary; see MessageEncoder.encode) or Message objects, whose content type,
+    encoding and extra header keys are kept: echoing a Message answers with
+    the same content type.  A Message built by hand may give just the keys it
+    cares about, e.g. ``Message({"content-type": "binary/x"}, data)``.
+    """
+
+    name = "messages"
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        _core.MessageDecoder(**options)  # validates the options now, not at the first connection
+        self._encoder = MessageEncoder(options.get("max_header_size", DEFAULT_MAX_HEADER_SIZE))
+
+    def new_decoder(self) -> Any:
+        return _core.MessageDecoder(**self._options)
+
+    def encode(
+        self,
+        item: Any,
+        content_type: Optional[str] = None,
+        content_encoding: Optional[str] = None,
+        headers: Optional[Mapping[str, Any]] = None,
+    ) -> List[bytes]:
+        if isinstance(item, Message):
+            header = item.header
+            extra = {key: value for key, value in header.items() if key not in REQUIRED_HEADER_KEYS}
+            if headers:
+                extra.update(headers)
+            content_type = content_type or header.get("content-type")
+            content_encoding = content_encoding or header.get("content-encoding")
+            item, headers = item.content, extra
+        return [self._encoder.encode(item, content_type, content_encoding, headers)]
+
+    def encode_many(self, items: Iterable[Any]) -> List[bytes]:
+        return [self.encode(item)[0] for item in items]
+
+
+Protocol = Union[FrameProtocol, MessageProtocol]
+
+
+def make_protocol(
+    protocol: Union[str, Protocol] = "frames",
+    format: Union[str, FrameFormat, None] = None,
+    **options: Any,
+) -> Protocol:
+    """A protocol from its name and options (or a ready one, without options)."""
+    if isinstance(protocol, (FrameProtocol, MessageProtocol)):
+        if format is not None or options:
+            raise TypeError("pass format options to the protocol object, not beside it")
+        return protocol
+    if protocol == "frames":
+        return FrameProtocol(format, **options)
+    if protocol == "messages":
+        if format is not None:
+            raise TypeError("format applies to protocol='frames'; messages have a fixed format")
+        return MessageProtocol(**options)
+    raise ValueError(f"protocol must be 'frames' or 'messages', not {protocol!r}")

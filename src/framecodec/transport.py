@@ -1,0 +1,250 @@
+"""Moving bytes between sockets and the codec, for clients and servers alike.
+
+Receiving is always ``n = sock.recv_into(decoder.get_buffer())`` then
+``decoder.buffer_updated(n)``: bytes land in the decoder's memory and the
+compiled core does the per-byte work.  Sending goes through an OutputQueue
+flushed with vectored ``sendmsg`` (a joined write under TLS, whose sockets
+have no sendmsg).  Nothing here parses a byte.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+import ssl
+from collections import deque
+from itertools import islice
+from typing import Any, Deque, Iterable, List, Optional
+
+from .errors import ProtocolError
+
+__all__ = ["ConnectionClosed", "OutputQueue", "Stream", "read_frames"]
+
+try:
+    IOV_MAX = os.sysconf("SC_IOV_MAX")
+except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+    IOV_MAX = 16
+if IOV_MAX <= 0:  # pragma: no cover - "no limit" reported as -1
+    IOV_MAX = 1024
+# TLS writes are joined up to this size; larger buffers go in slices of it.
+TLS_WRITE = 256 * 1024
+
+
+class ConnectionClosed(ConnectionError):
+    """The connection ended cleanly, between two frames (or was closed here)."""
+
+
+def read_frames(sock: socket.socket, decoder: Any) -> Optional[List[Any]]:
+    """One blocking read: the frames it completed, or None at end of stream.
+
+    At end of stream the decoder checks that no frame was cut short
+    (IncompleteFrameError).
+    """
+    n = sock.recv_into(decoder.get_buffer())
+    if not n:
+        decoder.eof()
+        return None
+    return decoder.buffer_updated(n)
+
+
+class OutputQueue:
+    """Buffers waiting to be sent, flushed with as few system calls as possible.
+
+    ``flush`` sends up to IOV_MAX buffers per ``sendmsg`` and resumes exactly
+    where a partial send stopped.  On a TLS socket it sends joined chunks, and
+    a chunk offered to OpenSSL is retried unchanged after SSLWantWriteError,
+    as OpenSSL requires.  With ``copy_mutable``, buffers other than bytes are
+    copied when queued, so a caller may reuse its bytearray at once.
+    """
+
+    __slots__ = ("_chunks", "size", "_tls", "_copy", "_offered")
+
+    def __init__(self, tls: bool = False, copy_mutable: bool = False) -> None:
+        self._chunks: Deque[Any] = deque()
+        self.size = 0  # bytes queued
+        self._tls = tls
+        self._copy = copy_mutable
+        self._offered = False
+
+    def __bool__(self) -> bool:
+        return self.size > 0
+
+    def push(self, buffers: Iterable[Any]) -> None:
+        for buffer in buffers:
+            if self._copy and type(buffer) is not bytes:
+                buffer = bytes(buffer)
+            if len(buffer):
+                self._chunks.append(buffer)
+                self.size += len(buffer)
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self.size = 0
+        self._offered = False
+
+    def flush(self, sock: socket.socket) -> None:
+        """Send until empty; a non-blocking socket raises BlockingIOError or
+        SSLWant*Error when it can take no more (what was sent is consumed)."""
+        chunks = self._chunks
+        while chunks:
+            if self._tls:
+                data = self._tls_chunk()
+                self._offered = True  # stays set if send() raises: retry the same bytes
+                sent = sock.send(data)
+                self._offered = False
+            else:
+                sent = sock.sendmsg(list(islice(chunks, IOV_MAX)))
+            self._consume(sent)
+
+    def _tls_chunk(self) -> Any:
+        chunks = self._chunks
+        head = chunks[0]
+        if not self._offered and len(head) < TLS_WRITE and len(chunks) > 1:
+            # Join small buffers into one write: one TLS record instead of many.
+            parts = []
+            total = 0
+            while chunks and total + len(chunks[0]) <= TLS_WRITE:
+                part = chunks.popleft()
+                parts.append(part)
+                total += len(part)
+            head = b"".join(parts)
+            chunks.appendleft(head)
+        return memoryview(head)[:TLS_WRITE] if len(head) > TLS_WRITE else head
+
+    def _consume(self, sent: int) -> None:
+        self.size -= sent
+        chunks = self._chunks
+        while sent:
+            head = chunks[0]
+            size = len(head)
+            if sent < size:
+                chunks[0] = memoryview(head)[sent:]
+                return
+            chunks.popleft()
+            sent -= size
+
+
+class Stream:
+    """A non-blocking socket with its decoder and output queue: the shared
+    engine of the selector server and the multi-connection client.
+
+    The owner calls handshake() until it returns True (TLS only), read() when
+    the socket is readable, flush() when it is writable, and registers
+    ``events()`` with its selector.
+    """
+
+    __slots__ = (
+        "sock", "decoder", "output", "tls", "handshaking", "at_eof", "error", "watched",
+        "_read_wants_write", "_write_wants_read",
+    )
+
+    def __init__(self, sock: socket.socket, decoder: Any) -> None:
+        self.sock = sock
+        self.decoder = decoder
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        self.output = OutputQueue(self.tls, copy_mutable=True)
+        self.handshaking = self.tls
+        self.at_eof = False  # no more input: end of stream or a protocol error
+        self.error: Optional[ProtocolError] = None
+        self.watched = 0  # the events registered with the selector; 0 = none
+        # TLS can need the other direction to progress (handshake, renegotiation).
+        self._read_wants_write = False
+        self._write_wants_read = False
+
+    def handshake(self) -> bool:
+        """One step of the TLS handshake; True once it is complete.
+
+        ssl.SSLError (a bad certificate, a peer that is not speaking TLS) and
+        OSError propagate.
+        """
+        try:
+            self.sock.do_handshake()  # type: ignore[attr-defined]
+        except ssl.SSLWantReadError:
+            self._read_wants_write = False
+            return False
+        except ssl.SSLWantWriteError:
+            self._read_wants_write = True
+            return False
+        self.handshaking = self._read_wants_write = False
+        return True
+
+    def read(self) -> List[Any]:
+        """Read what the socket has; return the frames completed.
+
+        Sets ``at_eof`` at end of stream, and also ``error`` on a protocol
+        error (IncompleteFrameError when the stream stopped inside a frame);
+        the frames completed before the bad bytes are still returned.
+        """
+        sock = self.sock
+        decoder = self.decoder
+        frames: List[Any] = []
+        self._read_wants_write = False
+        try:
+            while True:
+                try:
+                    n = sock.recv_into(decoder.get_buffer())
+                except (BlockingIOError, ssl.SSLWantReadError):
+                    break
+                except ssl.SSLWantWriteError:
+                    self._read_wants_write = True
+                    break
+                if not n:
+                    self.at_eof = True
+                    decoder.eof()
+                    break
+                frames += decoder.buffer_updated(n)
+                # Decrypted bytes that OpenSSL holds are invisible to select():
+                # take them now.  A plain socket gets one read per event, which
+                # keeps one busy peer from starving the others.
+                if not (self.tls and sock.pending()):  # type: ignore[attr-defined]
+                    break
+        except ProtocolError as exc:
+            frames += exc.frames
+            self.at_eof = True
+            self.error = exc
+        return frames
+
+    def flush(self) -> None:
+        """Send what the socket takes now; the rest stays queued."""
+        self._write_wants_read = False
+        try:
+            self.output.flush(self.sock)
+        except (BlockingIOError, ssl.SSLWantWriteError):
+            pass
+        except ssl.SSLWantReadError:
+            self._write_wants_read = True
+
+    def events(self, reading: bool) -> int:
+        """The selector events to wait for; ``reading`` False pauses input."""
+        if self.handshaking:
+            return selectors.EVENT_WRITE if self._read_wants_write else selectors.EVENT_READ
+        events = 0
+        if (reading and not self.at_eof) or self._write_wants_read:
+            events |= selectors.EVENT_READ
+        if self.output or self._read_wants_write:
+            events |= selectors.EVENT_WRITE
+        return events
+
+    def watch(self, selector: selectors.BaseSelector, reading: bool, data: Any) -> None:
+        """Register (or update, or drop) this socket's events with ``selector``."""
+        events = self.events(reading)
+        if events == self.watched:
+            return
+        if not self.watched:
+            selector.register(self.sock, events, data)
+        elif not events:
+            selector.unregister(self.sock)
+        else:
+            selector.modify(self.sock, events, data)
+        self.watched = events
+
+    def close(self, selector: selectors.BaseSelector) -> None:
+        if self.watched:
+            selector.unregister(self.sock)
+            self.watched = 0
+        self.sock.close()
+
+    @property
+    def read_wants_write(self) -> bool:
+        return self._read_wants_write
