@@ -44,3 +44,32 @@ __all__ = [
     "pack_uint",
     "unpack_uint",
 ]
+
+# Network layer: sockets around the codec (see addresses, client, server, ...).
+from .addresses import Address, parse_address  # noqa: E402
+from .client import BufferTooSmallError, Client, connect  # noqa: E402
+from .datagram import DatagramClient, DatagramServer, serve_datagrams  # noqa: E402
+from .multiclient import ClientConnection, MultiClient  # noqa: E402
+from .server import Connection, ConnectionHandler, Server, serve  # noqa: E402
+from .tls import client_context, server_context  # noqa: E402
+from .transport import ConnectionClosed  # noqa: E402
+
+__all__ += [
+    "Address",
+    "BufferTooSmallError",
+    "Client",
+    "ClientConnection",
+    "Connection",
+    "ConnectionClosed",
+    "ConnectionHandler",
+    "DatagramClient",
+    "DatagramServer",
+    "MultiClient",
+    "Server",
+    "client_context",
+    "connect",
+    "parse_address",
+    "serve",
+    "serve_datagrams",
+    "server_context",
+]

@@ -1,0 +1,310 @@
+"""The blocking client: ``connect(address, ...) -> Client``.
+
+A socket, a decoder and a deque of decoded frames.  recv() reads with
+``recv_into(decoder.get_buffer())`` until a frame is complete; send() writes
+a frame's header and payload with one vectored call.
+
+Timeouts: ``timeout`` bounds connecting, each recv() as a whole (the frame
+must be complete in time), and each wait of a send for progress.  A recv()
+that times out consumed nothing that is lost, so the client stays usable; a
+send that times out after part of a frame went out leaves the stream
+unusable, so the client closes itself and says so.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import time
+from collections import deque
+from typing import Any, BinaryIO, Deque, Iterable, Iterator, List, Optional, Union
+
+from .addresses import Address, AddressLike, connect_socket, parse_address
+from .errors import IncompleteFrameError, ProtocolError
+from .formats import FrameFormat
+from .protocols import FrameProtocol, Protocol, make_protocol
+from .transport import ConnectionClosed, OutputQueue
+
+__all__ = ["Client", "connect", "BufferTooSmallError"]
+
+
+class BufferTooSmallError(ValueError):
+    """recv_into()'s buffer cannot hold the next frame, which stays queued.
+
+    ``needed`` is the frame's size, ``available`` the room the buffer had.
+    """
+
+    def __init__(self, needed: int, available: int) -> None:
+        super().__init__(
+            f"the next frame is {needed} bytes but the buffer has room for {available}; "
+            "the frame is kept for the next call"
+        )
+        self.needed = needed
+        self.available = available
+
+
+class Client:
+    """A connected blocking client; make one with connect().
+
+    ``recv()`` returns the next frame (bytes) or Message; at a clean end of
+    stream it raises ConnectionClosed, and IncompleteFrameError if the peer
+    vanished inside a frame.  Frames completed before a protocol error are
+    delivered first; the error is raised after them.  Iterating yields
+    frames until the peer closes.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        protocol: Protocol,
+        *,
+        timeout: Optional[float] = None,
+        address: Optional[Address] = None,
+    ) -> None:
+        self._sock = sock
+        self.protocol = protocol
+        self.address = address
+        self._decoder = protocol.new_decoder()
+        self._output = OutputQueue(tls=isinstance(sock, ssl.SSLSocket))
+        self._frames: Deque[Any] = deque()
+        self._error: Optional[BaseException] = None  # raised once _frames is empty
+        self._closed = False
+        self.timeout = timeout
+
+    # -- properties -----------------------------------------------------------------
+
+    @property
+    def timeout(self) -> Optional[float]:
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: Optional[float]) -> None:
+        if value is not None and value <= 0:
+            raise ValueError("timeout must be positive or None")
+        self._timeout = value
+        self._sock.settimeout(value)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def socket(self) -> socket.socket:
+        return self._sock
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    # -- sending --------------------------------------------------------------------
+
+    def send(self, item: Any, **options: Any) -> None:
+        """Send one frame (or message: content or Message, with content_type=...)."""
+        self._write(self.protocol.encode(item, **options))
+
+    def send_many(self, items: Iterable[Any]) -> None:
+        """Send several frames in one vectored write."""
+        self._write(self.protocol.encode_many(items))
+
+    def send_file(self, file: BinaryIO, count: Optional[int] = None) -> int:
+        """Send one frame whose payload is ``count`` bytes of ``file`` from its
+        current position (all the rest by default); return the payload size.
+
+        The kernel copies the bytes (socket.sendfile), except where it cannot
+        (TLS, files without a descriptor), where they are read and sent.
+        """
+        protocol = self._frame_protocol("send_file")
+        start = file.tell()
+        size = count if count is not None else file.seek(0, os.SEEK_END) - start
+        file.seek(start)
+        self._write([protocol.header(size)])
+        try:
+            sent = self._sock.sendfile(file, start, size) if size else 0
+        except BaseException as exc:
+            raise self._cut_short(exc, "a frame was cut short while sending a file") from exc
+        if sent != size:
+            raise self._cut_short(None, f"the file ended after {sent} of the {size} bytes announced")
+        return size
+
+    def _write(self, buffers: List[Any]) -> None:
+        self._check_open()
+        output = self._output
+        output.push(buffers)
+        total = output.size
+        try:
+            output.flush(self._sock)
+        except BaseException as exc:
+            if output.size == total:  # nothing went out: the stream is intact
+                output.clear()
+                if isinstance(exc, socket.timeout):
+                    raise TimeoutError(f"send made no progress in {self._timeout} s") from None
+                raise
+            raise self._cut_short(exc, "a frame was cut short while sending") from exc
+
+    # -- receiving ------------------------------------------------------------------
+
+    def recv(self) -> Any:
+        """The next frame (a Message for protocol="messages")."""
+        if not self._frames:
+            self._fill()
+        return self._frames.popleft()
+
+    def recv_into(self, buffer: Any, offset: int = 0) -> int:
+        """Copy the next frame's payload into ``buffer`` at ``offset``; return its size.
+
+        A buffer too small raises BufferTooSmallError (with ``.needed``) and
+        keeps the frame for the next call.
+        """
+        self._frame_protocol("recv_into")
+        view = memoryview(buffer)
+        if view.readonly:
+            raise TypeError("recv_into needs a writable buffer")
+        view = view.cast("B") if view.format != "B" or view.ndim != 1 else view
+        if not 0 <= offset <= len(view):
+            raise ValueError(f"offset must be between 0 and {len(view)}")
+        if not self._frames:
+            self._fill()
+        frame = self._frames[0]
+        size = len(frame)
+        if size > len(view) - offset:
+            raise BufferTooSmallError(size, len(view) - offset)
+        view[offset : offset + size] = frame
+        self._frames.popleft()
+        return size
+
+    def request(self, item: Any, **options: Any) -> Any:
+        """send(item), then recv()."""
+        self.send(item, **options)
+        return self.recv()
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            try:
+                yield self.recv()
+            except ConnectionClosed:
+                return
+
+    def _fill(self) -> None:
+        """Read until at least one frame is queued."""
+        if self._error is not None:
+            raise self._error
+        self._check_open()
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        try:
+            self._read_until_frame(deadline)
+        finally:
+            if deadline is not None and not self._closed:
+                self._sock.settimeout(self._timeout)  # sends wait for progress, not a deadline
+
+    def _read_until_frame(self, deadline: Optional[float]) -> None:
+        sock = self._sock
+        decoder = self._decoder
+        frames = self._frames
+        while not frames:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no complete frame within {self._timeout} s")
+                sock.settimeout(remaining)
+            try:
+                n = sock.recv_into(decoder.get_buffer())
+                if n:
+                    frames.extend(decoder.buffer_updated(n))
+                    continue
+                decoder.eof()
+                self._fail(ConnectionClosed("the peer closed the connection"))
+            except socket.timeout:
+                raise TimeoutError(f"no complete frame within {self._timeout} s") from None
+            except ProtocolError as exc:
+                frames.extend(exc.frames)
+                self._fail(exc)
+            except ConnectionResetError as exc:
+                try:
+                    decoder.eof()  # between frames: report the reset itself
+                except IncompleteFrameError as incomplete:
+                    incomplete.__cause__ = exc
+                    self._fail(incomplete)
+                else:
+                    self._fail(exc)
+            except OSError as exc:
+                self._fail(exc)
+            if not frames:
+                raise self._error  # type: ignore[misc]
+
+    # -- closing -----------------------------------------------------------------------
+
+    def _fail(self, exc: BaseException) -> None:
+        """Close for good; recv() raises ``exc`` once the queued frames are read."""
+        self._error = exc
+        self.close()
+
+    def _cut_short(self, cause: Optional[BaseException], what: str) -> BaseException:
+        """A write stopped inside a frame: the stream is unusable, so close."""
+        if isinstance(cause, (socket.timeout, TimeoutError)):
+            error: BaseException = TimeoutError(
+                f"send made no progress in {self._timeout} s; {what}; the client is closed"
+            )
+        else:
+            error = ConnectionClosed(f"{what}; the client is closed")
+        self._fail(error)
+        return error
+
+    def _check_open(self) -> None:
+        if self._closed:
+            if self._error is not None:
+                raise ConnectionClosed(f"the client is closed: {self._error}")
+            raise ConnectionClosed("the client is closed")
+
+    def _frame_protocol(self, method: str) -> FrameProtocol:
+        if not isinstance(self.protocol, FrameProtocol):
+            raise TypeError(f"{method}() works on protocol='frames' only")
+        return self.protocol
+
+    def close(self) -> None:
+        """Close the connection (idempotent).  Frames already received stay readable."""
+        if not self._closed:
+            self._closed = True
+            self._sock.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Client {self.protocol.name} {self.address} {state}>"
+
+
+def connect(
+    address: AddressLike,
+    *,
+    protocol: Union[str, Protocol] = "frames",
+    timeout: Optional[float] = None,
+    ssl_context: Optional[ssl.SSLContext] = None,
+    server_hostname: Optional[str] = None,
+    format: Union[str, FrameFormat, None] = None,
+    **options: Any,
+) -> Client:
+    """Connect to ``address`` (see framecodec.addresses) and return a Client.
+
+    ``protocol`` is "frames" (``format`` preset plus frame options) or
+    "messages".  With ``ssl_context`` the connection is TLS;
+    ``server_hostname`` defaults to the address's host (give it for Unix
+    sockets).  Certificate and host name errors raise ssl.SSLCertVerificationError.
+    """
+    proto = make_protocol(protocol, format, **options)
+    target = parse_address(address)
+    sock = connect_socket(target, socket.SOCK_STREAM, timeout)
+    try:
+        if ssl_context is not None:
+            hostname = server_hostname if server_hostname is not None else target.host
+            sock = ssl_context.wrap_socket(sock, server_hostname=hostname)
+        return Client(sock, proto, timeout=timeout, address=target)
+    except socket.timeout:
+        sock.close()
+        raise TimeoutError(f"TLS handshake with {target} timed out after {timeout} s") from None
+    except BaseException:
+        sock.close()
+        raise

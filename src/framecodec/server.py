@@ -1,0 +1,419 @@
+"""Stream servers: ``serve(address, handler, ...)`` and the handler shapes.
+
+Three handler shapes, all turned into a ConnectionHandler per connection:
+
+- a function of one frame (or Message) returning the reply, or None for none;
+- with ``batch=True``, a function of the list of frames one read completed,
+  returning a list of replies (or None): one Python call per read instead of
+  one per frame, the fast path for high rates of small messages;
+- a ConnectionHandler subclass, for handlers that keep state or send several
+  frames (``self.connection.send``) per request.
+
+An exception from a handler is logged and closes that connection only.  The
+backends ("selector", one thread for all connections; "threads", a thread per
+connection from a bounded pool) live in server_selector.py and
+server_threads.py.
+"""
+
+from __future__ import annotations
+
+import errno
+import selectors
+import socket
+import ssl
+import time
+from typing import Any, Callable, Iterable, List, Optional, Union
+
+from .addresses import Address, AddressLike, BoundSocket, bind_socket
+from .errors import IncompleteFrameError, ProtocolError
+from .formats import FrameFormat
+from .protocols import Protocol, make_protocol
+from .service import Service, logger
+
+__all__ = ["serve", "Server", "Connection", "ConnectionHandler", "HandlerError"]
+
+DEFAULT_HIGH_WATER = 1024 * 1024
+# Connections taken per wake-up of the listening socket.
+ACCEPT_BATCH = 64
+# accept() failures that mean "no file descriptor or memory for now".
+FD_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+# After such a failure accepting pauses this long, or until a connection ends.
+ACCEPT_PAUSE = 0.5
+
+
+class HandlerError(Exception):
+    """Wraps an exception raised by a handler (its ``__cause__``), so that it
+    is never mistaken for a network error of the connection."""
+
+
+class Connection:
+    """One client connection, as handlers see it.
+
+    ``send`` and ``send_many`` queue replies, which go out when the current
+    handler callback returns (or sooner, once the queue is large); call them
+    from the handler's callbacks.  ``close()`` stops reading, sends what is
+    queued, then closes.
+    """
+
+    def __init__(self, server: "Server", sock: socket.socket, peer: Any) -> None:
+        self.server = server
+        self.sock = sock
+        self.peer: Optional[Address] = Address.from_sockaddr(peer) if peer else None
+        self.handler: Optional[ConnectionHandler] = None
+        self.closing = False
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.label}>"
+
+    @property
+    def label(self) -> str:
+        return str(self.peer) if self.peer else f"unnamed peer of {self.server.address}"
+
+    @property
+    def memory(self) -> int:
+        """Bytes this connection holds: buffered input plus unsent output."""
+        raise NotImplementedError
+
+    def send(self, item: Any, **options: Any) -> None:
+        """Queue one reply (frame payload, or message content / Message)."""
+        self._queue(self.server.protocol.encode(item, **options))
+
+    def send_many(self, items: Iterable[Any]) -> None:
+        self._queue(self.server.protocol.encode_many(items))
+
+    def close(self) -> None:
+        self.closing = True
+
+    def _queue(self, buffers: List[Any]) -> None:
+        raise NotImplementedError
+
+
+class ConnectionHandler:
+    """A handler with a life per connection: subclass it, pass the class.
+
+    The server makes one instance per connection and calls, in order,
+    connection_made, then frames_received for each read that completed
+    frames, then eof_received if the peer half-closed, and always
+    connection_lost (``exc`` None after a clean end).
+    """
+
+    connection: Connection
+
+    def connection_made(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def frame_received(self, frame: Any) -> Any:
+        """One frame (a Message for protocol="messages"); return a reply or None."""
+        return None
+
+    def frames_received(self, frames: List[Any]) -> None:
+        """All the frames one read completed; override to handle a batch at once."""
+        replies = [reply for reply in map(self.frame_received, frames) if reply is not None]
+        if replies:
+            self.connection.send_many(replies)
+
+    def eof_received(self) -> None:
+        """The peer sent its last frame; replies sent now are still delivered."""
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        """The connection is closed; ``exc`` says why, None after a clean end."""
+
+
+class _BatchHandler(ConnectionHandler):
+    def __init__(self, function: Callable[[List[Any]], Optional[List[Any]]]) -> None:
+        self._function = function
+
+    def frames_received(self, frames: List[Any]) -> None:
+        replies = self._function(frames)
+        if replies:
+            self.connection.send_many(replies)
+
+
+def _handler_factory(handler: Any, batch: bool) -> Callable[[], ConnectionHandler]:
+    if isinstance(handler, type) and issubclass(handler, ConnectionHandler):
+        if batch:
+            raise ValueError("batch=True is for function handlers; override frames_received instead")
+        return handler
+    if not callable(handler):
+        raise TypeError(f"handler must be callable or a ConnectionHandler subclass, not {handler!r}")
+    if batch:
+        return lambda: _BatchHandler(handler)
+
+    def per_frame() -> ConnectionHandler:
+        instance = ConnectionHandler()
+        instance.frame_received = handler  # type: ignore[method-assign]
+        return instance
+
+    return per_frame
+
+
+def call_handler(method: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return method(*args)
+    except Exception as exc:
+        raise HandlerError(f"handler {getattr(method, '__qualname__', method)} failed") from exc
+
+
+class Server(Service):
+    """A listening stream server; make one with serve().
+
+    ``serve_forever()`` or ``start()`` runs it; ``shutdown(timeout)`` stops
+    accepting, lets in-flight replies drain, then closes; as a context
+    manager it shuts down on exit.  ``address`` is the bound address,
+    ``connections`` the open connections, ``stats`` a Counter of events
+    (accepted, rejected, closed, handler_errors, protocol_errors, timeouts,
+    tls_failures, ...).
+    """
+
+    backend = ""
+
+    def __init__(
+        self,
+        bound: BoundSocket,
+        handler: Any,
+        *,
+        protocol: Protocol,
+        batch: bool,
+        ssl_context: Optional[ssl.SSLContext],
+        max_connections: int,
+        overflow: str,
+        idle_timeout: Optional[float],
+        frame_timeout: Optional[float],
+        high_water: int,
+    ) -> None:
+        if overflow not in ("wait", "reject"):
+            raise ValueError(f"overflow must be 'wait' or 'reject', not {overflow!r}")
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        for name, value in (("idle_timeout", idle_timeout), ("frame_timeout", frame_timeout)):
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive or None")
+        super().__init__(bound)
+        self.kind = f"{backend_label(self.backend, ssl_context)} server"
+        self.protocol = protocol
+        self.new_handler = _handler_factory(handler, batch)
+        self.ssl_context = ssl_context
+        self.max_connections = max_connections
+        self.overflow = overflow
+        self.idle_timeout = idle_timeout
+        self.frame_timeout = frame_timeout
+        self.high_water = high_water
+        self.low_water = high_water // 2
+        self._open: "dict[int, Connection]" = {}
+        self._selector: Optional[selectors.BaseSelector] = None
+        self._accepting = False
+        self._draining = False
+        self._resume_at: Optional[float] = None
+
+    @property
+    def connections(self) -> List[Connection]:
+        with self._lock:
+            return list(self._open.values())
+
+    @property
+    def handshake_timeout(self) -> Optional[float]:
+        """A TLS handshake counts as a frame: it must finish in frame_timeout."""
+        return self.frame_timeout if self.frame_timeout is not None else self.idle_timeout
+
+    # -- accepting: both backends watch the listener with a selector ----------
+
+    def _listen(self, selector: selectors.BaseSelector) -> None:
+        self._selector = selector
+        self._bound.sock.setblocking(False)
+        selector.register(self._waker, selectors.EVENT_READ, None)
+        self._refresh_accepting()
+
+    def _refresh_accepting(self) -> None:
+        """Watch the listener unless stopping, paused, or full (overflow="wait":
+        then new clients wait in the listen backlog)."""
+        if self._resume_at is not None and time.monotonic() >= self._resume_at:
+            self._resume_at = None
+        want = (
+            not self._draining
+            and self._resume_at is None
+            and (self.overflow == "reject" or len(self._open) < self.max_connections)
+        )
+        if want != self._accepting:
+            if want:
+                self._selector.register(self._bound.sock, selectors.EVENT_READ, self)
+            else:
+                self._selector.unregister(self._bound.sock)
+            self._accepting = want
+
+    def _accept(self) -> None:
+        listener = self._bound.sock
+        for _ in range(ACCEPT_BATCH):
+            full = len(self._open) >= self.max_connections
+            if full and self.overflow == "wait":
+                break
+            try:
+                sock, peer = listener.accept()
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno not in FD_EXHAUSTED:
+                    continue  # e.g. ECONNABORTED: that client is gone already
+                # The listener stays readable, so watching it now would spin.
+                logger.warning("%s: cannot accept (%s); pausing for %s s", self.address, exc, ACCEPT_PAUSE)
+                self.count("accept_pauses")
+                self._resume_at = time.monotonic() + ACCEPT_PAUSE
+                break
+            if full:
+                sock.close()
+                self.count("rejected")
+                logger.warning(
+                    "%s: max_connections (%d) reached; rejected %s",
+                    self.address, self.max_connections, Address.from_sockaddr(peer) if peer else "a peer",
+                )
+                continue
+            self._open_connection(sock, peer)
+        self._refresh_accepting()
+
+    def _stop_accepting(self) -> None:
+        self._draining = True
+        self._refresh_accepting()
+        self._bound.close()
+
+    def _open_connection(self, sock: socket.socket, peer: Any) -> None:
+        raise NotImplementedError
+
+    def _pause_timeout(self) -> Optional[float]:
+        """Seconds until accepting resumes after running out of descriptors."""
+        if self._resume_at is None:
+            return None
+        return max(0.0, self._resume_at - time.monotonic())
+
+    # -- connection bookkeeping ---------------------------------------------------
+
+    def _add(self, conn: Connection) -> None:
+        with self._lock:
+            self._open[id(conn)] = conn
+            self.stats["accepted"] += 1
+        logger.info("%s: connection from %s", self.address, conn.label)
+
+    def _start_handler(self, conn: Connection) -> None:
+        handler = conn.handler = self.new_handler()
+        call_handler(handler.connection_made, conn)
+
+    def _ended(self, conn: Connection, exc: Optional[BaseException]) -> None:
+        """Log why a connection ended, count it, tell its handler, forget it."""
+        conn.closed = True
+        with self._lock:
+            self._open.pop(id(conn), None)
+            self._resume_at = None  # a descriptor is free again
+            self.stats["closed"] += 1
+            self.stats[_failure_kind(exc)] += 1
+        label = conn.label
+        if exc is None:
+            logger.info("%s: %s closed", self.address, label)
+        elif isinstance(exc, HandlerError):
+            logger.error("%s: handler failed on %s; closing it", self.address, label, exc_info=exc.__cause__)
+        elif isinstance(exc, IncompleteFrameError) and self.stopping:
+            logger.info("%s: %s closed at shutdown inside a frame", self.address, label)
+        elif isinstance(exc, ProtocolError):
+            logger.warning("%s: protocol error from %s, closing it: %s", self.address, label, exc)
+        elif isinstance(exc, ssl.SSLError) and conn.handler is None:
+            logger.warning(
+                "%s: TLS handshake with %s failed: %s%s", self.address, label, exc, _tls_hint(exc)
+            )
+        elif isinstance(exc, (TimeoutError, socket.timeout)):
+            logger.info("%s: %s timed out: %s", self.address, label, exc)
+        else:
+            logger.info("%s: %s lost: %r", self.address, label, exc)
+        if conn.handler is not None:
+            try:
+                conn.handler.connection_lost(exc)
+            except Exception:
+                logger.exception("%s: connection_lost of %s failed", self.address, label)
+
+
+def backend_label(backend: str, ssl_context: Optional[ssl.SSLContext]) -> str:
+    return f"{backend}{' TLS' if ssl_context is not None else ''}"
+
+
+def _failure_kind(exc: Optional[BaseException]) -> str:
+    if exc is None:
+        return "clean_closes"
+    if isinstance(exc, HandlerError):
+        return "handler_errors"
+    if isinstance(exc, ProtocolError):
+        return "protocol_errors"
+    if isinstance(exc, ssl.SSLError):
+        return "tls_failures"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "timeouts"
+    return "network_errors"
+
+
+def _tls_hint(exc: ssl.SSLError) -> str:
+    reason = getattr(exc, "reason", "") or ""
+    if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNEXPECTED_EOF_WHILE_READING"):
+        return " (is the client speaking plain TCP, or closing early?)"
+    return ""
+
+
+def serve(
+    address: AddressLike,
+    handler: Any,
+    *,
+    backend: str = "selector",
+    protocol: Union[str, Protocol] = "frames",
+    batch: bool = False,
+    ssl_context: Optional[ssl.SSLContext] = None,
+    max_connections: Optional[int] = None,
+    overflow: str = "wait",
+    idle_timeout: Optional[float] = None,
+    frame_timeout: Optional[float] = 60.0,
+    high_water: int = DEFAULT_HIGH_WATER,
+    backlog: int = 512,
+    reuse_address: bool = True,
+    format: Union[str, FrameFormat, None] = None,
+    **options: Any,
+) -> Server:
+    """Bind ``address`` and return a Server ready to run (serve_forever or start).
+
+    ``handler``: see the module docstring.  ``protocol``: "frames" (with a
+    ``format`` preset and frame options such as max_frame_size) or
+    "messages" (options max_header_size, max_content_size, ...).
+
+    ``max_connections`` (default 1024 for "selector", 64 for "threads", the
+    size of its pool): when reached, ``overflow="wait"`` stops accepting, so
+    new clients wait in the listen backlog until a connection ends, and
+    ``overflow="reject"`` accepts and closes them at once.  Running out of
+    file descriptors pauses accepting too, never crashing or spinning.
+
+    ``idle_timeout`` closes a connection without traffic for that long;
+    ``frame_timeout`` closes one whose frame has begun to arrive but is not
+    complete that long after (a slow-loris peer), and bounds TLS handshakes.
+    ``high_water`` (selector backend): when a connection holds more (input
+    buffered plus replies unsent) and has replies waiting, the server stops
+    reading from it until the peer takes its replies, so a peer that never
+    reads cannot grow the server's memory.
+    """
+    proto = make_protocol(protocol, format, **options)
+    if backend == "selector":
+        from .server_selector import SelectorServer as cls
+    elif backend == "threads":
+        from .server_threads import ThreadingServer as cls  # type: ignore[assignment]
+    else:
+        raise ValueError(f"backend must be 'selector' or 'threads', not {backend!r}")
+    if max_connections is None:
+        max_connections = cls.default_max_connections
+    bound = bind_socket(address, socket.SOCK_STREAM, backlog=backlog, reuse_address=reuse_address)
+    try:
+        return cls(
+            bound,
+            handler,
+            protocol=proto,
+            batch=batch,
+            ssl_context=ssl_context,
+            max_connections=max_connections,
+            overflow=overflow,
+            idle_timeout=idle_timeout,
+            frame_timeout=frame_timeout,
+            high_water=high_water,
+        )
+    except BaseException:
+        bound.close()
+        raise

@@ -1,0 +1,201 @@
+"""The "selector" backend: one thread, non-blocking sockets, many connections.
+
+Each connection is a transport.Stream: reads go straight into its decoder,
+replies wait in its output queue, flushed with vectored sendmsg when the
+socket is writable.  TLS handshakes are stepped without blocking, so a slow
+or failing one never stalls the others.  Timers (idle timeout, frame
+deadline) are checked by a sweep a few times per timeout period.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import time
+from typing import Any, List, Optional
+
+from .addresses import tune
+from .server import Connection, Server, call_handler
+from .service import logger
+from .transport import ConnectionClosed, Stream
+
+__all__ = ["SelectorServer"]
+
+EVENT_READ = selectors.EVENT_READ
+EVENT_WRITE = selectors.EVENT_WRITE
+
+
+class SelectorConnection(Connection):
+    def __init__(self, server: "SelectorServer", sock: socket.socket, peer: Any, now: float) -> None:
+        super().__init__(server, sock, peer)
+        self.stream = Stream(sock, server.protocol.new_decoder())
+        self.paused = False  # over the high-water mark: not reading
+        self.last_activity = now
+        # When the frame now arriving (or the TLS handshake) began.
+        self.frame_started: Optional[float] = now if self.stream.handshaking else None
+
+    @property
+    def memory(self) -> int:
+        return self.stream.decoder.buffered + self.stream.output.size
+
+    def _queue(self, buffers: List[Any]) -> None:
+        if self.closed:
+            raise ConnectionClosed(f"connection from {self.label} is closed")
+        self.stream.output.push(buffers)
+
+
+class SelectorServer(Server):
+    backend = "selector"
+    default_max_connections = 1024
+
+    def _serve(self) -> None:
+        timeouts = [t for t in (self.idle_timeout, self.frame_timeout) if t is not None]
+        self._sweep_every = min(1.0, max(0.01, min(timeouts) / 4)) if timeouts else None
+        self._next_sweep = time.monotonic() + (self._sweep_every or 0)
+        self._listen(selectors.DefaultSelector())
+        try:
+            self._loop()
+        finally:
+            for conn in list(self._open.values()):
+                self._close(conn, ConnectionAbortedError("server stopped"))  # type: ignore[arg-type]
+            self._selector.close()
+
+    def _loop(self) -> None:
+        select = self._selector.select
+        while True:
+            if self.stopping:
+                if not self._draining:
+                    self._begin_drain()
+                if not self._open:
+                    return
+                if time.monotonic() >= self.stop_deadline:  # type: ignore[operator]
+                    for conn in list(self._open.values()):  # type: ignore[attr-defined]
+                        self._close(conn, TimeoutError("shutdown timeout reached with replies unsent"))
+                    return
+            for key, mask in select(self._select_timeout()):
+                data = key.data
+                if data is None:
+                    self._waker.drain()
+                elif data is self:
+                    self._accept()
+                else:
+                    self._service(data, mask)
+            self._tick()
+            self._refresh_accepting()
+
+    def _open_connection(self, sock: socket.socket, peer: Any) -> None:
+        try:
+            sock.setblocking(False)
+            tune(sock)
+            if self.ssl_context is not None:
+                sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        except OSError as exc:
+            sock.close()
+            logger.info("%s: could not set up connection from %s: %s", self.address, peer, exc)
+            return
+        conn = SelectorConnection(self, sock, peer, time.monotonic())
+        self._add(conn)
+        try:
+            if not conn.stream.handshaking:
+                self._start_handler(conn)
+            self._after_io(conn)
+        except Exception as exc:
+            self._close(conn, exc)
+
+    # -- connection events --------------------------------------------------------
+
+    def _service(self, conn: SelectorConnection, mask: int) -> None:
+        stream = conn.stream
+        try:
+            if stream.handshaking:
+                if not stream.handshake():
+                    stream.watch(self._selector, True, conn)
+                    return
+                conn.frame_started = None
+                self._start_handler(conn)
+                mask |= EVENT_READ  # the first frames may already sit inside OpenSSL
+            readable = mask & EVENT_READ or (mask & EVENT_WRITE and stream.read_wants_write)
+            if readable and not (stream.at_eof or conn.paused or conn.closing):
+                self._read(conn)
+            self._after_io(conn)
+        except Exception as exc:
+            self._close(conn, exc)
+
+    def _read(self, conn: SelectorConnection) -> None:
+        stream = conn.stream
+        frames = stream.read()
+        now = conn.last_activity = time.monotonic()
+        handler = conn.handler
+        if frames:
+            call_handler(handler.frames_received, frames)  # type: ignore[union-attr]
+        if stream.at_eof and stream.error is None:
+            call_handler(handler.eof_received)  # type: ignore[union-attr]
+        if stream.decoder.buffered:
+            if conn.frame_started is None:
+                conn.frame_started = now
+        else:
+            conn.frame_started = None
+
+    def _after_io(self, conn: SelectorConnection) -> None:
+        """Send what is queued, apply the memory budget, close or re-arm."""
+        stream = conn.stream
+        output = stream.output
+        if output:
+            before = output.size
+            stream.flush()
+            if output.size != before:
+                conn.last_activity = time.monotonic()
+        # Only unsent output pauses reading: input alone never does, or a
+        # frame larger than the budget could never complete (max_frame_size
+        # bounds that instead).
+        memory = output.size + stream.decoder.buffered
+        if conn.paused:
+            conn.paused = output.size > 0 and memory > self.low_water
+        elif output.size and memory > self.high_water:
+            conn.paused = True
+        if (stream.at_eof or conn.closing) and not output:
+            self._close(conn, stream.error)
+        else:
+            stream.watch(self._selector, not (conn.paused or conn.closing), conn)
+
+    def _close(self, conn: SelectorConnection, exc: Optional[BaseException]) -> None:
+        if not conn.closed:
+            conn.stream.close(self._selector)
+            self._ended(conn, exc)
+
+    # -- timers and shutdown ------------------------------------------------------
+
+    def _select_timeout(self) -> Optional[float]:
+        deadlines = [self._resume_at, self.stop_deadline]
+        if self._sweep_every is not None:
+            deadlines.append(self._next_sweep)
+        pending = [d for d in deadlines if d is not None]
+        if not pending:
+            return None
+        return max(0.0, min(pending) - time.monotonic())
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if self._sweep_every is None or now < self._next_sweep:
+            return
+        self._next_sweep = now + self._sweep_every
+        for conn in list(self._open.values()):  # type: ignore[assignment]
+            if conn.frame_started is not None:
+                limit = self.handshake_timeout if conn.stream.handshaking else self.frame_timeout
+                if limit is not None and now - conn.frame_started > limit:
+                    what = "TLS handshake" if conn.stream.handshaking else "frame"
+                    self._close(conn, TimeoutError(f"{what} not complete within {limit} s"))
+                    continue
+            if self.idle_timeout is not None and now - conn.last_activity > self.idle_timeout:
+                self._close(conn, TimeoutError(f"idle for {self.idle_timeout} s"))
+
+    def _begin_drain(self) -> None:
+        """Stop accepting; close idle connections now, the others once their
+        replies are sent."""
+        self._stop_accepting()
+        for conn in list(self._open.values()):
+            conn.closing = True
+            try:
+                self._after_io(conn)  # type: ignore[arg-type]
+            except Exception as exc:
+                self._close(conn, exc)  # type: ignore[arg-type]

@@ -1,0 +1,189 @@
+"""The "threads" backend: a thread per connection from a bounded pool.
+
+An acceptor thread hands each connection to a ThreadPoolExecutor of
+``max_connections`` workers; while all are busy it stops accepting
+(``overflow="wait"``: clients wait in the listen backlog) or turns new
+clients away (``overflow="reject"``).  A worker reads with blocking calls
+whose timeout is the idle timeout between frames and what is left of the
+frame deadline inside one; its replies are written before it reads again,
+so a peer that never reads blocks its own worker, not the server's memory.
+
+Blocking handlers are fine here: each has its own thread.  Shutdown closes
+the connections whose workers wait for input; a worker busy with a request
+sends its reply first and stops before reading again.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, List, Optional
+
+from .addresses import tune
+from .errors import ProtocolError
+from .server import Connection, Server, call_handler
+from .service import SHUTDOWN_GRACE, logger
+from .transport import ConnectionClosed, OutputQueue, read_frames
+
+__all__ = ["ThreadingServer"]
+
+
+class ThreadConnection(Connection):
+    def __init__(self, server: "ThreadingServer", sock: socket.socket, peer: Any) -> None:
+        super().__init__(server, sock, peer)
+        self.decoder = server.protocol.new_decoder()
+        self.output = OutputQueue()
+        self.waiting = False  # blocked (or about to block) on input
+
+    @property
+    def memory(self) -> int:
+        return self.decoder.buffered + self.output.size
+
+    def _queue(self, buffers: List[Any]) -> None:
+        if self.closed:
+            raise ConnectionClosed(f"connection from {self.label} is closed")
+        self.output.push(buffers)
+        if self.output.size > self.server.high_water:  # type: ignore[attr-defined]
+            self.output.flush(self.sock)  # a streaming handler blocks here, bounded
+
+    def interrupt(self) -> None:
+        """Wake the worker from another thread: its blocked call fails."""
+        try:
+            # Both directions: a TLS peer then gets a plain end of stream, not
+            # the alert OpenSSL would send about our truncated input.
+            # socket.socket's method, as SSLSocket.shutdown cannot run
+            # beside the worker's blocked call.
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class ThreadingServer(Server):
+    backend = "threads"
+    default_max_connections = 64
+
+    def _serve(self) -> None:
+        self._pool = ThreadPoolExecutor(self.max_connections, thread_name_prefix=f"framecodec {self.address}")
+        selector = selectors.DefaultSelector()
+        self._listen(selector)
+        try:
+            while not self.stopping:
+                for key, _ in selector.select(self._pause_timeout()):
+                    if key.data is None:
+                        self._waker.drain()  # a worker ended, or shutdown() was called
+                    else:
+                        self._accept()
+                self._refresh_accepting()
+            self._drain(selector)
+        finally:
+            selector.close()
+            stuck = len(self._open)
+            if stuck:
+                logger.error("%s: %d handler(s) still running after shutdown", self.address, stuck)
+            self._pool.shutdown(wait=not stuck)
+
+    def _open_connection(self, sock: socket.socket, peer: Any) -> None:
+        conn = ThreadConnection(self, sock, peer)
+        self._add(conn)
+        self._pool.submit(self._worker, conn)
+
+    def _drain(self, selector: selectors.BaseSelector) -> None:
+        """Stop accepting, let workers finish their requests, then force them.
+
+        ``stopping`` is set before this runs, and a worker sets ``waiting``
+        before it checks ``stopping`` and blocks: so each worker either sees
+        ``stopping`` or is seen waiting here and interrupted.
+        """
+        self._stop_accepting()
+        for conn in self.connections:
+            if conn.waiting:  # type: ignore[attr-defined]
+                conn.interrupt()  # type: ignore[attr-defined]
+        if not self._wait_for_workers(selector, self.stop_deadline):  # type: ignore[arg-type]
+            for conn in self.connections:
+                conn.interrupt()  # type: ignore[attr-defined]
+            self._wait_for_workers(selector, time.monotonic() + SHUTDOWN_GRACE)
+
+    def _wait_for_workers(self, selector: selectors.BaseSelector, deadline: float) -> bool:
+        while self._open:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            selector.select(remaining)
+            self._waker.drain()
+        return True
+
+    # -- one connection, in its worker thread -------------------------------------
+
+    def _worker(self, conn: ThreadConnection) -> None:
+        self._inside.yes = True  # pool threads only ever run our workers
+        exc: Optional[BaseException] = None
+        try:
+            self._converse(conn)
+        except Exception as error:
+            exc = error
+        finally:
+            conn.sock.close()
+            self._ended(conn, exc)
+            self._waker.wake()  # a slot is free; a shutdown may be waiting
+
+    def _converse(self, conn: ThreadConnection) -> None:
+        sock = conn.sock
+        sock.setblocking(True)
+        tune(sock)
+        if self.ssl_context is not None:
+            sock = conn.sock = self.ssl_context.wrap_socket(
+                sock, server_side=True, do_handshake_on_connect=False
+            )
+            conn.output = OutputQueue(tls=True)
+            sock.settimeout(self.handshake_timeout)
+            conn.waiting = True
+            if self.stopping:
+                return
+            sock.do_handshake()
+            conn.waiting = False
+        self._start_handler(conn)
+        handler = conn.handler
+        decoder = conn.decoder
+        output = conn.output
+        timeout: Any = object()  # what the socket is set to now
+        frame_started: Optional[float] = None
+        while not conn.closing:
+            if output:
+                output.flush(sock)
+            wanted = self.idle_timeout
+            if decoder.buffered:
+                if frame_started is None:
+                    frame_started = time.monotonic()
+                if self.frame_timeout is not None:
+                    wanted = frame_started + self.frame_timeout - time.monotonic()
+                    if wanted <= 0:
+                        raise TimeoutError(f"frame not complete within {self.frame_timeout} s")
+            else:
+                frame_started = None
+            if wanted != timeout:
+                sock.settimeout(wanted)
+                timeout = wanted
+            conn.waiting = True
+            if self.stopping:
+                break
+            try:
+                frames = read_frames(sock, decoder)
+            except socket.timeout:
+                if frame_started is not None and self.frame_timeout is not None:
+                    raise TimeoutError(f"frame not complete within {self.frame_timeout} s") from None
+                raise TimeoutError(f"idle for {self.idle_timeout} s") from None
+            except ProtocolError as error:
+                if error.frames:  # answer what came before the bad bytes
+                    call_handler(handler.frames_received, error.frames)  # type: ignore[union-attr]
+                    output.flush(sock)
+                raise
+            conn.waiting = False
+            if frames is None:
+                if not self.stopping:  # else the end of stream is our own doing
+                    call_handler(handler.eof_received)  # type: ignore[union-attr]
+                break
+            if frames:
+                call_handler(handler.frames_received, frames)  # type: ignore[union-attr]
+        output.flush(sock)
