@@ -3,6 +3,8 @@
 # names are C types and which primitives come from C.  Changing it must
 # rebuild the extension (setup.py lists it as a dependency).
 import cython
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF, Py_INCREF
 
 from framecodec._primitives cimport (
     concat,
@@ -32,14 +34,31 @@ cdef class _FrameStorage:
     cdef readonly Py_ssize_t size       # the frame's final size
     cdef public Py_ssize_t filled       # bytes of it received so far
     cdef Py_ssize_t _exports            # live buffer exports of this object
-    cdef bint _in_place                 # _data is the final bytes object, exported writable
-    cdef object _data                   # bytes (in place) or bytearray
+    cdef object _data                   # bytes (compiled) or bytearray (the twin)
 
     cdef Py_ssize_t room(self, Py_ssize_t wanted) except -1
 
     cdef view(self, Py_ssize_t size)
 
     cdef bytes finish(self)
+
+
+cdef extern from "Python.h":
+    int _PyBytes_Resize(PyObject **bytes, Py_ssize_t newsize)
+
+
+cdef inline int resize_storage(_FrameStorage storage, Py_ssize_t size) except -1:
+    # Realloc the storage's bytes object, keeping its contents: for large
+    # blocks realloc remaps pages instead of copying them.  _PyBytes_Resize
+    # needs the only reference (callers check that no view is exported).
+    cdef PyObject *obj = <PyObject *>storage._data
+    Py_INCREF(<object>obj)  # our own reference...
+    storage._data = None  # ...now the only one
+    if _PyBytes_Resize(&obj, size) < 0:
+        return -1  # the object is gone (obj is NULL); the storage holds None
+    storage._data = <object>obj  # the attribute takes a reference...
+    Py_DECREF(<object>obj)  # ...and ours is dropped
+    return 0
 
 
 cdef class _StreamDecoder:

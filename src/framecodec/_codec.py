@@ -81,7 +81,7 @@ if not cython.compiled:
         # C-only; the twin's paths never reach these names.
         raise AssertionError("a compiled-only primitive was called by the pure-Python core")
 
-    new_bytes = write_bytes = write_header = fill_buffer = _compiled_only
+    new_bytes = resize_storage = write_bytes = write_header = fill_buffer = _compiled_only
 
 
 def _unpacker(width, byteorder):
@@ -117,48 +117,54 @@ def _frame_too_large(body, limit, frames):
 class _FrameStorage:
     """Where one large frame is received in place.
 
-    Compiled, a frame no larger than prealloc_limit lives in a bytes object
-    of its final size, written through this object's buffer export and
-    delivered as the frame itself: the kernel's copy is the only one.
-    Otherwise (and always in the twin, since Python cannot export writable
-    memory of a bytes object) it is a bytearray that grows geometrically as
-    bytes arrive and is copied into bytes at the end.
+    Compiled, the storage is a bytes object, written through this object's
+    buffer export and, once full, delivered as the frame itself: the
+    kernel's copy into it is the only one.  (The twin uses a bytearray and
+    copies it into bytes at the end: Python cannot export writable memory of
+    a bytes object.)
 
-    Storage never moves while a view of it is alive: a bytearray refuses to
-    resize (BufferError), and the bytes form never resizes.  A frame still
-    viewed when it completes is delivered as a copy, so what the caller
-    holds and what the caller is given never share memory.
+    What a header announces is not trusted: the first reservation is at
+    most prealloc_limit, and each later one at most four times what has
+    arrived, so a peer that announces 16 MiB and sends nothing costs
+    prealloc_limit.  Growing a bytes object means moving to a larger one (at
+    most a third of the frame is copied that way, in all).
+
+    Storage never moves while a view of it is alive: the bytearray refuses
+    to resize and the bytes form checks its exports, both with BufferError.
+    A frame still viewed when it completes is delivered as a copy, so what
+    the caller holds and what the caller is given never share memory.
     """
 
     def __init__(self, size, prealloc_limit):
         self.size = size
         self.filled = 0
         self._exports = 0
-        self._in_place = cython.compiled and size <= prealloc_limit
-        if self._in_place:
-            self._data = new_bytes(size)
-        else:
-            self._data = new_bytearray(min(size, prealloc_limit))
+        capacity = min(size, prealloc_limit)
+        self._data = new_bytes(capacity) if cython.compiled else new_bytearray(capacity)
 
     def room(self, wanted):
         """Make room for up to ``wanted`` more bytes (never past the frame); return the room."""
-        data = self._data
         needed = min(self.size, self.filled + wanted)
-        if needed > len(data):
-            resize_bytearray(data, min(self.size, max(needed, 2 * len(data))))
-        return len(data) - self.filled
+        if needed > len(self._data):
+            capacity = min(self.size, max(needed, 4 * self.filled))
+            if not cython.compiled:
+                resize_bytearray(self._data, capacity)
+            elif self._exports:
+                raise BufferError("Existing exports of data: object cannot be re-sized")
+            else:
+                resize_storage(self, capacity)
+        return len(self._data) - self.filled
 
     def view(self, size):
         """A writable view of the next ``size`` bytes to fill."""
-        if self._in_place:
-            return memoryview(self)[self.filled : self.filled + size]
-        return memoryview(self._data)[self.filled : self.filled + size]
+        exporter = self if cython.compiled else self._data
+        return memoryview(exporter)[self.filled : self.filled + size]
 
     def finish(self):
         """The completed frame as bytes."""
         data = self._data
         self._data = None
-        if not self._in_place:
+        if not cython.compiled:
             return bytes(data)
         if self._exports:
             # The caller still holds a view of data: deliver a copy (bytes()
