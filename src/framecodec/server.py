@@ -348,8 +348,10 @@ def _failure_kind(exc: Optional[BaseException]) -> str:
 
 def _tls_hint(exc: ssl.SSLError) -> str:
     reason = getattr(exc, "reason", "") or ""
-    if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNEXPECTED_EOF_WHILE_READING"):
-        return " (is the client speaking plain TCP, or closing early?)"
+    if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST"):
+        return " (is the client speaking plain TCP?)"
+    if reason == "UNEXPECTED_EOF_WHILE_READING":
+        return " (the client hung up during the handshake)"
     return ""
 
 

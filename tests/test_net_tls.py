@@ -1,0 +1,144 @@
+"""TLS: the context helpers, and each failure seen clearly by the side that
+should see it while the server goes on serving."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import ssl
+import time
+
+import pytest
+import trustme
+
+import framecodec
+from framecodec import ProtocolError
+
+from .net_support import BACKENDS, TIMEOUT, make_net, no_leaks, pki, wait_until  # noqa: F401
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def tls(make_net):
+    return make_net("tcp4", True)
+
+
+def upper(frame):
+    return frame.upper()
+
+
+def write_cert(directory, name, cert):
+    path = directory / f"{name}.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(path))
+    return str(path)
+
+
+def test_context_helpers(pki):
+    server = framecodec.server_context(pki.cert, pki.key)
+    assert server.minimum_version >= ssl.TLSVersion.TLSv1_2
+    assert server.verify_mode == ssl.CERT_NONE
+    mutual = framecodec.server_context(pki.cert, pki.key, cafile=pki.ca)
+    assert mutual.verify_mode == ssl.CERT_REQUIRED
+    client = framecodec.client_context(pki.ca)
+    assert client.minimum_version >= ssl.TLSVersion.TLSv1_2
+    assert client.check_hostname and client.verify_mode == ssl.CERT_REQUIRED
+    assert client.protocol == ssl.PROTOCOL_TLS_CLIENT
+
+
+def test_plain_client_to_tls_server(tls, backend, caplog):
+    server = tls.serve(upper, backend=backend)
+    with framecodec.connect(server.address, timeout=TIMEOUT) as plain:
+        plain.send(b"hello?")
+        with pytest.raises((ConnectionError, ProtocolError)):
+            plain.recv()
+    wait_until(lambda: server.stats["tls_failures"] == 1)
+    assert "TLS handshake with 127.0.0.1" in caplog.text
+    assert "plain TCP" in caplog.text
+    assert tls.connect(server).request(b"still serving") == b"STILL SERVING"
+
+
+def test_untrusted_certificate(tls, backend, pki):
+    server = tls.serve(upper, backend=backend)
+    stranger = framecodec.client_context(None)  # trusts the system CAs, not ours
+    stranger.load_verify_locations(cadata=trustme.CA().cert_pem.bytes().decode())
+    with pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
+        framecodec.connect(server.address, ssl_context=stranger, timeout=TIMEOUT)
+    wait_until(lambda: server.stats["tls_failures"] == 1)
+    assert tls.connect(server).request(b"ok") == b"OK"
+
+
+def test_expired_certificate(tls, backend, pki):
+    past = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)
+    expired = pki.ca_obj.issue_cert("localhost", "127.0.0.1", not_after=past)
+    path = write_cert(pki.directory, "expired", expired)
+    server = tls.serve(upper, backend=backend, ssl_context=framecodec.server_context(path))
+    with pytest.raises(ssl.SSLCertVerificationError, match="expired"):
+        tls.connect(server)
+    wait_until(lambda: server.stats["tls_failures"] == 1)
+
+
+def test_wrong_host_name(tls, backend):
+    server = tls.serve(upper, backend=backend)
+    with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch|not valid for"):
+        tls.connect(server, server_hostname="example.com")
+    assert tls.connect(server).request(b"right name") == b"RIGHT NAME"
+
+
+def test_mutual_tls(tls, backend, pki):
+    context = framecodec.server_context(pki.cert, pki.key, cafile=pki.ca)
+    server = tls.serve(upper, backend=backend, ssl_context=context)
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        # TLS 1.3 finishes the client's handshake first: the refusal may
+        # surface at the first read.
+        anonymous = tls.connect(server)
+        anonymous.request(b"who am I?")
+    wait_until(lambda: server.stats["tls_failures"] == 1)
+    certified = framecodec.client_context(pki.ca, certfile=pki.client_cert)
+    with framecodec.connect(
+        server.address, ssl_context=certified, server_hostname="localhost", timeout=TIMEOUT
+    ) as client:
+        assert client.request(b"me") == b"ME"
+
+
+def test_stuck_handshakes_do_not_stall_others(tls, backend, caplog):
+    caplog.set_level(logging.INFO, logger="framecodec.server")
+    server = tls.serve(upper, backend=backend, frame_timeout=0.5)
+    silent = tls.raw(server, tls=False)  # connects, never says hello
+    partial = tls.raw(server, tls=False)
+    partial.sendall(b"\x16\x03\x01\x02\x00\x01")  # the start of a ClientHello
+    start = time.monotonic()
+    client = tls.connect(server)
+    for i in range(20):
+        assert client.request(b"%d" % i) == b"%d" % i
+    assert time.monotonic() - start < 0.4, "a stuck handshake stalled the server"
+    wait_until(lambda: server.stats["timeouts"] == 2, timeout=3)
+    assert "handshake not complete" in caplog.text or "timed out" in caplog.text
+    for sock in (silent, partial):
+        try:
+            assert sock.recv(100) == b""
+        except ConnectionResetError:
+            pass
+    assert client.request(b"after") == b"AFTER"
+
+
+def test_tls_over_unix_needs_a_server_hostname(make_net, pki):
+    net = make_net("unix", True)
+    server = net.serve(upper)
+    with pytest.raises(ValueError, match="server_hostname"):
+        framecodec.connect(server.address, ssl_context=framecodec.client_context(pki.ca), timeout=TIMEOUT)
+    client = net.connect(server)  # with server_hostname="localhost"
+    assert client.request(b"unix") == b"UNIX"
+
+
+def test_plain_server_and_tls_client(make_net, pki, backend):
+    net = make_net("tcp4", False)
+    server = net.serve(upper, backend=backend)
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        framecodec.connect(server.address, ssl_context=framecodec.client_context(pki.ca), timeout=TIMEOUT)
+    wait_until(lambda: server.stats["protocol_errors"] + server.stats["network_errors"] == 1)
+    # The ClientHello looked like a huge frame; the next client is served.
+    assert net.connect(server).request(b"ok") == b"OK"
