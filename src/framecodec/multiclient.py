@@ -36,8 +36,10 @@ __all__ = ["MultiClient", "ClientConnection"]
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
 # A Unix listener with a full backlog answers a non-blocking connect with
-# EAGAIN (not EINPROGRESS): try again after this long, doubling each time.
-UNIX_RETRY = 0.005
+# EAGAIN (not EINPROGRESS): try again after this long, doubling each time
+# up to the maximum.
+UNIX_RETRY = 0.002
+UNIX_RETRY_MAX = 0.05
 
 
 class ClientConnection:
@@ -209,7 +211,7 @@ class MultiClient:
             if err == errno.EAGAIN and family == socket.AF_UNIX:
                 sock.close()
                 conn._retry_at = time.monotonic() + conn._retry_delay
-                conn._retry_delay *= 2
+                conn._retry_delay = min(UNIX_RETRY_MAX, conn._retry_delay * 2)
                 return
             conn._candidates.pop(0)
             if err == 0:
