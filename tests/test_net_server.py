@@ -399,7 +399,7 @@ def test_running_out_of_file_descriptors_pauses_accepting(tcp, backend):
         waiting.close()
 
 
-def test_serve_validates_before_binding():
+def test_serve_rejects_bad_arguments_cleanly():
     with pytest.raises(ValueError, match="backend"):
         framecodec.serve("127.0.0.1:0", upper, backend="fork")
     with pytest.raises(ValueError, match="overflow"):

@@ -296,7 +296,10 @@ def connect(
     """
     proto = make_protocol(protocol, format, **options)
     target = parse_address(address)
-    sock = connect_socket(target, socket.SOCK_STREAM, timeout)
+    try:
+        sock = connect_socket(target, socket.SOCK_STREAM, timeout)
+    except socket.timeout:  # not yet a TimeoutError on Python 3.9
+        raise TimeoutError(f"connecting to {target} timed out after {timeout} s") from None
     try:
         if ssl_context is not None:
             hostname = server_hostname if server_hostname is not None else target.host

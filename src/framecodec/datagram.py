@@ -63,11 +63,6 @@ class _OnePerDatagram:
         return messages[0], sender, None
 
 
-def _check_size(data: bytes, limit: int) -> None:
-    if len(data) > limit:
-        raise FrameTooLargeError(f"message of {len(data)} bytes exceeds max_datagram_size ({limit})")
-
-
 class DatagramServer(Service):
     """Answers each datagram's message with the handler's reply (None: no reply).
 
@@ -117,7 +112,7 @@ class DatagramServer(Service):
             self.count("received")
             if message is None:
                 self.count(dropped)  # type: ignore[arg-type]
-                logger.info("%s: dropped a %s datagram from %s", self.address, dropped, sender)
+                logger.info("%s: dropped a datagram from %s: %s", self.address, sender, dropped)
                 continue
             try:
                 reply = self._handler(message)
@@ -221,9 +216,7 @@ class DatagramClient:
         headers: Optional[Mapping[str, Any]] = None,
     ) -> None:
         """Send one message, expecting no reply."""
-        data = self.protocol.encode(content, content_type, content_encoding, headers)[0]
-        _check_size(data, self.max_datagram_size)
-        self._sock.send(data)
+        self._sock.send(self._encode(content, content_type, content_encoding, headers))
 
     def request(
         self,
@@ -236,8 +229,7 @@ class DatagramClient:
         """Send a message and return the server's reply to it."""
         request_id = next(self._ids)
         all_headers = dict(headers or {}, **{"request-id": request_id})
-        data = self.protocol.encode(content, content_type, content_encoding, all_headers)[0]
-        _check_size(data, self.max_datagram_size)
+        data = self._encode(content, content_type, content_encoding, all_headers)
         attempts = 1 + self.retries
         for attempt in range(attempts):
             if attempt:
@@ -247,6 +239,14 @@ class DatagramClient:
             if reply is not None:
                 return reply
         raise TimeoutError(f"no reply from {self.address} after {attempts} attempt(s) of {self.timeout} s")
+
+    def _encode(self, content: Any, *header_fields: Any) -> bytes:
+        data = self.protocol.encode(content, *header_fields)[0]
+        if len(data) > self.max_datagram_size:
+            raise FrameTooLargeError(
+                f"message of {len(data)} bytes exceeds max_datagram_size ({self.max_datagram_size})"
+            )
+        return data
 
     def _await_reply(self, request_id: int, deadline: float) -> Optional[Message]:
         while True:

@@ -9,7 +9,8 @@
             print(conn.address, frame)
             conn.close()
 
-Connects are non-blocking (each resolved address tried in turn), TLS
+Connects are non-blocking (each resolved address tried in turn; resolving
+a name is a blocking getaddrinfo in connect()), TLS
 handshakes are stepped without blocking, sends are queued and flushed when
 the socket is writable, and frames arrive through poll(), iteration or
 run(callback).  A connection that fails or ends leaves the set, with the
@@ -65,6 +66,7 @@ class ClientConnection:
         self._sock: Optional[socket.socket] = None  # while connecting
         self._retry_at: Optional[float] = None
         self._retry_delay = UNIX_RETRY
+        self._first_error: Optional[OSError] = None  # reported if no address works
         self._early: List[Any] = []  # buffers sent before the connection is up
         self._started = time.monotonic()
 
@@ -129,6 +131,7 @@ class MultiClient:
         self.on_close = on_close
         self._selector = selectors.DefaultSelector()
         self._open: Set[ClientConnection] = set()
+        self._connecting: Set[ClientConnection] = set()
         self._received: List[Tuple[ClientConnection, Any]] = []
 
     @property
@@ -142,6 +145,7 @@ class MultiClient:
         target = parse_address(address)
         conn = ClientConnection(self, target, server_hostname, data)
         self._open.add(conn)
+        self._connecting.add(conn)
         self._try_next(conn)
         return conn
 
@@ -222,8 +226,8 @@ class MultiClient:
                 self._selector.register(sock, EVENT_WRITE, conn)
                 return
             sock.close()
-            conn.error = conn.error or _os_error(err, conn.address)
-        self._end(conn, conn.error or OSError(f"cannot connect to {conn.address}"))
+            conn._first_error = conn._first_error or _os_error(err, conn.address)
+        self._end(conn, conn._first_error or OSError(f"cannot connect to {conn.address}"))
 
     def _connect_done(self, conn: ClientConnection) -> None:
         sock = conn._sock
@@ -233,13 +237,12 @@ class MultiClient:
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             sock.close()
-            conn.error = conn.error or _os_error(err, conn.address)
+            conn._first_error = conn._first_error or _os_error(err, conn.address)
             self._try_next(conn)
         else:
             self._connected(conn, sock)
 
     def _connected(self, conn: ClientConnection, sock: socket.socket) -> None:
-        conn.error = None
         try:
             tune(sock)
             if self.ssl_context is not None:
@@ -254,27 +257,35 @@ class MultiClient:
         conn._early = []
         self._service(conn, EVENT_WRITE)
 
+    def _not_ready(self) -> List[ClientConnection]:
+        """Connections still connecting or in their handshake (the others are
+        dropped from the set, so each poll looks at these only)."""
+        for conn in list(self._connecting):
+            if conn.ready or conn.closed:
+                self._connecting.discard(conn)
+        return list(self._connecting)
+
     def _retry_due(self) -> None:
         now = time.monotonic()
-        for conn in list(self._open):
+        for conn in self._not_ready():
             if conn._retry_at is not None and now >= conn._retry_at:
                 conn._retry_at = None
                 self._try_next(conn)
 
     def _next_deadline(self) -> Optional[float]:
         """Seconds until a connect retry is due or a connect times out."""
-        now = time.monotonic()
-        due = [c._retry_at for c in self._open if c._retry_at is not None]
+        pending = self._not_ready()
+        due = [c._retry_at for c in pending if c._retry_at is not None]
         if self.timeout is not None:
-            due += [c._started + self.timeout for c in self._open if not c.ready]
-        return max(0.0, min(due) - now) if due else None
+            due += [c._started + self.timeout for c in pending]
+        return max(0.0, min(due) - time.monotonic()) if due else None
 
     def _expire_connects(self) -> None:
         if self.timeout is None:
             return
         now = time.monotonic()
-        for conn in list(self._open):
-            if not conn.ready and now - conn._started >= self.timeout:
+        for conn in self._not_ready():
+            if now - conn._started >= self.timeout:
                 what = "TLS handshake" if conn.stream is not None else "connect"
                 self._end(conn, TimeoutError(f"{what} to {conn.address} timed out after {self.timeout} s"))
 

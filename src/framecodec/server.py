@@ -189,10 +189,10 @@ class Server(Service):
         for name, value in (("idle_timeout", idle_timeout), ("frame_timeout", frame_timeout)):
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive or None")
-        super().__init__(bound)
-        self.kind = f"{backend_label(self.backend, ssl_context)} server"
-        self.protocol = protocol
         self.new_handler = _handler_factory(handler, batch)
+        super().__init__(bound)
+        self.kind = f"{self.backend}{' TLS' if ssl_context is not None else ''} server"
+        self.protocol = protocol
         self.ssl_context = ssl_context
         self.max_connections = max_connections
         self.overflow = overflow
@@ -328,10 +328,6 @@ class Server(Service):
                 logger.exception("%s: connection_lost of %s failed", self.address, label)
 
 
-def backend_label(backend: str, ssl_context: Optional[ssl.SSLContext]) -> str:
-    return f"{backend}{' TLS' if ssl_context is not None else ''}"
-
-
 def _failure_kind(exc: Optional[BaseException]) -> str:
     if exc is None:
         return "clean_closes"
@@ -388,10 +384,15 @@ def serve(
     ``idle_timeout`` closes a connection without traffic for that long;
     ``frame_timeout`` closes one whose frame has begun to arrive but is not
     complete that long after (a slow-loris peer), and bounds TLS handshakes.
-    ``high_water`` (selector backend): when a connection holds more (input
-    buffered plus replies unsent) and has replies waiting, the server stops
-    reading from it until the peer takes its replies, so a peer that never
-    reads cannot grow the server's memory.
+
+    ``high_water`` is each connection's memory budget in bytes (input
+    buffered plus replies unsent): above it, with replies waiting, the
+    selector backend stops reading from the connection until the peer has
+    taken them down to half; the threads backend never reads while replies
+    wait, and writes a handler's replies out as soon as they exceed it.  So
+    a peer that never reads holds at most high_water plus the replies to one
+    read (``read_size`` bytes of requests) plus one partial frame
+    (``max_frame_size``).
     """
     proto = make_protocol(protocol, format, **options)
     if backend == "selector":

@@ -101,7 +101,7 @@ class OutputQueue:
         chunks = self._chunks
         head = chunks[0]
         if not self._offered and len(head) < TLS_WRITE and len(chunks) > 1:
-            # Join small buffers into one write: one TLS record instead of many.
+            # Join small buffers: one write of full-size TLS records, not many tiny ones.
             parts = []
             total = 0
             while chunks and total + len(chunks[0]) <= TLS_WRITE:
