@@ -22,7 +22,7 @@ import stat
 from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple, Union
 
-__all__ = ["Address", "parse_address", "connect_socket", "BoundSocket", "bind_socket"]
+__all__ = ["Address", "BoundSocket", "bind_socket", "connect_socket", "parse_address"]
 
 AddressLike = Union["Address", str, Tuple[str, int]]
 
@@ -57,7 +57,7 @@ class Address:
         return (self.host, self.port)
 
     @classmethod
-    def from_sockaddr(cls, sockaddr: Any) -> "Address":
+    def from_sockaddr(cls, sockaddr: Any) -> Address:
         """The Address of a getsockname()/getpeername() result."""
         if isinstance(sockaddr, tuple):
             return cls(host=sockaddr[0], port=sockaddr[1])
@@ -91,11 +91,15 @@ def parse_address(address: AddressLike) -> Address:
             raise ValueError(f"an address tuple is (host, port), not {address!r}")
         return Address(host=address[0].strip("[]"), port=_port(address[1], address))
     if not isinstance(address, str):
-        raise TypeError(f"an address is a string or a (host, port) tuple, not {type(address).__name__}")
+        raise TypeError(
+            f"an address is a string or a (host, port) tuple, not {type(address).__name__}"
+        )
     if address.startswith("unix:"):
         path = address[5:]
         if not path:
-            raise ValueError("unix: needs a path (unix:/path/to.sock) or an abstract name (unix:@name)")
+            raise ValueError(
+                "unix: needs a path (unix:/path/to.sock) or an abstract name (unix:@name)"
+            )
         return Address(path=path)
     if address.startswith("["):
         host, sep, port = address[1:].partition("]:")
@@ -120,7 +124,9 @@ def _candidates(address: Address, socktype: int, passive: bool) -> List[Tuple[in
     return [(family, type_, proto, sockaddr) for family, type_, proto, _, sockaddr in infos]
 
 
-def candidates(address: AddressLike, socktype: int = socket.SOCK_STREAM) -> List[Tuple[int, int, int, Any]]:
+def candidates(
+    address: AddressLike, socktype: int = socket.SOCK_STREAM
+) -> List[Tuple[int, int, int, Any]]:
     """Where a client should try to connect, in order (for non-blocking connects)."""
     return _candidates(parse_address(address), socktype, passive=False)
 

@@ -26,7 +26,7 @@ from .formats import FrameFormat
 from .protocols import FrameProtocol, Protocol, make_protocol
 from .transport import ConnectionClosed, OutputQueue
 
-__all__ = ["Client", "connect", "BufferTooSmallError"]
+__all__ = ["BufferTooSmallError", "Client", "connect"]
 
 
 class BufferTooSmallError(ValueError):
@@ -123,7 +123,9 @@ class Client:
         except BaseException as exc:
             raise self._cut_short(exc, "a frame was cut short while sending a file") from exc
         if sent != size:
-            raise self._cut_short(None, f"the file ended after {sent} of the {size} bytes announced")
+            raise self._cut_short(
+                None, f"the file ended after {sent} of the {size} bytes announced"
+            )
         return size
 
     def _write(self, buffers: List[Any]) -> None:
@@ -266,7 +268,7 @@ class Client:
             self._closed = True
             self._sock.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:

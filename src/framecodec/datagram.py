@@ -28,7 +28,7 @@ from .messages import Message
 from .protocols import MessageProtocol
 from .service import Service, logger
 
-__all__ = ["DatagramServer", "DatagramClient", "serve_datagrams", "MAX_UDP_PAYLOAD"]
+__all__ = ["MAX_UDP_PAYLOAD", "DatagramClient", "DatagramServer", "serve_datagrams"]
 
 MAX_UDP_PAYLOAD = 65507  # the largest UDP payload over IPv4
 # Datagrams handled per wake-up before the loop checks for shutdown again.
@@ -129,7 +129,10 @@ class DatagramServer(Service):
                 self.count("unanswerable")
                 logger.warning(
                     "%s: cannot answer %s (%d-byte reply, limit %d)",
-                    self.address, sender or "an unnamed Unix peer", len(data), self.max_datagram_size,
+                    self.address,
+                    sender or "an unnamed Unix peer",
+                    len(data),
+                    self.max_datagram_size,
                 )
                 continue
             try:
@@ -145,14 +148,15 @@ def serve_datagrams(
     handler: Callable[[Message], Any],
     *,
     max_datagram_size: int = MAX_UDP_PAYLOAD,
-    reuse_address: bool = True,
     **options: Any,
 ) -> DatagramServer:
     """Bind a UDP (``host:port``) or Unix datagram (``unix:...``) socket and
     return a DatagramServer ready to run.  ``options`` are MessageDecoder's
     (max_header_size, max_content_size)."""
     protocol = MessageProtocol(**options)
-    bound = bind_socket(address, socket.SOCK_DGRAM, reuse_address=reuse_address)
+    # No SO_REUSEADDR: UDP has no TIME_WAIT to skip, and with it a second
+    # server could bind the same port and silently take the datagrams.
+    bound = bind_socket(address, socket.SOCK_DGRAM, reuse_address=False)
     try:
         return DatagramServer(bound, handler, protocol, max_datagram_size)
     except BaseException:
@@ -184,7 +188,7 @@ class DatagramClient:
         self.retries = retries
         self.max_datagram_size = max_datagram_size
         self.protocol = MessageProtocol(**options)
-        self.stats: "collections.Counter[str]" = collections.Counter()
+        self.stats: collections.Counter[str] = collections.Counter()
         self._reader = _OnePerDatagram(self.protocol, max_datagram_size)
         self._ids = itertools.count(random.getrandbits(32))
         self._own_path: Optional[str] = None
@@ -238,7 +242,9 @@ class DatagramClient:
             reply = self._await_reply(request_id, time.monotonic() + self.timeout)
             if reply is not None:
                 return reply
-        raise TimeoutError(f"no reply from {self.address} after {attempts} attempt(s) of {self.timeout} s")
+        raise TimeoutError(
+            f"no reply from {self.address} after {attempts} attempt(s) of {self.timeout} s"
+        )
 
     def _encode(self, content: Any, *header_fields: Any) -> bytes:
         data = self.protocol.encode(content, *header_fields)[0]
@@ -277,7 +283,7 @@ class DatagramClient:
                 pass
             self._own_path = None
 
-    def __enter__(self) -> "DatagramClient":
+    def __enter__(self) -> DatagramClient:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:

@@ -32,7 +32,7 @@ from .formats import FrameFormat
 from .protocols import Protocol, make_protocol
 from .transport import ConnectionClosed, Stream
 
-__all__ = ["MultiClient", "ClientConnection"]
+__all__ = ["ClientConnection", "MultiClient"]
 
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
@@ -52,7 +52,7 @@ class ClientConnection:
     """
 
     def __init__(
-        self, owner: "MultiClient", address: Address, server_hostname: Optional[str], data: Any
+        self, owner: MultiClient, address: Address, server_hostname: Optional[str], data: Any
     ) -> None:
         self.address = address
         self.data = data
@@ -185,7 +185,9 @@ class MultiClient:
 
     __iter__ = frames
 
-    def run(self, callback: Callable[[ClientConnection, Any], None], timeout: Optional[float] = None) -> None:
+    def run(
+        self, callback: Callable[[ClientConnection, Any], None], timeout: Optional[float] = None
+    ) -> None:
         """Call ``callback(connection, frame)`` for each frame until no
         connection is left (the callback closes them when done)."""
         for conn, frame in self.frames(timeout):
@@ -197,7 +199,7 @@ class MultiClient:
             self._end(conn, None)
         self._selector.close()
 
-    def __enter__(self) -> "MultiClient":
+    def __enter__(self) -> MultiClient:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -246,8 +248,14 @@ class MultiClient:
         try:
             tune(sock)
             if self.ssl_context is not None:
-                hostname = conn._server_hostname if conn._server_hostname is not None else conn.address.host
-                sock = self.ssl_context.wrap_socket(sock, server_hostname=hostname, do_handshake_on_connect=False)
+                hostname = (
+                    conn._server_hostname
+                    if conn._server_hostname is not None
+                    else conn.address.host
+                )
+                sock = self.ssl_context.wrap_socket(
+                    sock, server_hostname=hostname, do_handshake_on_connect=False
+                )
         except (OSError, ValueError) as exc:
             sock.close()
             self._end(conn, exc)
@@ -287,7 +295,9 @@ class MultiClient:
         for conn in self._not_ready():
             if now - conn._started >= self.timeout:
                 what = "TLS handshake" if conn.stream is not None else "connect"
-                self._end(conn, TimeoutError(f"{what} to {conn.address} timed out after {self.timeout} s"))
+                self._end(
+                    conn, TimeoutError(f"{what} to {conn.address} timed out after {self.timeout} s")
+                )
 
     # -- I/O ---------------------------------------------------------------------------
 
@@ -300,9 +310,9 @@ class MultiClient:
                     stream.watch(self._selector, True, conn)
                     return
                 mask |= EVENT_READ  # the first frames may already sit inside OpenSSL
-            if mask & EVENT_READ or (mask & EVENT_WRITE and stream.read_wants_write):
-                if not (stream.at_eof or conn.closing):
-                    self._received += [(conn, frame) for frame in stream.read()]
+            readable = mask & EVENT_READ or (mask & EVENT_WRITE and stream.read_wants_write)
+            if readable and not (stream.at_eof or conn.closing):
+                self._received += [(conn, frame) for frame in stream.read()]
             self._settle(conn)
         except Exception as exc:  # OSError, ssl.SSLError: this connection only
             self._end(conn, exc)

@@ -34,7 +34,9 @@ def add_parsers(commands: Any) -> None:
     _add_protocol_options(serve)
     serve.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate (PEM)")
     serve.add_argument("--tls-key", metavar="FILE", help="its private key, if not in --tls-cert")
-    serve.add_argument("--tls-ca", metavar="FILE", help="require client certificates signed by this CA")
+    serve.add_argument(
+        "--tls-ca", metavar="FILE", help="require client certificates signed by this CA"
+    )
     serve.add_argument("--max-connections", type=int, metavar="N")
     serve.add_argument("--idle-timeout", type=float, metavar="SECONDS")
     serve.add_argument("--quiet", action="store_true", help="log warnings only, not connections")
@@ -43,12 +45,14 @@ def add_parsers(commands: Any) -> None:
     send = commands.add_parser(
         "send",
         help="send payloads to a server and print its replies",
-        description="Send each PAYLOAD as one frame (or message) and print the replies, one per line.",
+        description="Send each PAYLOAD as one frame (or message); print the replies, one a line.",
     )
     send.add_argument("address", help=ADDRESS_HELP)
     send.add_argument("payload", nargs="+", help="a payload; - reads one from standard input")
     _add_protocol_options(send)
-    send.add_argument("--content-type", help="messages: the payloads' content type (default text/plain)")
+    send.add_argument(
+        "--content-type", help="messages: the payloads' content type (default text/plain)"
+    )
     send.add_argument("--tls", action="store_true", help="use TLS, trusting the system's CAs")
     send.add_argument("--tls-ca", metavar="FILE", help="use TLS, trusting this CA (implies --tls)")
     send.add_argument("--tls-cert", metavar="FILE", help="client certificate, for mutual TLS")
@@ -60,7 +64,9 @@ def add_parsers(commands: Any) -> None:
 
 def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", choices=("frames", "messages"), default="frames")
-    parser.add_argument("--format", choices=ECHO_FORMATS, help="frame format (frames only; default uint32)")
+    parser.add_argument(
+        "--format", choices=ECHO_FORMATS, help="frame format (frames only; default uint32)"
+    )
     parser.add_argument("--max-frame-size", type=int, metavar="BYTES")
 
 
@@ -95,7 +101,9 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         if (args.tls_key or args.tls_ca) and not args.tls_cert:
             raise ValueError("--tls-key and --tls-ca need --tls-cert")
-        context = server_context(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None
+        context = (
+            server_context(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None
+        )
         server = serve(
             args.address,
             _echo,
@@ -109,11 +117,16 @@ def run_serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         return _fail("serve", exc)
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         with server.start():
             tls = " over TLS" if context else ""
-            print(f"serving {args.protocol}{tls} on {server.address} ({args.backend} backend)", flush=True)
+            print(
+                f"serving {args.protocol}{tls} on {server.address} ({args.backend} backend)",
+                flush=True,
+            )
             stop.wait()
             logging.getLogger("framecodec.server").info("%s: shutting down", server.address)
     finally:

@@ -43,7 +43,8 @@ class FrameProtocol:
         return _core.FrameDecoder(self.format)
 
     def header(self, length: int) -> bytes:
-        return self._encoder.header(length)
+        header: bytes = self._encoder.header(length)
+        return header
 
     def encode(self, payload: Any, prefix: Optional[bytes] = None) -> List[Any]:
         payload = _as_bytes(payload)

@@ -30,7 +30,7 @@ from .formats import FrameFormat
 from .protocols import Protocol, make_protocol
 from .service import Service, logger
 
-__all__ = ["serve", "Server", "Connection", "ConnectionHandler", "HandlerError"]
+__all__ = ["Connection", "ConnectionHandler", "HandlerError", "Server", "serve"]
 
 DEFAULT_HIGH_WATER = 1024 * 1024
 # Connections taken per wake-up of the listening socket.
@@ -55,7 +55,7 @@ class Connection:
     queued, then closes.
     """
 
-    def __init__(self, server: "Server", sock: socket.socket, peer: Any) -> None:
+    def __init__(self, server: Server, sock: socket.socket, peer: Any) -> None:
         self.server = server
         self.sock = sock
         self.peer: Optional[Address] = Address.from_sockaddr(peer) if peer else None
@@ -133,10 +133,14 @@ class _BatchHandler(ConnectionHandler):
 def _handler_factory(handler: Any, batch: bool) -> Callable[[], ConnectionHandler]:
     if isinstance(handler, type) and issubclass(handler, ConnectionHandler):
         if batch:
-            raise ValueError("batch=True is for function handlers; override frames_received instead")
+            raise ValueError(
+                "batch=True is for function handlers; override frames_received instead"
+            )
         return handler
     if not callable(handler):
-        raise TypeError(f"handler must be callable or a ConnectionHandler subclass, not {handler!r}")
+        raise TypeError(
+            f"handler must be callable or a ConnectionHandler subclass, not {handler!r}"
+        )
     if batch:
         return lambda: _BatchHandler(handler)
 
@@ -167,6 +171,7 @@ class Server(Service):
     """
 
     backend = ""
+    _selector: selectors.BaseSelector  # set by _listen(), when serving starts
 
     def __init__(
         self,
@@ -200,8 +205,7 @@ class Server(Service):
         self.frame_timeout = frame_timeout
         self.high_water = high_water
         self.low_water = high_water // 2
-        self._open: "dict[int, Connection]" = {}
-        self._selector: Optional[selectors.BaseSelector] = None
+        self._open: dict[int, Connection] = {}
         self._accepting = False
         self._draining = False
         self._resume_at: Optional[float] = None
@@ -255,7 +259,9 @@ class Server(Service):
                 if exc.errno not in FD_EXHAUSTED:
                     continue  # e.g. ECONNABORTED: that client is gone already
                 # The listener stays readable, so watching it now would spin.
-                logger.warning("%s: cannot accept (%s); pausing for %s s", self.address, exc, ACCEPT_PAUSE)
+                logger.warning(
+                    "%s: cannot accept (%s); pausing for %s s", self.address, exc, ACCEPT_PAUSE
+                )
                 self.count("accept_pauses")
                 self._resume_at = time.monotonic() + ACCEPT_PAUSE
                 break
@@ -264,7 +270,9 @@ class Server(Service):
                 self.count("rejected")
                 logger.warning(
                     "%s: max_connections (%d) reached; rejected %s",
-                    self.address, self.max_connections, Address.from_sockaddr(peer) if peer else "a peer",
+                    self.address,
+                    self.max_connections,
+                    Address.from_sockaddr(peer) if peer else "a peer",
                 )
                 continue
             self._open_connection(sock, peer)
@@ -308,7 +316,9 @@ class Server(Service):
         if exc is None:
             logger.info("%s: %s closed", self.address, label)
         elif isinstance(exc, HandlerError):
-            logger.error("%s: handler failed on %s; closing it", self.address, label, exc_info=exc.__cause__)
+            logger.error(
+                "%s: handler failed on %s; closing it", self.address, label, exc_info=exc.__cause__
+            )
         elif isinstance(exc, IncompleteFrameError) and self.stopping:
             logger.info("%s: %s closed at shutdown inside a frame", self.address, label)
         elif isinstance(exc, ProtocolError):

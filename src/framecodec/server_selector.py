@@ -12,7 +12,7 @@ from __future__ import annotations
 import selectors
 import socket
 import time
-from typing import Any, List, Optional
+from typing import Any, List, Optional, cast
 
 from .addresses import tune
 from .server import Connection, Server, call_handler
@@ -26,7 +26,7 @@ EVENT_WRITE = selectors.EVENT_WRITE
 
 
 class SelectorConnection(Connection):
-    def __init__(self, server: "SelectorServer", sock: socket.socket, peer: Any, now: float) -> None:
+    def __init__(self, server: SelectorServer, sock: socket.socket, peer: Any, now: float) -> None:
         super().__init__(server, sock, peer)
         self.stream = Stream(sock, server.protocol.new_decoder())
         self.paused = False  # over the high-water mark: not reading
@@ -36,7 +36,8 @@ class SelectorConnection(Connection):
 
     @property
     def memory(self) -> int:
-        return self.stream.decoder.buffered + self.stream.output.size
+        buffered: int = self.stream.decoder.buffered
+        return buffered + self.stream.output.size
 
     def _queue(self, buffers: List[Any]) -> None:
         if self.closed:
@@ -56,8 +57,8 @@ class SelectorServer(Server):
         try:
             self._loop()
         finally:
-            for conn in list(self._open.values()):
-                self._close(conn, ConnectionAbortedError("server stopped"))  # type: ignore[arg-type]
+            for conn in self._connections():
+                self._close(conn, ConnectionAbortedError("server stopped"))
             self._selector.close()
 
     def _loop(self) -> None:
@@ -68,9 +69,11 @@ class SelectorServer(Server):
                     self._begin_drain()
                 if not self._open:
                     return
-                if time.monotonic() >= self.stop_deadline:  # type: ignore[operator]
-                    for conn in list(self._open.values()):  # type: ignore[attr-defined]
-                        self._close(conn, TimeoutError("shutdown timeout reached with replies unsent"))
+                if time.monotonic() >= (self.stop_deadline or 0.0):
+                    for conn in self._connections():
+                        self._close(
+                            conn, TimeoutError("shutdown timeout reached with replies unsent")
+                        )
                     return
             for key, mask in select(self._select_timeout()):
                 data = key.data
@@ -83,12 +86,17 @@ class SelectorServer(Server):
             self._tick()
             self._refresh_accepting()
 
+    def _connections(self) -> List[SelectorConnection]:
+        return cast(List[SelectorConnection], list(self._open.values()))
+
     def _open_connection(self, sock: socket.socket, peer: Any) -> None:
         try:
             sock.setblocking(False)
             tune(sock)
             if self.ssl_context is not None:
-                sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                sock = self.ssl_context.wrap_socket(
+                    sock, server_side=True, do_handshake_on_connect=False
+                )
         except OSError as exc:
             sock.close()
             logger.info("%s: could not set up connection from %s: %s", self.address, peer, exc)
@@ -179,7 +187,7 @@ class SelectorServer(Server):
         if self._sweep_every is None or now < self._next_sweep:
             return
         self._next_sweep = now + self._sweep_every
-        for conn in list(self._open.values()):  # type: ignore[assignment]
+        for conn in self._connections():
             if conn.frame_started is not None:
                 limit = self.handshake_timeout if conn.stream.handshaking else self.frame_timeout
                 if limit is not None and now - conn.frame_started > limit:
@@ -193,9 +201,9 @@ class SelectorServer(Server):
         """Stop accepting; close idle connections now, the others once their
         replies are sent."""
         self._stop_accepting()
-        for conn in list(self._open.values()):
+        for conn in self._connections():
             conn.closing = True
             try:
-                self._after_io(conn)  # type: ignore[arg-type]
+                self._after_io(conn)
             except Exception as exc:
-                self._close(conn, exc)  # type: ignore[arg-type]
+                self._close(conn, exc)

@@ -19,7 +19,7 @@ import selectors
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, List, Optional
+from typing import Any, List, Optional, cast
 
 from .addresses import tune
 from .errors import ProtocolError
@@ -31,7 +31,7 @@ __all__ = ["ThreadingServer"]
 
 
 class ThreadConnection(Connection):
-    def __init__(self, server: "ThreadingServer", sock: socket.socket, peer: Any) -> None:
+    def __init__(self, server: ThreadingServer, sock: socket.socket, peer: Any) -> None:
         super().__init__(server, sock, peer)
         self.decoder = server.protocol.new_decoder()
         self.output = OutputQueue()
@@ -39,22 +39,23 @@ class ThreadConnection(Connection):
 
     @property
     def memory(self) -> int:
-        return self.decoder.buffered + self.output.size
+        buffered: int = self.decoder.buffered
+        return buffered + self.output.size
 
     def _queue(self, buffers: List[Any]) -> None:
         if self.closed:
             raise ConnectionClosed(f"connection from {self.label} is closed")
         self.output.push(buffers)
-        if self.output.size > self.server.high_water:  # type: ignore[attr-defined]
+        if self.output.size > self.server.high_water:
             self.output.flush(self.sock)  # a streaming handler blocks here, bounded
 
     def interrupt(self) -> None:
         """Wake the worker from another thread: its blocked call fails."""
         try:
-            # Both directions: a TLS peer then gets a plain end of stream, not
-            # the alert OpenSSL would send about our truncated input.
-            # socket.socket's method, as SSLSocket.shutdown cannot run
-            # beside the worker's blocked call.
+            # socket.socket's shutdown, not SSLSocket's, which would detach
+            # OpenSSL under the worker's feet.  Both directions, so that a TLS
+            # peer sees a plain end of stream, not the alert OpenSSL sends
+            # when its input is cut.
             socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
         except OSError:
             pass
@@ -65,7 +66,9 @@ class ThreadingServer(Server):
     default_max_connections = 64
 
     def _serve(self) -> None:
-        self._pool = ThreadPoolExecutor(self.max_connections, thread_name_prefix=f"framecodec {self.address}")
+        self._pool = ThreadPoolExecutor(
+            self.max_connections, thread_name_prefix=f"framecodec {self.address}"
+        )
         selector = selectors.DefaultSelector()
         self._listen(selector)
         try:
@@ -97,13 +100,16 @@ class ThreadingServer(Server):
         ``stopping`` or is seen waiting here and interrupted.
         """
         self._stop_accepting()
-        for conn in self.connections:
-            if conn.waiting:  # type: ignore[attr-defined]
-                conn.interrupt()  # type: ignore[attr-defined]
-        if not self._wait_for_workers(selector, self.stop_deadline):  # type: ignore[arg-type]
-            for conn in self.connections:
-                conn.interrupt()  # type: ignore[attr-defined]
+        for conn in self._workers():
+            if conn.waiting:
+                conn.interrupt()
+        if not self._wait_for_workers(selector, self.stop_deadline or 0.0):
+            for conn in self._workers():
+                conn.interrupt()
             self._wait_for_workers(selector, time.monotonic() + SHUTDOWN_GRACE)
+
+    def _workers(self) -> List[ThreadConnection]:
+        return cast(List[ThreadConnection], self.connections)
 
     def _wait_for_workers(self, selector: selectors.BaseSelector, deadline: float) -> bool:
         while self._open:
@@ -172,7 +178,9 @@ class ThreadingServer(Server):
                 frames = read_frames(sock, decoder)
             except socket.timeout:
                 if frame_started is not None and self.frame_timeout is not None:
-                    raise TimeoutError(f"frame not complete within {self.frame_timeout} s") from None
+                    raise TimeoutError(
+                        f"frame not complete within {self.frame_timeout} s"
+                    ) from None
                 raise TimeoutError(f"idle for {self.idle_timeout} s") from None
             except ProtocolError as error:
                 if error.frames:  # answer what came before the bad bytes

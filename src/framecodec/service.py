@@ -72,7 +72,7 @@ class Service:
         self._thread: Optional[threading.Thread] = None
         self._inside = threading.local()  # .yes in the threads that run the service
         self.stop_deadline: Optional[float] = None
-        self.stats: "collections.Counter[str]" = collections.Counter()
+        self.stats: collections.Counter[str] = collections.Counter()
 
     @property
     def address(self) -> Address:
@@ -93,7 +93,7 @@ class Service:
         self._claim()
         self._run()
 
-    def start(self) -> "Service":
+    def start(self) -> Service:
         """Serve in a background thread; returns self, e.g. ``with serve(...).start() as s:``."""
         self._claim()
         self._thread = threading.Thread(
@@ -127,7 +127,7 @@ class Service:
         """Stop at once: shutdown(timeout=0)."""
         self.shutdown(0)
 
-    def __enter__(self) -> "Service":
+    def __enter__(self) -> Service:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -144,6 +144,7 @@ class Service:
         try:
             self._serve()
         finally:
+            self._inside.yes = False
             with self._lock:
                 self._state = "stopped"
             self._close_resources()

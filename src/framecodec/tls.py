@@ -11,7 +11,7 @@ from __future__ import annotations
 import ssl
 from typing import Optional
 
-__all__ = ["server_context", "client_context"]
+__all__ = ["client_context", "server_context"]
 
 
 def server_context(

@@ -45,7 +45,8 @@ def read_frames(sock: socket.socket, decoder: Any) -> Optional[List[Any]]:
     if not n:
         decoder.eof()
         return None
-    return decoder.buffer_updated(n)
+    frames: List[Any] = decoder.buffer_updated(n)
+    return frames
 
 
 class OutputQueue:
@@ -58,7 +59,7 @@ class OutputQueue:
     copied when queued, so a caller may reuse its bytearray at once.
     """
 
-    __slots__ = ("_chunks", "size", "_tls", "_copy", "_offered")
+    __slots__ = ("_chunks", "_copy", "_offered", "_tls", "size")
 
     def __init__(self, tls: bool = False, copy_mutable: bool = False) -> None:
         self._chunks: Deque[Any] = deque()
@@ -135,8 +136,16 @@ class Stream:
     """
 
     __slots__ = (
-        "sock", "decoder", "output", "tls", "handshaking", "at_eof", "error", "watched",
-        "_read_wants_write", "_write_wants_read",
+        "_read_wants_write",
+        "_write_wants_read",
+        "at_eof",
+        "decoder",
+        "error",
+        "handshaking",
+        "output",
+        "sock",
+        "tls",
+        "watched",
     )
 
     def __init__(self, sock: socket.socket, decoder: Any) -> None:
