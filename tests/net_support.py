@@ -1,24 +1,17 @@
-"""Fixtures and helpers shared by the network tests (tests/test_net_*.py).
-
-Each test module imports what it uses from here; ``no_leaks`` is autouse
-there, so every network test fails if it leaves a thread, a socket or a
-selector behind.
-"""
+"""Helpers shared by the network tests (tests/test_net_*.py); their
+fixtures are in net_fixtures.py."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
-import ssl
 import threading
 import time
 import uuid
 from types import SimpleNamespace
-from typing import Any, Iterator, List
+from typing import Any, Iterator
 
 import pytest
-import trustme
 
 import framecodec
 
@@ -50,56 +43,6 @@ def bind_address(family: str) -> str:
     return "unix:" + unix_path()
 
 
-def _watched_fds() -> set:
-    """(fd, target) of this process's sockets and selectors."""
-    found = set()
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:
-            continue
-        if target.startswith(("socket:", "anon_inode:[eventpoll]")):
-            found.add((int(name), target))
-    return found
-
-
-@pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
-    threads_before = set(threading.enumerate())
-    fds_before = _watched_fds()
-    yield
-    deadline = time.monotonic() + 5.0  # threads being joined may take a moment to go
-    while True:
-        threads = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
-        fds = _watched_fds() - fds_before
-        if (not threads and not fds) or time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
-    assert not threads, f"threads left behind: {threads}"
-    assert not fds, f"sockets or selectors left open: {sorted(fds)}"
-
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory: Any) -> SimpleNamespace:
-    """A CA, a server certificate for localhost/127.0.0.1/::1 and a client
-    certificate, generated now (no key is ever committed), as PEM files."""
-    directory = tmp_path_factory.mktemp("pki")
-    ca = trustme.CA()
-    server = ca.issue_cert("localhost", "127.0.0.1", "::1")
-    client = ca.issue_cert("client.example")
-    paths = SimpleNamespace(ca_obj=ca, directory=directory)
-    for name, blob in (
-        ("ca", ca.cert_pem),
-        ("cert", server.cert_chain_pems[0]),
-        ("key", server.private_key_pem),
-        ("client_cert", client.private_key_and_cert_chain_pem),
-    ):
-        path = directory / f"{name}.pem"
-        blob.write_to_path(str(path))
-        setattr(paths, name, str(path))
-    return paths
-
-
 class Net:
     """One point of the test matrix (family x TLS): serves and connects with
     the right addresses and TLS settings, and closes all it made."""
@@ -119,7 +62,10 @@ class Net:
     def client_options(self) -> dict:
         if not self.tls:
             return {}
-        return {"ssl_context": framecodec.client_context(self.pki.ca), "server_hostname": "localhost"}
+        return {
+            "ssl_context": framecodec.client_context(self.pki.ca),
+            "server_hostname": "localhost",
+        }
 
     def serve(self, handler: Any, **options: Any) -> framecodec.Server:
         options.setdefault("ssl_context", self.server_context())
@@ -138,27 +84,15 @@ class Net:
         self._stack.callback(sock.close)
         sock.connect(server.address.sockaddr)
         if self.tls if tls is None else tls:
-            wrapped = framecodec.client_context(self.pki.ca).wrap_socket(sock, server_hostname="localhost")
+            wrapped = framecodec.client_context(self.pki.ca).wrap_socket(
+                sock, server_hostname="localhost"
+            )
             self._stack.callback(wrapped.close)
             return wrapped
         return sock
 
     def close(self) -> None:
         self._stack.close()
-
-
-@pytest.fixture
-def make_net(pki: SimpleNamespace) -> Iterator[Any]:
-    nets: List[Net] = []
-
-    def make(family: str, tls: bool) -> Net:
-        net = Net(family, tls, pki)
-        nets.append(net)
-        return net
-
-    yield make
-    for net in nets:
-        net.close()
 
 
 def wait_until(condition: Any, timeout: float = TIMEOUT, message: str = "condition") -> None:
@@ -197,7 +131,3 @@ def thread(target: Any, *args: Any) -> Iterator[threading.Thread]:
     finally:
         worker.join(TIMEOUT)
         assert not worker.is_alive(), "helper thread did not finish"
-
-
-def tls_error_types() -> tuple:
-    return (ssl.SSLError, ConnectionError, OSError)

@@ -11,7 +11,10 @@ import pytest
 from framecodec import Address, parse_address
 from framecodec.addresses import bind_socket, connect_socket
 
-from .net_support import TIMEOUT, has_ipv6_loopback, no_leaks, unix_path  # noqa: F401
+from .net_support import TIMEOUT, has_ipv6_loopback, unix_path
+
+pytest_plugins = ["tests.net_fixtures"]
+pytestmark = pytest.mark.usefixtures("no_leaks")
 
 
 @pytest.mark.parametrize(
@@ -73,7 +76,9 @@ def test_family_and_sockaddr():
     assert Address.from_sockaddr("/tmp/s") == Address(path="/tmp/s")
 
 
-@pytest.mark.parametrize("text", ["127.0.0.1:0", "[::1]:0", "unix:@", "unix:@fc-test-name", "unix:PATH"])
+@pytest.mark.parametrize(
+    "text", ["127.0.0.1:0", "[::1]:0", "unix:@", "unix:@fc-test-name", "unix:PATH"]
+)
 def test_bind_reports_the_real_address_and_connects(text):
     if text.startswith("[") and not has_ipv6_loopback():
         pytest.skip("this machine has no IPv6 loopback")

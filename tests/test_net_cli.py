@@ -14,7 +14,10 @@ import pytest
 
 from framecodec.__main__ import main
 
-from .net_support import TIMEOUT, no_leaks, pki, unix_path  # noqa: F401
+from .net_support import TIMEOUT, unix_path
+
+pytest_plugins = ["tests.net_fixtures"]
+pytestmark = pytest.mark.usefixtures("no_leaks")
 
 
 @contextlib.contextmanager
@@ -51,7 +54,7 @@ def send(capsysbinary, *args):
 
 def test_frames_echo_and_connection_log(capsysbinary):
     with serve_process("127.0.0.1:0") as (address, process):
-        code, out, err = send(capsysbinary, address, "hello", "wörld", "")
+        code, out, _ = send(capsysbinary, address, "hello", "wörld", "")
         assert (code, out) == (0, "hello\nwörld\n\n".encode())
         process.send_signal(signal.SIGTERM)
         assert process.wait(TIMEOUT) == 0
@@ -62,12 +65,21 @@ def test_frames_echo_and_connection_log(capsysbinary):
 
 def test_messages_over_unix_with_threads(capsysbinary):
     path = unix_path()
-    with serve_process(f"unix:{path}", "--backend", "threads", "--protocol", "messages") as (address, _):
+    with serve_process(f"unix:{path}", "--backend", "threads", "--protocol", "messages") as (
+        address,
+        _,
+    ):
         assert address == f"unix:{path}"
         code, out, _ = send(capsysbinary, address, "--protocol", "messages", "hi there")
         assert (code, out) == (0, b"hi there\n")
         code, out, _ = send(
-            capsysbinary, address, "--protocol", "messages", "--content-type", "text/json", '{"a": [1, 2]}'
+            capsysbinary,
+            address,
+            "--protocol",
+            "messages",
+            "--content-type",
+            "text/json",
+            '{"a": [1, 2]}',
         )
         assert (code, out) == (0, b'{"a": [1, 2]}\n')  # answered as JSON: same content type
     assert not os.path.exists(path)  # removed at a clean shutdown
@@ -80,8 +92,10 @@ def test_tls_and_mutual_tls(capsysbinary, pki):
         code, out, err = send(capsysbinary, address, "plain")  # no TLS: refused
         assert code == 1 and b"framecodec send:" in err
     mutual = ("--tls-cert", pki.cert, "--tls-key", pki.key, "--tls-ca", pki.ca)
-    with serve_process("127.0.0.1:0", *mutual) as (address, process):
-        code, out, _ = send(capsysbinary, address, "--tls-ca", pki.ca, "--tls-cert", pki.client_cert, "me")
+    with serve_process("127.0.0.1:0", *mutual) as (address, _):
+        code, out, _ = send(
+            capsysbinary, address, "--tls-ca", pki.ca, "--tls-cert", pki.client_cert, "me"
+        )
         assert (code, out) == (0, b"me\n")
         code, _, err = send(capsysbinary, address, "--tls-ca", pki.ca, "anonymous")
         assert code == 1 and b"framecodec send:" in err
@@ -99,7 +113,9 @@ def test_errors_are_reported_without_tracebacks(capsysbinary):
     assert code == 1 and err.startswith(b"framecodec send:") and b"Traceback" not in err
     code, _, err = send(capsysbinary, "nonsense", "x")
     assert code == 1 and b"lacks a port" in err
-    code, _, err = send(capsysbinary, "127.0.0.1:1", "--protocol", "messages", "--format", "uint16", "x")
+    code, _, err = send(
+        capsysbinary, "127.0.0.1:1", "--protocol", "messages", "--format", "uint16", "x"
+    )
     assert code == 1 and b"--format" in err
     assert main(["serve", "127.0.0.1:0", "--tls-key", "k.pem"]) == 1
     assert b"--tls-cert" in capsysbinary.readouterr().err

@@ -20,23 +20,12 @@ from framecodec import (
     IncompleteFrameError,
 )
 
-from .net_support import (  # noqa: F401  (fixtures)
-    FAMILIES,
-    TIMEOUT,
-    make_net,
-    no_leaks,
-    pki,
-    recv_exactly,
-    reset,
-    wait_until,
-)
+from .net_support import TIMEOUT, recv_exactly, reset, wait_until
+
+pytest_plugins = ["tests.net_fixtures"]
+pytestmark = pytest.mark.usefixtures("no_leaks")
 
 encoder = FrameEncoder()
-
-
-@pytest.fixture
-def tcp(make_net):
-    return make_net("tcp4", False)
 
 
 @pytest.fixture
@@ -64,7 +53,7 @@ def peer():
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
         threads.append(worker)
-        return "127.0.0.1:%d" % listener.getsockname()[1]
+        return f"127.0.0.1:{listener.getsockname()[1]}"
 
     yield start
     for worker in threads:
@@ -118,9 +107,10 @@ def test_reset_mid_frame_raises_incomplete_frame_and_between_frames_a_reset(peer
         ready.wait(TIMEOUT)
         reset(conn)
 
-    with framecodec.connect(peer(mid_frame), timeout=TIMEOUT) as first, framecodec.connect(
-        peer(between), timeout=TIMEOUT
-    ) as second:
+    with (
+        framecodec.connect(peer(mid_frame), timeout=TIMEOUT) as first,
+        framecodec.connect(peer(between), timeout=TIMEOUT) as second,
+    ):
         assert second.recv() == b"whole"
         time.sleep(0.05)  # let the half frame arrive before the reset
         ready.set()

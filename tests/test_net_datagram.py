@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import time
 
@@ -11,7 +12,10 @@ import pytest
 import framecodec
 from framecodec import DatagramClient, FrameTooLargeError, MessageEncoder
 
-from .net_support import FAMILIES, TIMEOUT, bind_address, no_leaks, wait_until  # noqa: F401
+from .net_support import FAMILIES, TIMEOUT, bind_address, wait_until
+
+pytest_plugins = ["tests.net_fixtures"]
+pytestmark = pytest.mark.usefixtures("no_leaks")
 
 messages = MessageEncoder()
 
@@ -44,7 +48,10 @@ def test_request_reply(address):
             return {"echo": message.value}
         return message  # the same content type back
 
-    with serving(address, handler) as server, DatagramClient(server.address, timeout=TIMEOUT) as client:
+    with (
+        serving(address, handler) as server,
+        DatagramClient(server.address, timeout=TIMEOUT) as client,
+    ):
         assert client.request({"q": "ü"}).value == {"echo": {"q": "ü"}}
         reply = client.request(b"\x00\x01", content_type="binary/thing")
         assert (reply.content_type, reply.content) == ("binary/thing", b"\x00\x01")
@@ -60,16 +67,20 @@ def test_a_lost_reply_is_retried(address):
         seen.append(message.value)
         return None if len(seen) == 1 else message.value.upper()  # "loses" the first
 
-    with serving(address, forgetful) as server, DatagramClient(server.address, timeout=0.2, retries=2) as client:
+    with (
+        serving(address, forgetful) as server,
+        DatagramClient(server.address, timeout=0.4, retries=2) as client,
+    ):
         assert client.request("again").value == "AGAIN"
         assert seen == ["again", "again"]
         assert client.stats["retries"] == 1
 
 
 def test_retries_are_bounded(address):
-    with serving(address, lambda message: None) as server, DatagramClient(
-        server.address, timeout=0.1, retries=2
-    ) as client:
+    with (
+        serving(address, lambda message: None) as server,
+        DatagramClient(server.address, timeout=0.1, retries=2) as client,
+    ):
         start = time.monotonic()
         with pytest.raises(TimeoutError, match="3 attempt"):
             client.request("anyone?")
@@ -83,7 +94,10 @@ def test_a_late_reply_is_not_taken_for_the_next_one(address):
             time.sleep(0.3)
         return message.value
 
-    with serving(address, handler) as server, DatagramClient(server.address, timeout=0.1, retries=0) as client:
+    with (
+        serving(address, handler) as server,
+        DatagramClient(server.address, timeout=0.1, retries=0) as client,
+    ):
         with pytest.raises(TimeoutError):
             client.request("slow")
         client.timeout = TIMEOUT
@@ -116,13 +130,21 @@ def test_bad_datagrams_are_dropped_and_counted(address):
 
 
 def test_replies_that_cannot_be_sent_are_counted():
-    with serving(bind_address("unix"), lambda message: "x" * 5000, max_datagram_size=1000) as server:
-        with DatagramClient(server.address, timeout=0.2, retries=0) as client:
-            with pytest.raises(TimeoutError):
-                client.request("too big an answer")
+    big_answer = "x" * 5000
+    with serving(bind_address("unix"), lambda _: big_answer, max_datagram_size=1000) as server:
+        client = DatagramClient(server.address, timeout=0.2, retries=0)
+        with client, pytest.raises(TimeoutError):
+            client.request("too big an answer")
         with contextlib.closing(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)) as unnamed:
             unnamed.sendto(messages.encode("who?"), server.address.sockaddr)  # no address to answer
         wait_until(lambda: server.stats["unanswerable"] == 2)
+
+
+def test_a_port_in_use_is_not_shared(address):
+    with serving(address, lambda message: message) as server:
+        with pytest.raises(OSError) as info:
+            framecodec.serve_datagrams(str(server.address), lambda message: message)
+        assert info.value.errno == errno.EADDRINUSE
 
 
 def test_client_errors():

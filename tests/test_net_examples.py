@@ -13,7 +13,10 @@ import pytest
 
 import framecodec
 
-from .net_support import TIMEOUT, no_leaks  # noqa: F401
+from .net_support import TIMEOUT
+
+pytest_plugins = ["tests.net_fixtures"]
+pytestmark = pytest.mark.usefixtures("no_leaks")
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
@@ -41,7 +44,11 @@ def server():
         ("search", "ring", "got result: Forged in the fires of Mount Doom. \U0001f48d"),
         ("search", "\U0001f436", "got result: \U0001f43e Fetching the stick! \U0001f3d1"),
         ("search", "nothing", 'got result: No match for "nothing".'),
-        ("binary", "\U0001f436 payload", "got response: b'First 10 bytes of request: binary\\xf0\\x9f\\x90\\xb6'"),
+        (
+            "binary",
+            "\U0001f436 payload",
+            "got response: b'First 10 bytes of request: binary\\xf0\\x9f\\x90\\xb6'",
+        ),
     ],
 )
 def test_client_and_server(server, capsys, action, value, expected):

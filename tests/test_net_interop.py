@@ -13,12 +13,10 @@ from multiprocessing.reduction import ForkingPickler
 
 import pytest
 
-from .net_support import BACKENDS, TIMEOUT, make_net, no_leaks, pki  # noqa: F401
+from .net_support import TIMEOUT
 
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
+pytest_plugins = ["tests.net_fixtures"]
+pytestmark = pytest.mark.usefixtures("no_leaks")
 
 
 @pytest.mark.parametrize("family", ["tcp4", "unix"])
@@ -86,7 +84,9 @@ def test_tutorial_style_client_talks_to_a_message_server(make_net, backend):
         return message  # binary: echoed with its own content type
 
     server = net.serve(search, backend=backend, protocol="messages")
-    with socket.create_connection((server.address.host, server.address.port), timeout=TIMEOUT) as sock:
+    with socket.create_connection(
+        (server.address.host, server.address.port), timeout=TIMEOUT
+    ) as sock:
         client = TutorialClient(sock)
         request = json.dumps({"action": "search", "value": "ring 💍"}).encode("utf-8")
         client.send(request, "text/json", "utf-8")

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import socket
 import ssl
-import threading
 
 import pytest
 
 import framecodec
 from framecodec import MultiClient
 
-from .net_support import FAMILIES, TIMEOUT, make_net, no_leaks, pki, wait_until  # noqa: F401
+from .net_support import TIMEOUT, unix_path, wait_until
 
-MATRIX = [(family, tls) for family in FAMILIES for tls in (False, True)]
-
-
-@pytest.fixture(params=MATRIX, ids=[f"{f}-{'tls' if t else 'plain'}" for f, t in MATRIX])
-def net(request, make_net):
-    return make_net(*request.param)
+pytest_plugins = ["tests.net_fixtures"]
+pytestmark = pytest.mark.usefixtures("no_leaks")
 
 
 def upper(frame):
@@ -35,7 +30,9 @@ def test_200_connections_from_one_thread(net):
     server = net.serve(upper)
     hostname = "localhost" if net.tls else None
     with multi(net) as clients:
-        conns = [clients.connect(server.address, server_hostname=hostname, data=i) for i in range(200)]
+        conns = [
+            clients.connect(server.address, server_hostname=hostname, data=i) for i in range(200)
+        ]
         for conn in conns:
             conn.send(b"request %d" % conn.data)  # queued until connected
         replies = {}
@@ -108,8 +105,7 @@ def test_frames_timeout_when_nothing_arrives(make_net):
 
 
 def test_unix_connects_retry_while_the_backlog_is_full(make_net):
-    path = "/tmp/fc-backlog-%d.sock" % threading.get_ident()
-    server = framecodec.serve("unix:" + path, upper, backlog=1)
+    server = framecodec.serve("unix:" + unix_path(), upper, backlog=1)
     try:
         with MultiClient(timeout=TIMEOUT) as clients:
             conns = [clients.connect(server.address, data=i) for i in range(20)]

@@ -17,36 +17,12 @@ import pytest
 import framecodec
 from framecodec import ConnectionClosed, ConnectionHandler, FrameDecoder, FrameEncoder
 
-from .net_support import (  # noqa: F401  (fixtures)
-    BACKENDS,
-    FAMILIES,
-    TIMEOUT,
-    make_net,
-    no_leaks,
-    pki,
-    recv_exactly,
-    reset,
-    thread,
-    wait_until,
-)
+from .net_support import FAMILIES, TIMEOUT, recv_exactly, reset, thread, wait_until
 
-MATRIX = [(family, tls) for family in FAMILIES for tls in (False, True)]
+pytest_plugins = ["tests.net_fixtures"]
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
 encoder = FrameEncoder()
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
-
-
-@pytest.fixture(params=MATRIX, ids=[f"{f}-{'tls' if t else 'plain'}" for f, t in MATRIX])
-def net(request, make_net):
-    return make_net(*request.param)
-
-
-@pytest.fixture
-def tcp(make_net):
-    return make_net("tcp4", False)
 
 
 def upper(frame):
@@ -151,7 +127,9 @@ def test_partial_reads_and_writes(net, backend):
     raw = net.raw(server)
     if net.family != "unix":
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    payloads = [os.urandom(n) for n in (0, 1, 3, 4, 5, 1000, 65535, 65536, 65537, 300_000, 3_000_000)]
+    payloads = [
+        os.urandom(n) for n in (0, 1, 3, 4, 5, 1000, 65535, 65536, 65537, 300_000, 3_000_000)
+    ]
     stream = encoder.encode_many(payloads)
     pieces = [stream[i : i + 1] for i in range(40)]  # the first headers, byte by byte
     pos, step = 40, 7
@@ -193,7 +171,9 @@ def test_peer_reset_mid_frame(net, backend):
     other = net.connect(server)
     raw = net.raw(server)
     raw.sendall(encoder.header(1000) + b"partial")
-    wait_until(lambda: any(conn.memory for conn in server.connections), message="partial frame buffered")
+    wait_until(
+        lambda: any(conn.memory for conn in server.connections), message="partial frame buffered"
+    )
     reset(raw)  # a Unix socket cannot reset: its peer sees end of stream inside the frame
     wait_until(lambda: server.stats["closed"] == 1)
     assert server.stats["clean_closes"] == 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 import logging
 import ssl
-import time
 
 import pytest
 import trustme
@@ -14,12 +13,10 @@ import trustme
 import framecodec
 from framecodec import ProtocolError
 
-from .net_support import BACKENDS, TIMEOUT, make_net, no_leaks, pki, wait_until  # noqa: F401
+from .net_support import TIMEOUT, wait_until
 
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
+pytest_plugins = ["tests.net_fixtures"]
+pytestmark = pytest.mark.usefixtures("no_leaks")
 
 
 @pytest.fixture
@@ -83,7 +80,7 @@ def test_expired_certificate(tls, backend, pki):
 
 def test_wrong_host_name(tls, backend):
     server = tls.serve(upper, backend=backend)
-    with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch|not valid for"):
+    with pytest.raises(ssl.SSLCertVerificationError, match=r"Hostname mismatch|not valid for"):
         tls.connect(server, server_hostname="example.com")
     assert tls.connect(server).request(b"right name") == b"RIGHT NAME"
 
@@ -106,15 +103,16 @@ def test_mutual_tls(tls, backend, pki):
 
 def test_stuck_handshakes_do_not_stall_others(tls, backend, caplog):
     caplog.set_level(logging.INFO, logger="framecodec.server")
-    server = tls.serve(upper, backend=backend, frame_timeout=0.5)
+    server = tls.serve(upper, backend=backend, frame_timeout=1.0)
     silent = tls.raw(server, tls=False)  # connects, never says hello
     partial = tls.raw(server, tls=False)
     partial.sendall(b"\x16\x03\x01\x02\x00\x01")  # the start of a ClientHello
-    start = time.monotonic()
     client = tls.connect(server)
     for i in range(20):
         assert client.request(b"%d" % i) == b"%d" % i
-    assert time.monotonic() - start < 0.4, "a stuck handshake stalled the server"
+    # Served while the stuck handshakes were still pending, not after they
+    # were dropped.
+    assert server.stats["timeouts"] == 0
     wait_until(lambda: server.stats["timeouts"] == 2, timeout=3)
     assert "handshake not complete" in caplog.text or "timed out" in caplog.text
     for sock in (silent, partial):
@@ -129,7 +127,9 @@ def test_tls_over_unix_needs_a_server_hostname(make_net, pki):
     net = make_net("unix", True)
     server = net.serve(upper)
     with pytest.raises(ValueError, match="server_hostname"):
-        framecodec.connect(server.address, ssl_context=framecodec.client_context(pki.ca), timeout=TIMEOUT)
+        framecodec.connect(
+            server.address, ssl_context=framecodec.client_context(pki.ca), timeout=TIMEOUT
+        )
     client = net.connect(server)  # with server_hostname="localhost"
     assert client.request(b"unix") == b"UNIX"
 
@@ -138,7 +138,9 @@ def test_plain_server_and_tls_client(make_net, pki, backend):
     net = make_net("tcp4", False)
     server = net.serve(upper, backend=backend)
     with pytest.raises((ssl.SSLError, ConnectionError)):
-        framecodec.connect(server.address, ssl_context=framecodec.client_context(pki.ca), timeout=TIMEOUT)
+        framecodec.connect(
+            server.address, ssl_context=framecodec.client_context(pki.ca), timeout=TIMEOUT
+        )
     wait_until(lambda: server.stats["protocol_errors"] + server.stats["network_errors"] == 1)
     # The ClientHello looked like a huge frame; the next client is served.
     assert net.connect(server).request(b"ok") == b"OK"

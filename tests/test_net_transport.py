@@ -12,7 +12,8 @@ from framecodec import FrameDecoder, Message, MessageDecoder
 from framecodec.protocols import FrameProtocol, MessageProtocol, make_protocol
 from framecodec.transport import IOV_MAX, TLS_WRITE, OutputQueue, read_frames
 
-from .net_support import no_leaks  # noqa: F401
+pytest_plugins = ["tests.net_fixtures"]
+pytestmark = pytest.mark.usefixtures("no_leaks")
 
 
 class ChoppySocket:
@@ -118,7 +119,7 @@ def test_frame_protocol_encodes_for_vectored_writes():
     protocol = FrameProtocol("uint16")
     small, large = b"s" * 10, b"L" * 5000
     assert protocol.encode(small) == [b"\0\x0a" + small]  # joined: one buffer
-    header, payload = protocol.encode(large)
+    _, payload = protocol.encode(large)
     assert payload is large  # never copied
     many = protocol.encode_many([small] * 100)
     assert len(many) == 1
