@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import datetime
 import logging
+import socket
 import ssl
+import time
 
 import pytest
 import trustme
 
 import framecodec
-from framecodec import ProtocolError
+from framecodec import ConnectionHandler, FrameDecoder, FrameEncoder, ProtocolError
 
 from .net_support import TIMEOUT, wait_until
 
@@ -144,3 +146,56 @@ def test_plain_server_and_tls_client(make_net, pki, backend):
     wait_until(lambda: server.stats["protocol_errors"] + server.stats["network_errors"] == 1)
     # The ClientHello looked like a huge frame; the next client is served.
     assert net.connect(server).request(b"ok") == b"OK"
+
+
+class HalfCloser(ConnectionHandler):
+    def frame_received(self, frame):
+        return frame.upper()
+
+    def eof_received(self):
+        time.sleep(0.05)  # replies still pending when the peer has stopped writing
+        self.connection.send(b"bye")
+
+
+def test_half_close_over_tls(tls, backend, pki):
+    """Python's SSLSocket has no TLS half-close (unwrap() is a full shutdown),
+    so the client drives OpenSSL through memory BIOs: it sends close_notify,
+    then reads on."""
+    server = tls.serve(HalfCloser, backend=backend)
+    with socket.create_connection(server.address.sockaddr, timeout=TIMEOUT) as sock:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        client = framecodec.client_context(pki.ca).wrap_bio(
+            incoming, outgoing, server_hostname="localhost"
+        )
+
+        def step(operation):
+            """Run a TLS operation to completion, moving its bytes."""
+            while True:
+                try:
+                    result = operation()
+                except ssl.SSLWantReadError:
+                    sock.sendall(outgoing.read())
+                    data = sock.recv(65536)
+                    if not data:
+                        return b""
+                    incoming.write(data)
+                    continue
+                except ssl.SSLZeroReturnError:  # the server's close_notify, or its FIN
+                    return b""
+                sock.sendall(outgoing.read())
+                return result
+
+        step(client.do_handshake)
+        step(lambda: client.write(FrameEncoder().encode_many([b"a", b"b"])))
+        try:
+            client.unwrap()  # close_notify out; the server's is not awaited
+        except ssl.SSLWantReadError:
+            sock.sendall(outgoing.read())
+        decoder, frames = FrameDecoder(), []
+        while True:
+            chunk = step(lambda: client.read(65536))
+            if not chunk:
+                break
+            frames += decoder.feed(chunk)
+    assert frames == [b"A", b"B", b"bye"]
+    wait_until(lambda: server.stats["clean_closes"] == 1)
