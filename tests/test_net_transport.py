@@ -10,6 +10,7 @@ import pytest
 
 from framecodec import FrameDecoder, Message, MessageDecoder
 from framecodec.protocols import FrameProtocol, MessageProtocol, make_protocol
+from framecodec import transport
 from framecodec.transport import IOV_MAX, TLS_WRITE, OutputQueue, read_frames
 
 pytest_plugins = ["tests.net_fixtures"]
@@ -90,6 +91,16 @@ def test_tls_writes_are_joined_and_retried_unchanged():
     assert bytes(sock.data) == b"".join(buffers)
     assert len(sock.sizes) < 20  # thousands of small buffers, a few writes
     assert max(sock.sizes) <= TLS_WRITE
+
+
+def test_joined_writes_where_there_is_no_sendmsg(monkeypatch):
+    monkeypatch.setattr(transport, "HAS_SENDMSG", False)  # as on Windows
+    queue = OutputQueue()
+    buffers = [b"%d;" % i for i in range(3000)]
+    queue.push(buffers)
+    sock = FussyTLSSocket()  # has send() only
+    flush_all(queue, sock)
+    assert bytes(sock.data) == b"".join(buffers)
 
 
 def test_copy_mutable_buffers():

@@ -29,6 +29,8 @@ if IOV_MAX <= 0:  # pragma: no cover - "no limit" reported as -1
     IOV_MAX = 1024
 # TLS writes are joined up to this size; larger buffers go in slices of it.
 TLS_WRITE = 256 * 1024
+# Windows sockets have no sendmsg: write joined chunks there, as under TLS.
+HAS_SENDMSG = hasattr(socket.socket, "sendmsg")
 
 
 class ConnectionClosed(ConnectionError):
@@ -53,18 +55,19 @@ class OutputQueue:
     """Buffers waiting to be sent, flushed with as few system calls as possible.
 
     ``flush`` sends up to IOV_MAX buffers per ``sendmsg`` and resumes exactly
-    where a partial send stopped.  On a TLS socket it sends joined chunks, and
-    a chunk offered to OpenSSL is retried unchanged after SSLWantWriteError,
-    as OpenSSL requires.  With ``copy_mutable``, buffers other than bytes are
-    copied when queued, so a caller may reuse its bytearray at once.
+    where a partial send stopped.  On a TLS socket (or without sendmsg) it
+    sends joined chunks, and a chunk offered to OpenSSL is retried unchanged
+    after SSLWantWriteError, as OpenSSL requires.  With ``copy_mutable``,
+    buffers other than bytes are copied when queued, so a caller may reuse
+    its bytearray at once.
     """
 
-    __slots__ = ("_chunks", "_copy", "_offered", "_tls", "size")
+    __slots__ = ("_chunks", "_copy", "_joined", "_offered", "size")
 
     def __init__(self, tls: bool = False, copy_mutable: bool = False) -> None:
         self._chunks: Deque[Any] = deque()
         self.size = 0  # bytes queued
-        self._tls = tls
+        self._joined = tls or not HAS_SENDMSG
         self._copy = copy_mutable
         self._offered = False
 
@@ -89,8 +92,8 @@ class OutputQueue:
         SSLWant*Error when it can take no more (what was sent is consumed)."""
         chunks = self._chunks
         while chunks:
-            if self._tls:
-                data = self._tls_chunk()
+            if self._joined:
+                data = self._joined_chunk()
                 self._offered = True  # stays set if send() raises: retry the same bytes
                 sent = sock.send(data)
                 self._offered = False
@@ -98,7 +101,7 @@ class OutputQueue:
                 sent = sock.sendmsg(list(islice(chunks, IOV_MAX)))
             self._consume(sent)
 
-    def _tls_chunk(self) -> Any:
+    def _joined_chunk(self) -> Any:
         chunks = self._chunks
         head = chunks[0]
         if not self._offered and len(head) < TLS_WRITE and len(chunks) > 1:
