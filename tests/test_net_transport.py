@@ -8,9 +8,8 @@ import ssl
 
 import pytest
 
-from framecodec import FrameDecoder, Message, MessageDecoder
+from framecodec import FrameDecoder, Message, MessageDecoder, transport
 from framecodec.protocols import FrameProtocol, MessageProtocol, make_protocol
-from framecodec import transport
 from framecodec.transport import IOV_MAX, TLS_WRITE, OutputQueue, read_frames
 
 pytest_plugins = ["tests.net_fixtures"]
