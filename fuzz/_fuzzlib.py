@@ -53,6 +53,21 @@ FEED, FEED_OTHER_TYPE, GETBUF_DEFAULT, GETBUF_HINT, PAD_FEED, PAD_GETBUF, MISUSE
 # loaded by path, from instrument_module()).  Not the network layer.
 INSTRUMENTED = ["framecodec._impl", "framecodec.errors", "framecodec.formats", "framecodec.messages"]
 
+
+def instrumented_imports():
+    """atheris.instrument_imports() for INSTRUMENTED, excluding every other
+    module of the package (whatever the package's __init__ imports)."""
+    import atheris
+    import importlib.util
+
+    spec = importlib.util.find_spec("framecodec")
+    names = set()
+    for location in spec.submodule_search_locations or ():
+        names.update(p.stem for p in Path(location).glob("*.py"))
+    exclude = sorted(f"framecodec.{n}" for n in names
+                     if f"framecodec.{n}" not in INSTRUMENTED and n != "__init__")
+    return atheris.instrument_imports(include=["framecodec"], exclude=exclude)
+
 # Set FRAMECODEC_FUZZ_TOLERATE_KNOWN=1 to keep fuzzing past findings already
 # reported (each is a regression test in the final report); by default every
 # finding stops the fuzzer.

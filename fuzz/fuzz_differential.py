@@ -155,11 +155,12 @@ def main() -> None:
     import atheris
 
     global compiled, twin
-    with atheris.instrument_imports(include=lib.INSTRUMENTED):
+    with lib.instrumented_imports():
         import framecodec  # noqa: F401
         import framecodec.messages  # noqa: F401
     compiled, twin = lib.load_cores()
     count = lib.instrument_module(twin)
+    lib.instrument_module(lib)  # coverage of the driver: which plan paths ran
     sys.stderr.write(f"INFO: instrumented {count} functions of the pure-Python twin\n")
     atheris.Setup(sys.argv, TestOneInput)
     atheris.Fuzz()

@@ -50,9 +50,10 @@ def main() -> None:
     import atheris
 
     global compiled
-    with atheris.instrument_imports(include=lib.INSTRUMENTED):
+    with lib.instrumented_imports():
         import framecodec  # noqa: F401
     compiled, _twin = lib.load_cores()
+    lib.instrument_module(lib)  # coverage of the driver and the model: states, not just code
     atheris.Setup(sys.argv, TestOneInput)
     atheris.Fuzz()
 

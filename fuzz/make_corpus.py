@@ -23,7 +23,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 
 import _fuzzlib as lib  # noqa: E402
 from _fuzzlib import (FEED, FEED_OTHER_TYPE, GETBUF_DEFAULT, GETBUF_HINT, MISUSE,  # noqa: E402
-                      PAD_FEED, PAD_GETBUF, build_input)
+                      PAD_FEED, PAD_GETBUF, RETAIN, build_input)
 
 from framecodec import PRESETS  # noqa: E402
 from framecodec import _impl  # noqa: E402
@@ -70,6 +70,16 @@ def frame_seeds():
             # ... received in a growing bytearray: small prealloc_limit and read_size
             seeds.append(build_input(preset=preset, flags=0x04 | 0x08, prealloc_code=99, read_code=10,
                                      fill=0x42, plan=plan, stream=header + tail))
+    # views kept past their validity: of the shared buffer, and of a big frame's
+    # storage growing in a bytearray (small prealloc_limit); BufferError is the
+    # documented answer when memory must move
+    enc = twin.FrameEncoder()
+    for retain_size in (30, 31, 32):  # the three ways of keeping (size % 3)
+        seeds.append(build_input(preset="uint32", plan=[(RETAIN, retain_size), (FEED, 7)],
+                                 stream=enc.encode(b"k" * 20) * 3))
+        seeds.append(build_input(preset="uint32", flags=0x04, prealloc_code=999, fill=0x43,
+                                 plan=[(FEED, 4), (RETAIN, retain_size), (PAD_GETBUF, BIG // lib.PAD_UNIT)],
+                                 stream=enc.header(BIG) + b"k" * retain_size))
     # multiprocessing's escape: 0xFFFFFFFF then an 8-byte length
     esc = b"\xff\xff\xff\xff" + (5).to_bytes(8, "big") + b"12345"
     seeds.append(build_input(preset="multiprocessing", plan=PLANS["bytewise"], stream=esc + esc))
