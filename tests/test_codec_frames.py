@@ -446,3 +446,17 @@ def test_large_frame_storage_does_not_grow_under_a_kept_view(codec):
         decoder.get_buffer()  # the storage must grow, and kept pins it
     kept.release()
     assert len(decoder.get_buffer()) > 0
+
+
+def test_mid_frame_says_whether_a_frame_has_begun(codec):
+    encoder = codec.FrameEncoder()
+    decoder = codec.FrameDecoder(max_frame_size=10, discard_oversized=True)
+    assert not decoder.mid_frame
+    decoder.feed(b"\x00\x00")
+    assert decoder.mid_frame
+    decoder.feed(b"\x00\x02ab")
+    assert not decoder.mid_frame
+    decoder.feed(encoder.encode(b"x" * 50)[:20])  # oversized: being discarded
+    assert decoder.mid_frame and decoder.buffered == 0
+    decoder.feed(b"x" * 34)
+    assert not decoder.mid_frame

@@ -202,3 +202,12 @@ def test_eof_after_a_header_whose_content_has_not_started(codec):
 def test_encoder_header_limit():
     with pytest.raises(FrameTooLargeError, match="max_header_size"):
         MessageEncoder(max_header_size=50).encode(b"x", headers={"pad": "y" * 100})
+
+
+def test_mid_frame_after_a_header_whose_content_has_not_started(codec):
+    wire = MessageEncoder().encode(b"abcdef")
+    decoder = codec.MessageDecoder()
+    decoder.feed(wire[:-6])
+    assert decoder.buffered == 0 and decoder.mid_frame
+    decoder.feed(wire[-6:])
+    assert not decoder.mid_frame

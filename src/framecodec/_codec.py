@@ -223,6 +223,13 @@ class _StreamDecoder:
             held += self._big.filled
         return held
 
+    @property
+    def mid_frame(self):
+        """True while a frame has begun and is not complete: part of its
+        header or payload has arrived, or an oversized frame is still being
+        discarded.  A frame deadline starts when this becomes true."""
+        return not self._between_frames()
+
     def feed(self, data):
         """Add received bytes; return the list of frames they completed.
 

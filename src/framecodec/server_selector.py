@@ -138,7 +138,7 @@ class SelectorServer(Server):
             call_handler(handler.frames_received, frames)  # type: ignore[union-attr]
         if stream.at_eof and stream.error is None:
             call_handler(handler.eof_received)  # type: ignore[union-attr]
-        if stream.decoder.buffered:
+        if stream.decoder.mid_frame:
             if conn.frame_started is None:
                 conn.frame_started = now
         else:

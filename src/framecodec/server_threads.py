@@ -159,7 +159,7 @@ class ThreadingServer(Server):
             if output:
                 output.flush(sock)
             wanted = self.idle_timeout
-            if decoder.buffered:
+            if decoder.mid_frame:
                 if frame_started is None:
                     frame_started = time.monotonic()
                 if self.frame_timeout is not None:
