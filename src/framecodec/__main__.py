@@ -11,15 +11,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m framecodec", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    from . import bench
+    from . import bench, netcli
 
     bench.add_parser(commands)
-    try:
-        from . import netcli
-    except ImportError:  # the network layer is optional at this stage of the tree
-        netcli = None  # type: ignore[assignment]
-    if netcli is not None:
-        netcli.add_parsers(commands)
+    netcli.add_parsers(commands)
 
     args = parser.parse_args(argv)
     return int(args.run(args) or 0)
