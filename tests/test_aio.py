@@ -1,0 +1,590 @@
+"""framecodec.aio on real sockets, on the default event loop and on uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import ssl
+from typing import Any, AsyncIterator, Callable, Tuple
+
+import pytest
+
+from framecodec import FrameEncoder, IncompleteFrameError, ProtocolError, aio
+from framecodec.protocols import FrameProtocol
+from framecodec.transport import ConnectionClosed
+
+from .net_support import bind_address, unix_path
+
+pytest_plugins = ["tests.net_fixtures"]
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+encoder = FrameEncoder()
+TEST_TIMEOUT = 10.0  # a bound on each test's coroutine; every test takes far less
+
+
+def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    uvloop = pytest.importorskip("uvloop")  # a dependency of the test extra
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: Any) -> Callable[..., Any]:
+    """run(coroutine_function, *args): runs it on a fresh loop of each kind, bounded."""
+    factory = asyncio.new_event_loop if request.param == "asyncio" else _uvloop_factory()
+
+    def runner(function: Any, *args: Any, timeout: float = TEST_TIMEOUT) -> Any:
+        loop = factory()
+        asyncio.set_event_loop(loop)
+        try:
+            return loop.run_until_complete(asyncio.wait_for(function(*args), timeout))
+        finally:
+            try:
+                tasks = asyncio.all_tasks(loop)
+                for task in tasks:
+                    task.cancel()
+                if tasks:
+                    loop.run_until_complete(asyncio.wait(tasks, timeout=TEST_TIMEOUT))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
+
+    runner.kind = request.param  # type: ignore[attr-defined]
+    return runner
+
+
+def upper(frame: bytes) -> bytes:
+    return frame.upper()
+
+
+@contextlib.asynccontextmanager
+async def served(
+    handler: Any, client: Any = None, **options: Any
+) -> AsyncIterator[Tuple[aio.Server, aio.Connection]]:
+    """A server on 127.0.0.1 and a connection to it, both closed after the block."""
+    server = await aio.start_server("127.0.0.1:0", handler, **options)
+    async with server, await aio.open_connection(server.address, **(client or {})) as conn:
+        yield server, conn
+
+
+async def until(condition: Callable[[], Any], what: str, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+# -- every family, plain and TLS, on both loops ------------------------------------
+
+
+def test_request_response(net: Any, run: Any) -> None:
+    async def main() -> None:
+        server = await aio.start_server(
+            bind_address(net.family), upper, ssl_context=net.server_context()
+        )
+        async with server:
+            conn = await aio.open_connection(server.address, **net.client_options())
+            async with conn:
+                assert await conn.request(b"hello") == b"HELLO"
+                await conn.send_many([b"a", b"", b"c" * 5000])
+                assert [await conn.recv() for _ in range(3)] == [b"A", b"", b"C" * 5000]
+                big = os.urandom(3 << 20)  # received in place by the decoder
+                assert await conn.request(big) == big.upper()
+            assert server.stats["accepted"] == 1
+        if net.family == "unix":
+            assert server.address.path.startswith("/tmp/fc-")
+            assert not os.path.exists(server.address.path)  # removed at close
+        else:
+            assert server.address.port > 0
+
+    run(main)
+
+
+# -- handler shapes ------------------------------------------------------------------
+
+
+async def async_upper(frame: bytes) -> bytes:
+    await asyncio.sleep(0)
+    return frame.upper()
+
+
+async def per_connection_upper(conn: aio.Connection) -> None:
+    async for frame in conn:
+        await conn.send(frame.upper())
+
+
+async def async_batch_upper(frames: list) -> list:
+    await asyncio.sleep(0)
+    return [frame.upper() for frame in frames]
+
+
+class AsyncCallable:
+    async def __call__(self, frame: bytes) -> bytes:
+        return frame.upper()
+
+
+@pytest.mark.parametrize(
+    "handler, options",
+    [
+        (upper, {}),
+        (async_upper, {}),
+        (AsyncCallable(), {}),
+        (lambda frames: [f.upper() for f in frames], {"batch": True}),
+        (async_batch_upper, {"batch": True}),
+        (per_connection_upper, {"per_connection": True}),
+    ],
+    ids=["plain", "coroutine", "async-callable", "batch", "async-batch", "per-connection"],
+)
+def test_handler_shapes(run: Any, handler: Any, options: dict) -> None:
+    async def main() -> None:
+        async with served(handler, **options) as (_server, conn):
+            assert await conn.request(b"one") == b"ONE"
+            # Concurrent requests from several tasks each get their own reply.
+            replies = await asyncio.gather(*(conn.request(b"r%d" % i) for i in range(50)))
+            assert replies == [b"R%d" % i for i in range(50)]
+
+    run(main)
+
+
+def test_handler_returning_none_sends_nothing(run: Any) -> None:
+    async def main() -> None:
+        seen = []
+
+        async def sink(frame: bytes) -> None:
+            seen.append(frame)
+            return None if frame != b"ping" else b"pong"  # type: ignore[return-value]
+
+        async with served(sink) as (_server, conn):
+            await conn.send_many([b"a", b"b"])
+            assert await conn.request(b"ping") == b"pong"
+        assert seen == [b"a", b"b", b"ping"]
+
+    run(main)
+
+
+def test_bad_handlers_are_refused_before_binding() -> None:
+    async def main() -> None:
+        with pytest.raises(TypeError, match="coroutine function"):
+            await aio.start_server("127.0.0.1:0", upper, per_connection=True)
+        with pytest.raises(TypeError, match="function"):
+            await aio.start_server("127.0.0.1:0", b"not callable")
+        with pytest.raises(ValueError, match="combine"):
+            await aio.start_server(
+                "127.0.0.1:0", per_connection_upper, batch=True, per_connection=True
+            )
+
+    asyncio.run(main())
+
+
+def test_messages_keep_content_type(run: Any) -> None:
+    async def main() -> None:
+        async with await aio.start_server(
+            "[::1]:0" if _ipv6() else "127.0.0.1:0", lambda m: m, protocol="messages"
+        ) as server:
+            conn = await aio.open_connection(server.address, protocol="messages")
+            async with conn:
+                reply = await conn.request({"query": "ü", "n": [1, 2]})
+                assert (reply.content_type, reply.value) == (
+                    "text/json",
+                    {"query": "ü", "n": [1, 2]},
+                )
+                reply = await conn.request(b"\x00\xff", content_type="binary/custom")
+                assert (reply.content_type, reply.content) == ("binary/custom", b"\x00\xff")
+
+    run(main)
+
+
+def _ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_frame_formats_and_abstract_unix_names(run: Any) -> None:
+    async def main() -> None:
+        server = await aio.start_server("unix:@", upper, format="multiprocessing")
+        async with server:
+            assert server.address.path.startswith("@")
+            conn = await aio.open_connection(server.address, format="multiprocessing")
+            async with conn:
+                assert await conn.request(b"abc") == b"ABC"
+
+    run(main)
+
+
+def test_reads_go_straight_into_the_decoder(run: Any) -> None:
+    """The loop fills the decoder's get_buffer view: feed() is never used."""
+    calls = {"get_buffer": 0, "buffer_updated": 0, "feed": 0}
+
+    class Spy:
+        def __init__(self, decoder: Any) -> None:
+            self.decoder = decoder
+
+        def get_buffer(self, sizehint: int = -1) -> memoryview:
+            calls["get_buffer"] += 1
+            return self.decoder.get_buffer(sizehint)  # type: ignore[no-any-return]
+
+        def buffer_updated(self, nbytes: int) -> list:
+            calls["buffer_updated"] += 1
+            return self.decoder.buffer_updated(nbytes)  # type: ignore[no-any-return]
+
+        def feed(self, data: bytes) -> list:
+            calls["feed"] += 1
+            return self.decoder.feed(data)  # type: ignore[no-any-return]
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.decoder, name)
+
+    class SpyProtocol(FrameProtocol):
+        def new_decoder(self) -> Any:
+            return Spy(super().new_decoder())
+
+    async def main() -> None:
+        async with served(upper, protocol=SpyProtocol(), client={"protocol": SpyProtocol()}) as (
+            _server,
+            conn,
+        ):
+            for size in (10, 100_000, 2 << 20):
+                assert await conn.request(b"x" * size) == b"X" * size
+
+    run(main)
+    assert calls["feed"] == 0
+    assert calls["get_buffer"] >= calls["buffer_updated"] > 6
+
+
+# -- ends and errors -------------------------------------------------------------------
+
+
+def test_async_for_ends_at_clean_close(run: Any) -> None:
+    async def five(conn: aio.Connection) -> None:
+        await conn.send_many([b"%d" % i for i in range(5)])
+
+    async def main() -> None:
+        async with served(five, per_connection=True) as (_server, conn):
+            assert [frame async for frame in conn] == [b"0", b"1", b"2", b"3", b"4"]
+            with pytest.raises(ConnectionClosed):
+                await conn.recv()
+            with pytest.raises(ConnectionClosed):
+                await conn.send(b"late")
+
+    run(main)
+
+
+def test_peer_vanishing_inside_a_frame(run: Any) -> None:
+    async def main() -> None:
+        async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(encoder.encode(b"whole") + encoder.encode(b"cut short")[:7])
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(cut, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            conn = await aio.open_connection(f"127.0.0.1:{port}")
+            async with conn:
+                assert await conn.recv() == b"whole"
+                with pytest.raises(IncompleteFrameError):
+                    await conn.recv()
+
+    run(main)
+
+
+def test_protocol_error_closes_that_connection_only(run: Any, caplog: Any) -> None:
+    async def main() -> None:
+        async with await aio.start_server("127.0.0.1:0", upper, max_frame_size=100) as server:
+            bad = await aio.open_connection(server.address)
+            good = await aio.open_connection(server.address)
+            # The frame before the oversized header is still answered.
+            bad.transport.write(encoder.encode(b"first") + encoder.header(1000))  # type: ignore[union-attr]
+            assert await bad.recv() == b"FIRST"
+            with pytest.raises(ConnectionClosed):
+                await bad.recv()
+            assert await good.request(b"still fine") == b"STILL FINE"
+            await bad.close()
+            await good.close()
+            assert server.stats["protocol_errors"] == 1
+
+    with caplog.at_level(logging.WARNING, "framecodec.server"):
+        run(main)
+    assert "protocol error" in caplog.text
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["plain", "coroutine"])
+def test_handler_error_closes_that_connection_only(
+    run: Any, caplog: Any, asynchronous: bool
+) -> None:
+    def fragile(frame: bytes) -> bytes:
+        if frame == b"boom":
+            raise RuntimeError("handler bug")
+        return frame.upper()
+
+    async def async_fragile(frame: bytes) -> bytes:
+        return fragile(frame)
+
+    async def main() -> None:
+        handler = async_fragile if asynchronous else fragile
+        async with await aio.start_server("127.0.0.1:0", handler) as server:
+            bad = await aio.open_connection(server.address)
+            good = await aio.open_connection(server.address)
+            assert await bad.request(b"ok") == b"OK"
+            with pytest.raises((ConnectionError, IncompleteFrameError)):
+                await bad.request(b"boom")
+            assert await good.request(b"fine") == b"FINE"
+            await bad.close()
+            await good.close()
+            assert server.stats["handler_errors"] == 1
+
+    with caplog.at_level(logging.ERROR, "framecodec.server"):
+        run(main)
+    assert "handler failed" in caplog.text and "handler bug" in caplog.text
+
+
+def test_client_protocol_error(run: Any) -> None:
+    async def main() -> None:
+        async with served(lambda f: b"x" * 500, client={"max_frame_size": 100}) as (_server, conn):
+            with pytest.raises(ProtocolError, match="100"):
+                await conn.request(b"give me a big one")
+
+    run(main)
+
+
+def test_cancelled_request_drops_its_late_reply(run: Any) -> None:
+    async def slow_first(frame: bytes) -> bytes:
+        if frame == b"slow":
+            await asyncio.sleep(0.3)
+        return frame.upper()
+
+    async def main() -> None:
+        async with served(slow_first) as (_server, conn):
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(conn.request(b"slow"), 0.05)
+            assert await conn.request(b"next") == b"NEXT"  # not SLOW
+
+    run(main)
+
+
+def test_cancelled_recv_loses_no_frame(run: Any) -> None:
+    async def later(conn: aio.Connection) -> None:
+        await conn.recv()
+        await asyncio.sleep(0.1)
+        await conn.send(b"late")
+
+    async def main() -> None:
+        async with served(later, per_connection=True) as (_server, conn):
+            await conn.send(b"go")
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(conn.recv(), 0.02)
+            assert await conn.recv() == b"late"
+
+    run(main)
+
+
+def test_connect_failures(run: Any, pki: Any) -> None:
+    async def main() -> None:
+        with socket.socket() as unused:
+            unused.bind(("127.0.0.1", 0))
+            port = unused.getsockname()[1]
+        with pytest.raises(ConnectionRefusedError):
+            await aio.open_connection(f"127.0.0.1:{port}", timeout=5)
+        with pytest.raises(FileNotFoundError):
+            await aio.open_connection("unix:" + unix_path())
+        context = aio_server_context(pki)
+        async with await aio.start_server("127.0.0.1:0", upper, ssl_context=context) as server:
+            client = aio_client_context(pki)
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await aio.open_connection(
+                    server.address, ssl_context=client, server_hostname="wrong.example"
+                )
+
+    run(main)
+
+
+def aio_server_context(pki: Any) -> ssl.SSLContext:
+    import framecodec
+
+    return framecodec.server_context(pki.cert, pki.key)
+
+
+def aio_client_context(pki: Any) -> ssl.SSLContext:
+    import framecodec
+
+    return framecodec.client_context(pki.ca)
+
+
+# -- flow control ----------------------------------------------------------------------
+
+
+def test_client_pauses_reading_when_frames_pile_up(run: Any) -> None:
+    chunk = b"z" * 65536
+    count = 64  # 4 MiB pushed at a client that reads nothing for now
+
+    async def push(conn: aio.Connection) -> None:
+        for _ in range(count):
+            await conn.send(chunk)
+
+    async def main() -> None:
+        async with await aio.start_server("127.0.0.1:0", push, per_connection=True) as server:
+            conn = await aio.open_connection(server.address, high_water=256 * 1024)
+            async with conn:
+                await until(lambda: conn.reading_paused, "the client to pause reading")
+                await asyncio.sleep(0.05)
+                assert conn._queued <= 256 * 1024 + 256 * 1024  # high water plus one read
+                frames = [await conn.recv() for _ in range(count)]
+                assert frames == [chunk] * count
+                assert not conn.reading_paused
+
+    run(main)
+
+
+def test_slow_coroutine_handler_pauses_reading_and_send_waits(run: Any) -> None:
+    gate: asyncio.Event
+
+    async def slow(frame: bytes) -> bytes:
+        await gate.wait()
+        return frame[:1]
+
+    async def main() -> None:
+        nonlocal gate
+        gate = asyncio.Event()
+        frame = b"q" * 65536
+        server = await aio.start_server("127.0.0.1:0", slow, high_water=256 * 1024)
+        async with server:
+            conn = await aio.open_connection(server.address, high_water=256 * 1024)
+            async with conn:
+                sent = 0
+
+                async def sender() -> None:
+                    nonlocal sent
+                    while True:
+                        await conn.send(frame)
+                        sent += 1
+
+                # Reading stops on the server; kernel buffers fill; then
+                # the transport holds high_water and send() waits for drain.
+                task = asyncio.ensure_future(sender())
+                await until(lambda: conn._writing_paused, "send to wait for drain", timeout=8)
+                (served,) = server.connections
+                assert served.reading_paused
+                stalled_at = sent
+                await asyncio.sleep(0.1)
+                assert sent == stalled_at  # send() is waiting, not buffering without bound
+                task.cancel()
+                gate.set()
+                replies = [await conn.recv() for _ in range(sent)]
+                assert replies == [b"q"] * sent
+
+    run(main)
+
+
+def test_server_stops_reading_while_replies_wait(run: Any) -> None:
+    frame = b"e" * 65536
+    count = 256  # 16 MiB of echoes the client does not read at first
+
+    async def main() -> None:
+        async with await aio.start_server(
+            "127.0.0.1:0", lambda f: f, high_water=128 * 1024
+        ) as server:
+            conn = await aio.open_connection(server.address, high_water=64 << 20)
+            async with conn:
+                conn.transport.pause_reading()  # type: ignore[union-attr]
+                for _ in range(count):
+                    await conn.send(frame)
+                await until(
+                    lambda: server.connections and server.connections[0].reading_paused,
+                    "the server to stop reading",
+                )
+                conn.transport.resume_reading()  # type: ignore[union-attr]
+                for _ in range(count):
+                    assert await conn.recv() == frame
+
+    run(main)
+
+
+# -- closing ----------------------------------------------------------------------------
+
+
+def test_close_finishes_work_in_hand(run: Any) -> None:
+    started = []
+
+    async def slow(frame: bytes) -> bytes:
+        started.append(frame)
+        await asyncio.sleep(0.1)
+        return frame.upper()
+
+    async def main() -> None:
+        server = await aio.start_server("127.0.0.1:0", slow)
+        conn = await aio.open_connection(server.address)
+        await conn.send(b"in flight")
+        await until(lambda: started, "the handler to start")
+        server.close()
+        await server.wait_closed()
+        assert await conn.recv() == b"IN FLIGHT"
+        with pytest.raises(ConnectionClosed):
+            await conn.recv()
+        await conn.close()
+        with pytest.raises(ConnectionRefusedError):
+            await aio.open_connection(server.address)
+
+    run(main)
+
+
+def test_shutdown_timeout_aborts_stuck_handlers(run: Any) -> None:
+    started = []
+
+    async def stuck(frame: bytes) -> bytes:
+        started.append(frame)
+        await asyncio.sleep(3600)
+        return frame
+
+    async def main() -> None:
+        server = await aio.start_server("127.0.0.1:0", stuck, shutdown_timeout=0.2)
+        conn = await aio.open_connection(server.address)
+        await conn.send(b"never answered")
+        await until(lambda: started, "the handler to start")
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        server.close()
+        await server.wait_closed()
+        assert 0.15 < loop.time() - began < 3
+        with pytest.raises((ConnectionError, IncompleteFrameError)):
+            await conn.recv()
+        await conn.close()
+
+    run(main)
+
+
+def test_serve_forever_until_cancelled(run: Any) -> None:
+    async def main() -> None:
+        path = unix_path()
+        server = await aio.start_server("unix:" + path, upper)
+        task = asyncio.ensure_future(server.serve_forever())
+        async with await aio.open_connection(server.address) as conn:
+            assert await conn.request(b"x") == b"X"
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not os.path.exists(path)
+
+    run(main)
+
+
+def test_half_close_still_gets_replies(run: Any) -> None:
+    async def slow(frame: bytes) -> bytes:
+        await asyncio.sleep(0.05)
+        return frame.upper()
+
+    async def main() -> None:
+        async with served(slow) as (_server, conn):
+            await conn.send_many([b"a", b"b", b"c"])
+            conn.transport.write_eof()  # type: ignore[union-attr]
+            assert [frame async for frame in conn] == [b"A", b"B", b"C"]
+
+    run(main)
