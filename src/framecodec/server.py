@@ -286,6 +286,33 @@ class Server(Service):
     def _open_connection(self, sock: socket.socket, peer: Any) -> None:
         raise NotImplementedError
 
+    def _wrap_tls(self, sock: socket.socket) -> ssl.SSLSocket:
+        """``sock`` wrapped for a server-side handshake, still to be done.
+
+        A peer that reset the connection while it waited in the backlog
+        makes ssl.py raise from inside wrap_socket() without closing the
+        SSLSocket that has taken over the descriptor, which then stays open
+        until the garbage collector finds it.  So that case is caught here
+        first, while ``sock`` is still the caller's to close.
+        """
+        assert self.ssl_context is not None
+        sock.getpeername()  # OSError (ENOTCONN) once the peer has reset
+        return self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+
+    def _lost_before_setup(self, peer: Any, exc: BaseException) -> None:
+        """Count a connection that failed before it could be served (reset in
+        the backlog, say) as accepted and ended, as every other one is."""
+        with self._lock:
+            self.stats["accepted"] += 1
+            self.stats["closed"] += 1
+            self.stats[_failure_kind(exc)] += 1
+        logger.info(
+            "%s: connection from %s lost before it was set up: %s",
+            self.address,
+            Address.from_sockaddr(peer) if peer else "a peer",
+            exc,
+        )
+
     def _pause_timeout(self) -> Optional[float]:
         """Seconds until accepting resumes after running out of descriptors."""
         if self._resume_at is None:
@@ -377,6 +404,7 @@ def serve(
     backlog: int = 512,
     reuse_address: bool = True,
     format: Union[str, FrameFormat, None] = None,
+    workers: int = 1,
     **options: Any,
 ) -> Server:
     """Bind ``address`` and return a Server ready to run (serve_forever or start).
@@ -403,6 +431,10 @@ def serve(
     a peer that never reads holds at most high_water plus the replies to one
     read (``read_size`` bytes of requests) plus one partial frame
     (``max_frame_size``).
+
+    ``workers`` above 1 runs that many server processes on the address, one
+    per core, each with all the settings above; the Server returned is
+    their supervisor (see framecodec.workers).
     """
     proto = make_protocol(protocol, format, **options)
     if backend == "selector":
@@ -413,20 +445,25 @@ def serve(
         raise ValueError(f"backend must be 'selector' or 'threads', not {backend!r}")
     if max_connections is None:
         max_connections = cls.default_max_connections
+    settings: dict[str, Any] = dict(
+        protocol=proto,
+        batch=batch,
+        ssl_context=ssl_context,
+        max_connections=max_connections,
+        overflow=overflow,
+        idle_timeout=idle_timeout,
+        frame_timeout=frame_timeout,
+        high_water=high_water,
+    )
+    if workers != 1:
+        from .workers import WorkerPool
+
+        return WorkerPool(
+            address, handler, cls, workers, backlog=backlog, reuse_address=reuse_address, **settings
+        )
     bound = bind_socket(address, socket.SOCK_STREAM, backlog=backlog, reuse_address=reuse_address)
     try:
-        return cls(
-            bound,
-            handler,
-            protocol=proto,
-            batch=batch,
-            ssl_context=ssl_context,
-            max_connections=max_connections,
-            overflow=overflow,
-            idle_timeout=idle_timeout,
-            frame_timeout=frame_timeout,
-            high_water=high_water,
-        )
+        return cls(bound, handler, **settings)
     except BaseException:
         bound.close()
         raise

@@ -16,7 +16,6 @@ from typing import Any, List, Optional, cast
 
 from .addresses import tune
 from .server import Connection, Server, call_handler
-from .service import logger
 from .transport import ConnectionClosed, Stream
 
 __all__ = ["SelectorServer"]
@@ -94,12 +93,10 @@ class SelectorServer(Server):
             sock.setblocking(False)
             tune(sock)
             if self.ssl_context is not None:
-                sock = self.ssl_context.wrap_socket(
-                    sock, server_side=True, do_handshake_on_connect=False
-                )
+                sock = self._wrap_tls(sock)
         except OSError as exc:
             sock.close()
-            logger.info("%s: could not set up connection from %s: %s", self.address, peer, exc)
+            self._lost_before_setup(peer, exc)
             return
         conn = SelectorConnection(self, sock, peer, time.monotonic())
         self._add(conn)

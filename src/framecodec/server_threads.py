@@ -132,6 +132,10 @@ class ThreadingServer(Server):
         finally:
             conn.sock.close()
             self._ended(conn, exc)
+            # The exception's traceback holds this frame, which holds it:
+            # break the cycle so that what the traceback keeps (sockets
+            # included) goes now, not at the next garbage collection.
+            exc = None
             self._waker.wake()  # a slot is free; a shutdown may be waiting
 
     def _converse(self, conn: ThreadConnection) -> None:
@@ -139,9 +143,7 @@ class ThreadingServer(Server):
         sock.setblocking(True)
         tune(sock)
         if self.ssl_context is not None:
-            sock = conn.sock = self.ssl_context.wrap_socket(
-                sock, server_side=True, do_handshake_on_connect=False
-            )
+            sock = conn.sock = self._wrap_tls(sock)
             conn.output = OutputQueue(tls=True)
             sock.settimeout(self.handshake_timeout)
             conn.waiting = True
