@@ -11,9 +11,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m framecodec", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    from . import bench, netcli
+    from . import benchmarks, netcli
 
-    bench.add_parser(commands)
+    benchmarks.add_parser(commands)
     netcli.add_parsers(commands)
 
     args = parser.parse_args(argv)

@@ -1,0 +1,545 @@
+"""The contenders: framecodec, the references, and the registry of all of them.
+
+- raw: the physical reference, the same bytes through ``sendall`` of
+  pre-built buffers and ``recv_into`` a preallocated one, with no framing;
+- naive: the tutorial's loop, ``recv`` the header, ``recv`` the payload,
+  ``buf += data``; one ``sendall(header + payload)`` per frame;
+- framecodec: the codec driven as a demanding user drives it, ``recv_into(
+  decoder.get_buffer(...))`` then ``buffer_updated``, batches sent with
+  ``encode_many``, large frames with ``sendmsg([header, payload])``;
+- framecodec's blocking client with each server backend (``batch=True``:
+  one handler call per read), also over TLS and as the pure-Python twin.
+
+The alternatives users would pick instead (multiprocessing.connection,
+asyncio streams, pyzmq) are in alternatives.py.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import struct
+import threading
+import time
+from typing import Any, Callable, Dict, List, Tuple, cast
+
+import framecodec
+
+from . import alternatives
+from .base import (
+    BATCH_BYTES,
+    BIG_FRAME,
+    HEADER,
+    READ_SIZE,
+    Contender,
+    EchoClient,
+    EchoServer,
+    Endpoint,
+    Receiver,
+    Sender,
+    SocketReceiver,
+    SocketSender,
+    ThreadedEchoServer,
+    ended,
+    finish_sending,
+    perf_counter,
+    sendmsg_all,
+    went_on,
+)
+
+# -- raw sockets: the physical reference ---------------------------------------------
+
+RAW_CHUNK = 256 * 1024  # about the size of the raw sender's pre-built buffer
+
+
+class RawReceiver(SocketReceiver):
+    """Counts bytes; the stream is ``count`` frames' worth of them exactly."""
+
+    def read(self, sock: socket.socket, count: int) -> float:
+        frame = self.size + HEADER.size
+        expected = count * frame
+        buf = bytearray(READ_SIZE)
+        recv_into = sock.recv_into
+        got = 0
+        while got < expected:
+            n = recv_into(buf, min(READ_SIZE, expected - got))  # never past the stream
+            if not n:
+                raise ended(got // frame, count)
+            got += n
+        return perf_counter()
+
+
+class RawSender(SocketSender):
+    """Sends a pre-built buffer over and over.  The buffer holds whole frames,
+    so the stream is the very bytes the framed senders send, and any
+    receiver can check it."""
+
+    def __init__(self, endpoint: Endpoint, address: str, payload: bytes) -> None:
+        super().__init__(endpoint, address, payload)
+        frame = HEADER.pack(len(payload)) + payload
+        self.frame = len(frame)
+        self.chunk = frame * max(1, RAW_CHUNK // len(frame))
+
+    def send(self, count: int) -> None:
+        left = count * self.frame
+        chunk = self.chunk
+        size = len(chunk)
+        sendall = self.sock.sendall
+        while left >= size:
+            sendall(chunk)
+            left -= size
+        if left:
+            sendall(memoryview(chunk)[:left])
+
+
+class RawEchoServer(ThreadedEchoServer):
+    """Sends back whatever arrives.  One client gets the minimal blocking
+    ping-pong loop; many get a selector loop, the least a Python server
+    can do per request."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        super().__init__()
+        self.endpoint = endpoint
+        self._bound = endpoint.listen()
+        self.address = str(self._bound.address)
+
+    def accept_one(self) -> socket.socket:
+        return self.endpoint.accept(self._bound)
+
+    def close_listener(self) -> None:
+        self._bound.close()
+
+    def start(self, clients: int) -> None:
+        if clients == 1:
+            super().start(1)
+        elif self.endpoint.tls is not None:
+            raise ValueError("the raw selector echo serves plain sockets only")
+        else:
+            self._spawn(self._select_loop, clients)
+
+    def handle(self, sock: socket.socket) -> None:
+        self._ping_pong(sock)
+
+    @staticmethod
+    def _ping_pong(sock: socket.socket) -> None:
+        buf = bytearray(READ_SIZE)
+        view = memoryview(buf)
+        recv_into = sock.recv_into
+        sendall = sock.sendall
+        while True:
+            n = recv_into(buf)
+            if not n:
+                break
+            sendall(view[:n])
+        sock.close()
+
+    def _select_loop(self, clients: int) -> None:
+        socks = [self.accept_one() for _ in range(clients)]
+        selector = selectors.DefaultSelector()
+        for sock in socks:
+            sock.setblocking(False)
+            selector.register(sock, selectors.EVENT_READ)
+        buf = bytearray(READ_SIZE)
+        view = memoryview(buf)
+        open_count = clients
+        while open_count:
+            for key, _ in selector.select():
+                sock = cast(socket.socket, key.fileobj)
+                n = sock.recv_into(buf)
+                if not n:
+                    selector.unregister(sock)
+                    sock.close()
+                    open_count -= 1
+                elif sock.send(view[:n]) != n:
+                    raise RuntimeError("a small reply did not fit the socket buffer")
+        selector.close()
+
+
+class RawEchoClient(EchoClient):
+    def __init__(self, endpoint: Endpoint, address: str, payload: bytes) -> None:
+        self.sock = endpoint.connect(address)
+        self.message = HEADER.pack(len(payload)) + payload  # the same bytes as a frame
+        self.buf = bytearray(READ_SIZE)
+
+    def roundtrip(self) -> None:
+        sock = self.sock
+        sock.sendall(self.message)
+        want = len(self.message)
+        got = 0
+        while got < want:
+            n = sock.recv_into(self.buf)
+            if not n:
+                raise EOFError("the server closed the connection")
+            got += n
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# -- the naive loop ----------------------------------------------------------------
+
+
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    """The tutorial's helper: recv until ``n`` bytes have come, concatenating."""
+    buf = b""
+    while len(buf) < n:
+        data = sock.recv(n - len(buf))
+        if not data:
+            raise EOFError(f"the stream ended {len(buf)} bytes into a {n}-byte read")
+        buf += data
+    return buf
+
+
+class NaiveReceiver(SocketReceiver):
+    nodelay = False  # tutorials leave the socket as the system makes it
+
+    def read(self, sock: socket.socket, count: int) -> float:
+        for _ in range(count):
+            header = recv_exactly(sock, 4)
+            (length,) = struct.unpack(">I", header)
+            recv_exactly(sock, length)
+        return perf_counter()
+
+
+class NaiveSender(SocketSender):
+    nodelay = False
+
+    def send(self, count: int) -> None:
+        sock = self.sock
+        payload = self.payload
+        for _ in range(count):
+            sock.sendall(struct.pack(">I", len(payload)) + payload)
+
+
+class NaiveEchoServer(ThreadedEchoServer):
+    def __init__(self, endpoint: Endpoint) -> None:
+        super().__init__()
+        self.endpoint = endpoint
+        self._bound = endpoint.listen()
+        self.address = str(self._bound.address)
+
+    def accept_one(self) -> socket.socket:
+        return self.endpoint.accept(self._bound, nodelay=False)
+
+    def close_listener(self) -> None:
+        self._bound.close()
+
+    def handle(self, sock: socket.socket) -> None:
+        with sock:
+            while True:
+                try:
+                    header = recv_exactly(sock, 4)
+                except EOFError:  # the client is done
+                    return
+                (length,) = struct.unpack(">I", header)
+                payload = recv_exactly(sock, length)
+                sock.sendall(struct.pack(">I", len(payload)) + payload)
+
+
+class NaiveEchoClient(EchoClient):
+    def __init__(self, endpoint: Endpoint, address: str, payload: bytes) -> None:
+        self.sock = endpoint.connect(address, nodelay=False)
+        self.payload = payload
+
+    def roundtrip(self) -> None:
+        sock = self.sock
+        payload = self.payload
+        sock.sendall(struct.pack(">I", len(payload)) + payload)
+        (length,) = struct.unpack(">I", recv_exactly(sock, 4))
+        if len(recv_exactly(sock, length)) != len(payload):
+            raise ValueError("the reply is not the request")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# -- framecodec: the codec on a socket ----------------------------------------------
+
+
+def send_frames(
+    payload: bytes,
+    count: int,
+    send_batch: Callable[[List[bytes]], None],
+    send_one: Callable[[], None],
+) -> None:
+    """``count`` frames: small ones in batches of about BATCH_BYTES, large
+    ones one at a time."""
+    if len(payload) >= BIG_FRAME:
+        for _ in range(count):
+            send_one()
+        return
+    per_batch = max(1, BATCH_BYTES // max(1, len(payload)))
+    batch = [payload] * per_batch
+    full, rest = divmod(count, per_batch)
+    for _ in range(full):
+        send_batch(batch)
+    if rest:
+        send_batch(batch[:rest])
+
+
+class CodecReceiver(SocketReceiver):
+    def read(self, sock: socket.socket, count: int) -> float:
+        decoder = framecodec.FrameDecoder()
+        recv_into = sock.recv_into
+        get_buffer = decoder.get_buffer
+        buffer_updated = decoder.buffer_updated
+        frames = 0
+        while frames < count:
+            n = recv_into(get_buffer(READ_SIZE))
+            if not n:
+                decoder.eof()
+                raise ended(frames, count)
+            frames += len(buffer_updated(n))
+        end = perf_counter()
+        if frames > count or decoder.buffered:
+            raise went_on()
+        return end
+
+
+class CodecSender(SocketSender):
+    def __init__(self, endpoint: Endpoint, address: str, payload: bytes) -> None:
+        super().__init__(endpoint, address, payload)
+        self.encoder = framecodec.FrameEncoder()
+
+    def send(self, count: int) -> None:
+        sock = self.sock
+        payload = self.payload
+        encode_many = self.encoder.encode_many
+        header = self.encoder.header
+        sendall = sock.sendall
+
+        def send_batch(batch: List[bytes]) -> None:
+            sendall(encode_many(batch))
+
+        def send_one() -> None:
+            sendmsg_all(sock, [header(len(payload)), payload])
+
+        send_frames(payload, count, send_batch, send_one)
+
+
+class CodecEchoServer(ThreadedEchoServer):
+    """The codec's loop on blocking sockets, a thread per connection."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        super().__init__()
+        self.endpoint = endpoint
+        self._bound = endpoint.listen()
+        self.address = str(self._bound.address)
+
+    def accept_one(self) -> socket.socket:
+        return self.endpoint.accept(self._bound)
+
+    def close_listener(self) -> None:
+        self._bound.close()
+
+    def handle(self, sock: socket.socket) -> None:
+        decoder = framecodec.FrameDecoder()
+        encode_many = framecodec.FrameEncoder().encode_many
+        with sock:
+            while True:
+                n = sock.recv_into(decoder.get_buffer())
+                if not n:
+                    decoder.eof()
+                    return
+                frames = decoder.buffer_updated(n)
+                if frames:
+                    sock.sendall(encode_many(frames))
+
+
+class CodecEchoClient(EchoClient):
+    def __init__(self, endpoint: Endpoint, address: str, payload: bytes) -> None:
+        self.sock = endpoint.connect(address)
+        self.payload = payload
+        self.encoder = framecodec.FrameEncoder()
+        self.decoder = framecodec.FrameDecoder()
+
+    def roundtrip(self) -> None:
+        sock = self.sock
+        decoder = self.decoder
+        sock.sendall(self.encoder.encode(self.payload))
+        frames: List[bytes] = []
+        while not frames:
+            n = sock.recv_into(decoder.get_buffer())
+            if not n:
+                raise EOFError("the server closed the connection")
+            frames = decoder.buffer_updated(n)
+        if len(frames) != 1 or len(frames[0]) != len(self.payload):
+            raise ValueError("the reply is not the request")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# -- framecodec: the blocking client and the server backends ---------------------------
+
+STEP_WAIT = 10.0  # seconds a finished connection may take to be seen closed
+
+
+def _serve(endpoint: Endpoint, handler: Any, backend: str, clients: int = 64) -> framecodec.Server:
+    return framecodec.serve(
+        endpoint.bind_address(),
+        handler,
+        backend=backend,
+        batch=True,
+        ssl_context=endpoint.server_context(),
+        max_connections=max(64, clients),
+        read_size=READ_SIZE,
+    )
+
+
+def _wait_closed(server: framecodec.Server, connections: int, timeout: float) -> None:
+    """Wait until ``connections`` have ended (the clients are done by now, so
+    this is short and untimed); then stop, and fail if any ended badly."""
+    deadline = time.monotonic() + timeout
+    while server.stats["closed"] < connections:
+        if time.monotonic() > deadline:
+            server.shutdown(0)
+            raise TimeoutError(f"connections still open {timeout} s after the clients finished")
+        time.sleep(0.001)
+    server.shutdown()
+    stats = server.stats
+    if stats["clean_closes"] != stats["closed"]:
+        bad = {k: v for k, v in stats.items() if k.endswith("errors") or k.endswith("failures")}
+        raise RuntimeError(f"the server saw connections fail: {bad}")
+
+
+class ServerReceiver(Receiver):
+    """serve(..., batch=True) with a handler that counts the frames of each read."""
+
+    def __init__(self, endpoint: Endpoint, size: int, backend: str) -> None:
+        self.frames = 0
+        self.count = 0
+        self.end = 0.0
+        self.done = threading.Event()
+        self.server = _serve(endpoint, self.on_frames, backend)
+        self.address = str(self.server.address)
+
+    def on_frames(self, frames: List[bytes]) -> None:
+        self.frames += len(frames)
+        if self.frames >= self.count and not self.done.is_set():
+            self.end = perf_counter()
+            self.done.set()
+
+    def receive(self, count: int) -> Tuple[int, float]:
+        self.count = count
+        server = self.server
+        server.start()
+        # Waiting in steps lets a stream that ends short be noticed; a wake-up
+        # a tenth of a second costs the server nothing measurable.
+        while not self.done.wait(0.1) and not server.stats["closed"]:
+            pass
+        _wait_closed(server, 1, STEP_WAIT)
+        if self.frames < count:
+            raise ended(self.frames, count)
+        if self.frames > count:
+            raise went_on()
+        return self.frames, self.end
+
+    def close(self) -> None:
+        self.server.close()
+
+
+class ClientSender(Sender):
+    def __init__(self, endpoint: Endpoint, address: str, payload: bytes) -> None:
+        self.payload = payload
+        self.client = framecodec.connect(
+            address,
+            ssl_context=endpoint.client_context(),
+            server_hostname="localhost" if endpoint.tls else None,
+        )
+
+    def send(self, count: int) -> None:
+        client = self.client
+        payload = self.payload
+        send_frames(payload, count, client.send_many, lambda: client.send(payload))
+
+    def close(self) -> None:
+        finish_sending(self.client.socket)
+        self.client.close()
+
+
+class BackendEchoServer(EchoServer):
+    def __init__(self, endpoint: Endpoint, backend: str) -> None:
+        self.server = _serve(endpoint, self.echo, backend)
+        self.address = str(self.server.address)
+        self.clients = 0
+
+    @staticmethod
+    def echo(frames: List[bytes]) -> List[bytes]:
+        return frames
+
+    def start(self, clients: int) -> None:
+        self.clients = clients
+        self.server.start()
+
+    def stop(self, timeout: float) -> None:
+        _wait_closed(self.server, self.clients, timeout)
+
+
+class ClientEchoClient(EchoClient):
+    def __init__(self, endpoint: Endpoint, address: str, payload: bytes) -> None:
+        self.payload = payload
+        self.client = framecodec.connect(
+            address,
+            ssl_context=endpoint.client_context(),
+            server_hostname="localhost" if endpoint.tls else None,
+        )
+
+    def roundtrip(self) -> None:
+        if len(self.client.request(self.payload)) != len(self.payload):
+            raise ValueError("the reply is not the request")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# -- the registry ------------------------------------------------------------------
+
+
+def _backend(backend: str) -> Dict[str, Any]:
+    return {
+        "receiver": lambda e, size: ServerReceiver(e, size, backend),
+        "sender": ClientSender,
+        "echo_server": lambda e: BackendEchoServer(e, backend),
+        "echo_client": ClientEchoClient,
+    }
+
+
+CONTENDERS: List[Contender] = [
+    Contender(
+        "raw",
+        "raw sockets, no framing",
+        RawReceiver,
+        RawSender,
+        RawEchoServer,
+        RawEchoClient,
+    ),
+    Contender("naive", "naive loop", NaiveReceiver, NaiveSender, NaiveEchoServer, NaiveEchoClient),
+    Contender(
+        "framecodec",
+        "framecodec codec loop",
+        CodecReceiver,
+        CodecSender,
+        CodecEchoServer,
+        CodecEchoClient,
+        many_clients=False,  # its server is a thread per connection: the backends are the servers
+    ),
+    Contender("selector", "framecodec selector server", **_backend("selector")),
+    Contender("threads", "framecodec threads server", **_backend("threads")),
+    Contender("pure", "framecodec pure Python", pure=True, **_backend("selector")),
+    Contender(
+        "raw-tls",
+        "raw sockets over TLS",
+        RawReceiver,
+        RawSender,
+        RawEchoServer,
+        RawEchoClient,
+        transports=("tcp",),
+        tls=True,
+        many_clients=False,
+    ),
+    Contender("tls", "framecodec over TLS", transports=("tcp",), tls=True, **_backend("selector")),
+    *alternatives.CONTENDERS,
+]
+
+BY_KEY: Dict[str, Contender] = {c.key: c for c in CONTENDERS}

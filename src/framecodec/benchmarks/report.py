@@ -1,0 +1,402 @@
+"""What the benchmark shows: the tables, the targets, the JSON document and the plot."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+from .runner import MIB, paired_ratio
+
+# The rows the targets speak of: framecodec compiled, over plain TCP.
+FRAMECODEC_ROWS = {"framecodec": "codec loop", "selector": "selector", "threads": "threads"}
+
+Row = Dict[str, Any]
+
+
+def format_size(size: int) -> str:
+    if size >= MIB:
+        return f"{size // MIB} MiB"
+    if size >= 1024:
+        return f"{size // 1024} KiB"
+    return f"{size} B"
+
+
+def _num(value: Optional[float], spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _ratio(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _table(
+    heading: Tuple[str, ...], widths: Tuple[int, ...], lines: Iterable[Tuple[str, ...]]
+) -> List[str]:
+    """Left-aligned first columns (negative widths), right-aligned numbers."""
+
+    def cells(values: Tuple[str, ...]) -> str:
+        return "  ".join(
+            f"{value:<{-width}}" if width < 0 else f"{value:>{width}}"
+            for value, width in zip(values, widths)
+        ).rstrip()
+
+    out = [cells(heading), "  ".join("-" * abs(width) for width in widths)]
+    out += [cells(line) for line in lines]
+    return out
+
+
+def _error_line(row: Row) -> str:
+    return f"failed: {row['error']}"
+
+
+def throughput_tables(rows: List[Row]) -> List[str]:
+    out: List[str] = []
+    for transport, title in (("tcp", "TCP loopback"), ("unix", "a Unix socket")):
+        mine = [row for row in rows if row["transport"] == transport]
+        if not mine:
+            continue
+        out += ["", f"One-way throughput over {title} (MB/s of payload)"]
+        lines = []
+        previous = None
+        for row in mine:
+            size = format_size(row["size"]) if row["size"] != previous else ""
+            if previous is not None and row["size"] != previous:
+                lines.append(("",) * 6)
+            previous = row["size"]
+            if row["error"]:
+                lines.append((size, row["label"], _error_line(row), "", "", ""))
+                continue
+            lines.append(
+                (
+                    size,
+                    row["label"],
+                    _num(row["frames_per_s"], ",.0f"),
+                    _num(row["mb_per_s"], ",.1f"),
+                    _ratio(row["vs_naive"]),
+                    _ratio(row["vs_raw"]),
+                )
+            )
+        out += _table(
+            ("size", "contender", "frames/s", "MB/s", "x naive", "x raw"),
+            (-6, -30, 12, 9, 8, 7),
+            lines,
+        )
+    return out
+
+
+def latency_tables(rows: List[Row]) -> List[str]:
+    out: List[str] = []
+    groups: Dict[Tuple[int, Optional[int]], List[Row]] = {}
+    for row in rows:
+        groups.setdefault((row["size"], row["pinned_cpu"]), []).append(row)
+    for (size, cpu), members in groups.items():
+        where = "TCP loopback" if cpu is None else f"TCP loopback, both pinned to CPU {cpu}"
+        out += ["", f"Round trip, one client, {format_size(size)} messages, {where} (microseconds)"]
+        lines = []
+        for row in members:
+            if row["error"]:
+                lines.append((row["label"], _error_line(row), "", "", ""))
+                continue
+            lines.append(
+                (
+                    row["label"],
+                    _num(row["p50_us"], ",.1f"),
+                    _num(row["p99_us"], ",.1f"),
+                    _ratio(row["vs_raw"]),
+                    _ratio(row["vs_naive"]),
+                )
+            )
+        out += _table(
+            ("contender", "p50", "p99", "p50 x raw", "p50 x naive"),
+            (-30, 9, 9, 10, 12),
+            lines,
+        )
+    return out
+
+
+def concurrency_table(rows: List[Row]) -> List[str]:
+    if not rows:
+        return []
+    clients = rows[0]["clients"]
+    out = ["", f"{clients} concurrent clients, 64-byte echo, TCP loopback (requests/s)"]
+    lines = []
+    for row in rows:
+        if row["error"]:
+            lines.append((row["label"], _error_line(row), "", ""))
+            continue
+        lines.append(
+            (
+                row["label"],
+                _num(row["requests_per_s"], ",.0f"),
+                _ratio(row["vs_naive"]),
+                _ratio(row["vs_raw"]),
+            )
+        )
+    return out + _table(("server", "requests/s", "x naive", "x raw"), (-30, 11, 8, 7), lines)
+
+
+def memory_table(rows: List[Row]) -> List[str]:
+    if not rows:
+        return []
+    out = [
+        "",
+        "Receiver memory, 1 MiB frames over TCP: peak RSS of a fresh receiving process,",
+        "and how far above its baseline (its RSS once ready to receive) it went",
+    ]
+    lines = []
+    for row in rows:
+        if row["error"]:
+            lines.append((row["label"], str(row["frames"]), _error_line(row), "", ""))
+            continue
+        lines.append(
+            (
+                row["label"],
+                str(row["frames"]),
+                f"{row['baseline_mib']:.1f}",
+                f"{row['peak_mib']:.1f}",
+                f"{row['excess_frames']:.1f}",
+            )
+        )
+    return out + _table(
+        ("receiver", "frames", "baseline MiB", "peak MiB", "above baseline, MiB"),
+        (-30, 6, 12, 9, 19),
+        lines,
+    )
+
+
+# -- targets ----------------------------------------------------------------------------
+
+
+def _target(
+    text: str, values: Dict[str, Optional[float]], good: Callable[[float], bool], spec: str
+) -> Row:
+    measured = {key: value for key, value in values.items() if value is not None}
+    verdicts = {key: good(value) for key, value in measured.items()}
+    if not verdicts:
+        status = "not measured"
+    elif all(verdicts.values()):
+        status = "met"
+    elif any(verdicts.values()):
+        status = "partly met"
+    else:
+        status = "MISSED"
+    return {
+        "target": text,
+        "status": status,
+        "values": measured,
+        "met": verdicts,
+        "shown": ", ".join(
+            f"{FRAMECODEC_ROWS.get(key, key)} {format(value, spec)}"
+            f"{'' if verdicts[key] else ' (missed)'}"
+            for key, value in measured.items()
+        ),
+    }
+
+
+def _find(rows: List[Row], **match: Any) -> Optional[Row]:
+    for row in rows:
+        if all(row.get(key) == value for key, value in match.items()) and not row["error"]:
+            return row
+    return None
+
+
+def _versus(rows: List[Row], other: Optional[Row], key: str) -> Dict[str, Optional[float]]:
+    """Each framecodec row's ratio to ``other``, paired by repetition."""
+    values: Dict[str, Optional[float]] = {}
+    for contender in FRAMECODEC_ROWS:
+        row = _find(rows, contender=contender, **_same_group(other))
+        if row is None or other is None:
+            continue
+        values[contender] = paired_ratio(row[key], other[key])
+    return values
+
+
+def _same_group(row: Optional[Row]) -> Dict[str, Any]:
+    if row is None:
+        return {}
+    return {k: row[k] for k in ("transport", "size", "pinned_cpu") if k in row}
+
+
+def evaluate_targets(results: Dict[str, Any]) -> List[Row]:
+    out: List[Row] = []
+    throughput = [row for row in results.get("throughput", []) if row["transport"] == "tcp"]
+    sizes = {row["size"] for row in throughput}
+    for size in (16, 256):
+        if size not in sizes:
+            continue
+        naive = _find(throughput, contender="naive", size=size)
+        zmq = _find(throughput, contender="zmq", size=size)
+        out.append(
+            _target(
+                f"{size} B frames: at least 20x the naive loop",
+                _versus(throughput, naive, "samples"),
+                lambda v: v >= 20,
+                ".1f",
+            )
+        )
+        out.append(
+            _target(
+                f"{size} B frames: at least 5x pyzmq PUSH/PULL",
+                _versus(throughput, zmq, "samples"),
+                lambda v: v >= 5,
+                ".1f",
+            )
+        )
+    for size, floor in ((4096, 0.80), (64 * 1024, 0.95), (MIB, 0.95)):
+        if size not in sizes:
+            continue
+        raw = _find(throughput, contender="raw", size=size)
+        out.append(
+            _target(
+                f"{format_size(size)} frames: at least {floor:.0%} of raw sockets",
+                _versus(throughput, raw, "samples"),
+                lambda v, floor=floor: v >= floor,  # type: ignore[misc]
+                ".0%",
+            )
+        )
+    latency = results.get("latency", [])
+    plain = [row for row in latency if row["pinned_cpu"] is None and row["size"] == 64]
+    if plain:
+        raw = _find(plain, contender="raw")
+        out.append(
+            _target(
+                "64 B round trip: p50 within 1.3x of raw sockets",
+                _versus(plain, raw, "samples"),
+                lambda v: v <= 1.3,
+                ".2f",
+            )
+        )
+        for other in ("mp", "asyncio"):
+            row = _find(plain, contender=other)
+            label = "multiprocessing.connection" if other == "mp" else "asyncio streams"
+            out.append(
+                _target(
+                    f"64 B round trip: p50 lower than {label} (ratio < 1)",
+                    _versus(plain, row, "samples"),
+                    lambda v: v < 1,
+                    ".2f",
+                )
+            )
+    pinned = [row for row in latency if row["pinned_cpu"] is not None]
+    if pinned:
+        raw = _find(pinned, contender="raw")
+        out.append(
+            _target(
+                "64 B round trip pinned to one CPU: p50 within 1.15x of raw sockets",
+                _versus(pinned, raw, "samples"),
+                lambda v: v <= 1.15,
+                ".2f",
+            )
+        )
+    concurrency = results.get("concurrency", [])
+    if concurrency:
+        selector = _find(concurrency, contender="selector")
+        asyncio_row = _find(concurrency, contender="asyncio")
+        ratio = None
+        if selector is not None and asyncio_row is not None:
+            ratio = paired_ratio(selector["samples"], asyncio_row["samples"])
+        out.append(
+            _target(
+                "64 clients: selector server serves more requests/s than asyncio streams",
+                {"selector": ratio},
+                lambda v: v > 1,
+                ".2f",
+            )
+        )
+    memory = results.get("memory", [])
+    if memory:
+        values = {}
+        for key in FRAMECODEC_ROWS:
+            rows = [row for row in memory if row["contender"] == key and not row["error"]]
+            if rows:
+                values[key] = max(row["excess_frames"] for row in rows)
+        out.append(
+            _target(
+                "1 MiB frames: receiver RSS under baseline + 4 MiB (any stream length)",
+                values,
+                lambda v: v < 4,
+                ".1f",
+            )
+        )
+    return out
+
+
+def targets_table(targets: List[Row]) -> List[str]:
+    if not targets:
+        return []
+    out = ["", "Targets (framecodec rows over TCP: codec loop, selector and threads servers)"]
+    for target in targets:
+        out.append(f"  {target['status']:<12} {target['target']}")
+        if target["shown"]:
+            out.append(f"  {'':<12}   {target['shown']}")
+    return out
+
+
+# -- the whole report -------------------------------------------------------------------
+
+
+def render(results: Dict[str, Any]) -> str:
+    meta = results["meta"]
+    lines = [
+        f"framecodec network benchmark, {meta['date']}: Python {meta['python']} on "
+        f"{meta['system']} {meta['machine']}, {meta['cpus']} CPUs; framecodec "
+        f"{meta['version']} ({meta['implementation']}); {meta['mode']} mode, "
+        f"{results['seconds']:.0f} s",
+        f"Each figure is the median of {meta['reps']} repetitions; 'x naive' and 'x raw' "
+        "are medians of the ratios",
+        "measured within each repetition, where every contender runs back to back.",
+    ]
+    for key, reason in meta["absent"].items():
+        lines.append(f"Not measured: {key}: {reason}")
+    lines += throughput_tables(results.get("throughput", []))
+    lines += latency_tables(results.get("latency", []))
+    lines += concurrency_table(results.get("concurrency", []))
+    lines += memory_table(results.get("memory", []))
+    lines += targets_table(results.get("targets", []))
+    return "\n".join(lines)
+
+
+def write_json(results: Dict[str, Any], path: str) -> None:
+    with open(path, "w") as out:
+        json.dump(results, out, indent=1)
+        out.write("\n")
+
+
+def plot(results: Dict[str, Any], path: str) -> None:
+    """Throughput against frame size for every contender, one panel per transport."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    rows = [row for row in results.get("throughput", []) if not row["error"]]
+    transports = [t for t in ("tcp", "unix") if any(row["transport"] == t for row in rows)]
+    if not transports:
+        raise ValueError("no throughput was measured: nothing to plot")
+    figure, axes = plt.subplots(
+        1, len(transports), figsize=(7 * len(transports), 5.5), squeeze=False, sharey=True
+    )
+    for ax, transport in zip(axes[0], transports):
+        mine = [row for row in rows if row["transport"] == transport]
+        labels = list(dict.fromkeys(row["label"] for row in mine))
+        for label in labels:
+            points = sorted((row["size"], row["mb_per_s"]) for row in mine if row["label"] == label)
+            style = {"color": "black", "linestyle": "--"} if label.startswith("raw") else {}
+            ax.plot(
+                [p[0] for p in points], [p[1] for p in points], marker="o", label=label, **style
+            )
+        sizes = sorted({row["size"] for row in mine})
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(sizes)
+        ax.set_xticklabels([format_size(size) for size in sizes])
+        ax.set_xlabel("frame size")
+        ax.set_title("TCP loopback" if transport == "tcp" else "Unix socket")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("MB/s of payload (median)")
+    axes[0][-1].legend(fontsize="small", loc="lower right")
+    meta = results["meta"]
+    figure.suptitle(f"framecodec one-way throughput, {meta['date']}, Python {meta['python']}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -1,0 +1,239 @@
+"""The socket benchmark's machinery (framecodec.benchmarks) on tiny streams.
+
+What is checked is that every contender moves and counts frames correctly,
+that a wrong count is caught rather than reported as a rate, and that a run
+produces the documented JSON structure.  No speed is asserted: these
+machines are shared and noisy; the benchmark prints ratios instead.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from typing import Any, Dict, List, Tuple
+
+import pytest
+
+from framecodec.benchmarks import cli, loadgen, report
+from framecodec.benchmarks.base import Contender, Endpoint, TlsFiles, payload_of
+from framecodec.benchmarks.contenders import BY_KEY, CONTENDERS
+from framecodec.benchmarks.runner import Plan, make_plan, paired_ratio, percentile
+from framecodec.benchmarks.workers import Worker, WorkerError
+
+from .net_support import TIMEOUT
+
+# The pure-Python contender runs the selector contender's code, in processes
+# started with FRAMECODEC_PURE_PYTHON=1: in-process it would repeat "selector".
+IN_PROCESS = [c for c in CONTENDERS if not c.pure]
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    files, reason = cli.make_tls_files(str(tmp_path_factory.mktemp("tls")))
+    assert files is not None, reason
+    return files
+
+
+def endpoint_for(contender: Contender, tls_files: TlsFiles, transport: str = "tcp") -> Endpoint:
+    return Endpoint(transport, tls_files if contender.tls else None)
+
+
+def needs(contender: Contender) -> None:
+    reason = contender.available()
+    if reason is not None:
+        pytest.skip(reason)  # pyzmq is an optional extra: its rows are absent without it
+
+
+def stream(
+    contender: Contender, endpoint: Endpoint, size: int, sent: int, expected: int
+) -> Tuple[int, float]:
+    """``sent`` frames through the contender, its receiver expecting
+    ``expected``; the receiver runs in a thread."""
+    assert contender.receiver is not None and contender.sender is not None
+    receiver = contender.receiver(endpoint, size)
+    outcome: Dict[str, Any] = {}
+
+    def receive() -> None:
+        try:
+            outcome["result"] = receiver.receive(expected)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=receive, daemon=True)
+    thread.start()
+    sender = contender.sender(endpoint, receiver.address, payload_of(size))
+    try:
+        sender.send(sent)
+    finally:
+        sender.close()
+    thread.join(TIMEOUT)
+    receiver.close()
+    assert not thread.is_alive(), "the receiver did not finish"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("size", [16, 1000, 70_000])
+@pytest.mark.parametrize("contender", IN_PROCESS, ids=lambda c: c.key)
+def test_every_frame_is_counted(contender: Contender, size: int, tls_files: TlsFiles) -> None:
+    needs(contender)
+    # Several batches and a remainder for the batching senders; a few large frames.
+    count = 5000 if size == 16 else 7
+    frames, end = stream(contender, endpoint_for(contender, tls_files), size, count, count)
+    assert frames == count
+    assert end > 0
+
+
+@pytest.mark.parametrize("contender", ["raw", "naive", "framecodec", "selector", "mp", "asyncio"])
+def test_unix_sockets(contender: str, tls_files: TlsFiles) -> None:
+    if not hasattr(socket, "AF_UNIX"):
+        pytest.skip("this system has no Unix sockets")
+    chosen = BY_KEY[contender]
+    assert stream(chosen, endpoint_for(chosen, tls_files, "unix"), 100, 50, 50)[0] == 50
+
+
+@pytest.mark.parametrize("sent", [9, 11])
+@pytest.mark.parametrize("contender", IN_PROCESS, ids=lambda c: c.key)
+def test_a_wrong_count_is_an_error_not_a_rate(
+    contender: Contender, sent: int, tls_files: TlsFiles
+) -> None:
+    needs(contender)
+    if contender.key == "zmq":
+        pytest.skip("zmq messages have no end of stream; the runner's time bound catches it")
+    # Each alternative reports a short stream its own way, always an EOFError.
+    error = EOFError if sent < 10 else ValueError
+    with pytest.raises(error):
+        stream(contender, endpoint_for(contender, tls_files), 100, sent, 10)
+
+
+@pytest.mark.parametrize("size", [64, 5000])
+@pytest.mark.parametrize(
+    "contender",
+    [c for c in IN_PROCESS if c.echo_server is not None],
+    ids=lambda c: c.key,
+)
+def test_echo_round_trips(contender: Contender, size: int, tls_files: TlsFiles) -> None:
+    needs(contender)
+    assert contender.echo_server is not None and contender.echo_client is not None
+    endpoint = endpoint_for(contender, tls_files)
+    server = contender.echo_server(endpoint)
+    server.start(1)
+    client = contender.echo_client(endpoint, server.address, payload_of(size))
+    try:
+        samples = client.latencies(rounds=20, warmup=3, budget=TIMEOUT)
+    finally:
+        client.close()
+    server.stop(TIMEOUT)
+    assert len(samples) == 20
+    assert all(sample > 0 for sample in samples)
+
+
+@pytest.mark.parametrize(
+    "contender",
+    [c for c in IN_PROCESS if c.echo_server is not None and c.many_clients],
+    ids=lambda c: c.key,
+)
+def test_many_clients(contender: Contender, tls_files: TlsFiles) -> None:
+    needs(contender)
+    assert contender.echo_server is not None
+    endpoint = endpoint_for(contender, tls_files)
+    server = contender.echo_server(endpoint)
+    server.start(4)
+    payload = payload_of(64)
+    if contender.loadgen == "zmq":
+        completed = loadgen.drive_zmq(server.address, payload, 4, 0.05, 0.01)
+    else:
+        completed = loadgen.drive_frames(endpoint, server.address, payload, 4, 0.05, 0.01)
+    server.stop(TIMEOUT)
+    assert completed > 0
+
+
+def test_statistics() -> None:
+    assert percentile([5.0, 1.0, 4.0, 2.0, 3.0], 0.5) == 3.0
+    assert percentile([float(i) for i in range(100)], 0.99) == 99.0
+    # Ratios pair repetitions: a load that slows both sides alike cancels out.
+    assert paired_ratio([10.0, 20.0, 40.0], [5.0, 10.0, 20.0]) == 2.0
+    assert paired_ratio([1.0, 2.0], [1.0]) is None  # a failed repetition: no ratio
+
+
+def test_a_worker_checks_the_count() -> None:
+    """Through real worker processes, as the runner drives them."""
+    receiving, sending = Worker("test receiving"), Worker("test sending")
+    try:
+        endpoint = Endpoint("tcp")
+        for sent, error in ((4, "ended after 4 of 5"), (6, "went on")):
+            address = receiving.call(
+                "open_receiver", TIMEOUT, key="framecodec", endpoint=endpoint, size=32
+            )
+            receiving.submit("receive", count=5)
+            sending.call(
+                "send",
+                TIMEOUT,
+                key="framecodec",
+                endpoint=endpoint,
+                address=address,
+                size=32,
+                count=sent,
+            )
+            with pytest.raises(WorkerError, match=error):
+                receiving.result(TIMEOUT)
+    finally:
+        receiving.close()
+        sending.close()
+
+
+def tiny_plan() -> Plan:
+    plan = make_plan(quick=True)
+    plan.sizes = [16, 2000]
+    plan.transports = ["tcp"]
+    plan.reps = 2
+    plan.run_seconds = 0.002
+    plan.rounds = 10
+    plan.warmup_rounds = 2
+    plan.latency_sizes = [64]
+    plan.clients = 4
+    plan.load_seconds = 0.03
+    plan.load_warmup = 0.01
+    plan.memory_frames = [2]
+    plan.step_timeout = TIMEOUT
+    return plan
+
+
+def test_a_run_produces_the_json_structure(tmp_path: Any) -> None:
+    contenders = [BY_KEY[key] for key in ("raw", "naive", "selector")]
+    results = cli.run_and_report(tiny_plan(), contenders, {"pyzmq": "left out"}, None)
+    text = results.pop("report")
+    path = tmp_path / "bench.json"
+    report.write_json(results, str(path))
+    loaded = json.loads(path.read_text())
+
+    assert set(loaded) >= {"meta", "throughput", "latency", "concurrency", "memory", "targets"}
+    assert loaded["meta"]["absent"] == {"pyzmq": "left out"}
+    assert loaded["meta"]["implementations"]["main"] in ("cython", "python")
+    throughput: List[Dict[str, Any]] = loaded["throughput"]
+    assert {(row["size"], row["contender"]) for row in throughput} == {
+        (size, key) for size in (16, 2000) for key in ("raw", "naive", "selector")
+    }
+    for row in throughput:
+        assert row["error"] is None, row
+        assert len(row["samples"]) == 2
+        assert row["frames_per_s"] > 0 and row["mb_per_s"] > 0
+        assert row["vs_naive"] > 0 and row["vs_raw"] > 0
+        if row["contender"] == "raw":
+            assert row["vs_raw"] == 1.0
+    latency = {(row["contender"], row["pinned_cpu"]) for row in loaded["latency"]}
+    assert {("raw", None), ("naive", None), ("selector", None)} <= latency
+    assert all(row["p50_us"] > 0 and row["p99_us"] >= row["p50_us"] for row in loaded["latency"])
+    assert {row["contender"] for row in loaded["concurrency"]} == {"raw", "naive", "selector"}
+    assert all(row["requests_per_s"] > 0 for row in loaded["concurrency"])
+    memory = {row["contender"]: row for row in loaded["memory"]}
+    assert set(memory) == {"raw", "naive", "selector"}
+    assert all(row["error"] is None or "peak memory" in row["error"] for row in memory.values())
+    statuses = {target["status"] for target in loaded["targets"]}
+    assert statuses <= {"met", "partly met", "MISSED", "not measured"}
+    assert any(t["target"].startswith("16 B frames: at least 20x") for t in loaded["targets"])
+    for label in ("raw sockets, no framing", "naive loop", "framecodec selector server"):
+        assert label in text
+    assert "Not measured: pyzmq: left out" in text
