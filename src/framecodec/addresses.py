@@ -19,6 +19,7 @@ import errno
 import os
 import socket
 import stat
+import sys
 from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple, Union
 
@@ -187,6 +188,14 @@ class BoundSocket:
                 pass
 
 
+# The option that balances connections over the sockets sharing a port:
+# Linux's SO_REUSEPORT does; FreeBSD's needs its _LB variant, and elsewhere
+# (macOS, the other BSDs) one socket takes them all, so None.
+REUSE_PORT_OPTION: Optional[int] = getattr(socket, "SO_REUSEPORT_LB", None)
+if REUSE_PORT_OPTION is None and sys.platform.startswith("linux"):
+    REUSE_PORT_OPTION = getattr(socket, "SO_REUSEPORT", None)
+
+
 def _remove_stale_socket_file(path: str, socktype: int) -> None:
     """Unlink a socket file left by a dead server, never a live server's."""
     try:
@@ -211,9 +220,18 @@ def bind_socket(
     *,
     backlog: Optional[int] = None,
     reuse_address: bool = True,
+    reuse_port: bool = False,
 ) -> BoundSocket:
-    """Bind (and for streams, listen on) the first resolved address that works."""
+    """Bind (and for streams, listen on) the first resolved address that works.
+
+    ``reuse_port`` sets SO_REUSEPORT (SO_REUSEPORT_LB on FreeBSD), so that
+    several sockets of this user share the port and the kernel spreads
+    connections over those listening (framecodec.workers); TCP only.
+    """
     address = parse_address(address)
+    port_option = REUSE_PORT_OPTION if reuse_port else None
+    if reuse_port and (port_option is None or address.is_unix):
+        raise ValueError(f"reuse_port: no port sharing that balances connections for {address}")
     if address.is_unix and not address.path.startswith("@"):  # type: ignore[union-attr]
         _remove_stale_socket_file(address.path, socktype)  # type: ignore[arg-type]
     errors: List[OSError] = []
@@ -224,6 +242,8 @@ def bind_socket(
                 # A restarted server can bind at once although old
                 # connections of its predecessor linger in TIME_WAIT.
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if port_option is not None:
+                sock.setsockopt(socket.SOL_SOCKET, port_option, 1)
             sock.bind(sockaddr if sockaddr != "\0" else "")  # unix:@ autobinds
             if backlog is not None:
                 sock.listen(backlog)

@@ -31,6 +31,13 @@ def add_parsers(commands: Any) -> None:
     )
     serve.add_argument("address", help=ADDRESS_HELP)
     serve.add_argument("--backend", choices=("selector", "threads"), default="selector")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N server processes on the address, e.g. one per core (default 1)",
+    )
     _add_protocol_options(serve)
     serve.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate (PEM)")
     serve.add_argument("--tls-key", metavar="FILE", help="its private key, if not in --tls-cert")
@@ -112,6 +119,7 @@ def run_serve(args: argparse.Namespace) -> int:
             ssl_context=context,
             max_connections=args.max_connections,
             idle_timeout=args.idle_timeout,
+            workers=args.workers,
             **_protocol_options(args),
         )
     except (OSError, ValueError) as exc:
@@ -123,12 +131,14 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         with server.start():
             tls = " over TLS" if context else ""
-            print(
-                f"serving {args.protocol}{tls} on {server.address} ({args.backend} backend)",
-                flush=True,
+            how = f"{args.backend} backend" + (
+                f", {args.workers} workers" if args.workers != 1 else ""
             )
+            print(f"serving {args.protocol}{tls} on {server.address} ({how})", flush=True)
             stop.wait()
             logging.getLogger("framecodec.server").info("%s: shutting down", server.address)
+    except RuntimeError as exc:  # workers that could not start
+        return _fail("serve", exc)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
