@@ -126,6 +126,16 @@ def test_large_content_round_trips_through_get_buffer(codec):
         (b"\x00\x00", MalformedHeaderError, "header length is zero"),
         (raw_message(b"\xff\xfe{}"), MalformedHeaderError, "not valid UTF-8"),
         (raw_message(b"{not json"), MalformedHeaderError, "not valid JSON"),
+        (
+            raw_message(good_header(**{"content-encoding": "utf\x00-8"})),
+            MalformedHeaderError,
+            "unknown text content-encoding",
+        ),
+        (
+            raw_message(good_header(**{"content-encoding": "utf\ud800"})),
+            MalformedHeaderError,
+            "unknown text content-encoding",
+        ),
         (raw_message(b"[1, 2]"), MalformedHeaderError, "not a JSON object but a list"),
         (
             raw_message({"byteorder": "big", "content-type": "text/json"}),
@@ -211,3 +221,13 @@ def test_mid_frame_after_a_header_whose_content_has_not_started(codec):
     assert decoder.buffered == 0 and decoder.mid_frame
     decoder.feed(wire[-6:])
     assert not decoder.mid_frame
+
+
+def test_a_header_nested_too_deeply_is_malformed_and_fails_the_decoder(codec):
+    decoder = codec.MessageDecoder()
+    good = MessageEncoder().encode(b"kept")
+    with pytest.raises(MalformedHeaderError, match="nested too deeply") as info:
+        decoder.feed(good + raw_message(b"[" * 30_000 + b"]" * 30_000))
+    assert [m.content for m in info.value.frames] == [b"kept"]
+    with pytest.raises(MalformedHeaderError, match="decoder failed earlier"):
+        decoder.feed(good)

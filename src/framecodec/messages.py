@@ -80,6 +80,8 @@ def parse_message_header(raw: bytes, max_content_size: int) -> Tuple[Dict[str, A
         header = json.loads(text)
     except ValueError as exc:
         raise MalformedHeaderError(f"message header is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedHeaderError("message header is nested too deeply to parse") from None
     if not isinstance(header, dict):
         raise MalformedHeaderError(
             f"message header is not a JSON object but a {type(header).__name__}"
@@ -101,7 +103,7 @@ def parse_message_header(raw: bytes, max_content_size: int) -> Tuple[Dict[str, A
     if content_type.startswith("text/"):
         try:
             codecs.lookup(encoding)
-        except LookupError:
+        except (LookupError, ValueError):  # ValueError: a NUL or lone surrogate in the name
             raise MalformedHeaderError(
                 f"message header names an unknown text content-encoding {encoding!r}"
             ) from None
