@@ -17,7 +17,8 @@ pytestmark = pytest.mark.usefixtures("no_leaks")
 
 
 class ChoppySocket:
-    """sendmsg takes a random part of what it is offered, sometimes nothing."""
+    """sendmsg (and send, for a lone buffer) takes a random part of what it
+    is offered, sometimes nothing."""
 
     def __init__(self, seed):
         self.random = random.Random(seed)
@@ -33,6 +34,9 @@ class ChoppySocket:
         taken = self.random.randint(1, len(offered))
         self.data += offered[:taken]
         return taken
+
+    def send(self, data):
+        return self.sendmsg([data])
 
 
 def flush_all(queue, sock):

@@ -171,13 +171,14 @@ class SelectorServer(Server):
     # -- timers and shutdown ------------------------------------------------------
 
     def _select_timeout(self) -> Optional[float]:
-        deadlines = [self._resume_at, self.stop_deadline]
-        if self._sweep_every is not None:
-            deadlines.append(self._next_sweep)
-        pending = [d for d in deadlines if d is not None]
-        if not pending:
+        # Runs once per wake-up: plain comparisons, no lists.
+        deadline = self._next_sweep if self._sweep_every is not None else None
+        for other in (self._resume_at, self.stop_deadline):
+            if other is not None and (deadline is None or other < deadline):
+                deadline = other
+        if deadline is None:
             return None
-        return max(0.0, min(pending) - time.monotonic())
+        return max(0.0, deadline - time.monotonic())
 
     def _tick(self) -> None:
         now = time.monotonic()

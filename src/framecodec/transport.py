@@ -97,6 +97,10 @@ class OutputQueue:
                 self._offered = True  # stays set if send() raises: retry the same bytes
                 sent = sock.send(data)
                 self._offered = False
+            elif len(chunks) == 1:
+                # A lone buffer (a reply, a batch): send() costs a third less
+                # than building sendmsg's list and vector, a microsecond per call.
+                sent = sock.send(chunks[0])
             else:
                 sent = sock.sendmsg(list(islice(chunks, IOV_MAX)))
             self._consume(sent)
