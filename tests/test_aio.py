@@ -584,7 +584,53 @@ def test_half_close_still_gets_replies(run: Any) -> None:
     async def main() -> None:
         async with served(slow) as (_server, conn):
             await conn.send_many([b"a", b"b", b"c"])
-            conn.transport.write_eof()  # type: ignore[union-attr]
+            conn.write_eof()
             assert [frame async for frame in conn] == [b"A", b"B", b"C"]
+
+    run(main)
+
+
+def test_sends_of_one_loop_pass_are_joined(run: Any) -> None:
+    class CountingTransport:
+        def __init__(self, transport: Any) -> None:
+            self.transport = transport
+            self.writes = 0
+
+        def write(self, data: Any) -> None:
+            self.writes += 1
+            self.transport.write(data)
+
+        def writelines(self, data: Any) -> None:
+            self.writes += 1
+            self.transport.writelines(data)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.transport, name)
+
+    async def main() -> None:
+        async with served(upper) as (_server, conn):
+            counting = CountingTransport(conn._transport)
+            conn._transport = counting  # type: ignore[assignment]
+            for i in range(1000):
+                await conn.send(b"%d" % i)
+            assert counting.writes <= 1  # one at the end of this pass at most
+            assert [await conn.recv() for _ in range(1000)] == [b"%d" % i for i in range(1000)]
+            assert counting.writes == 1
+            await conn.send(b"x" * 100_000)  # a large one goes at once
+            assert counting.writes == 2
+            assert await conn.recv() == b"X" * 100_000
+
+    run(main)
+
+
+def test_a_buffer_can_be_reused_once_send_returns(run: Any) -> None:
+    async def main() -> None:
+        async with served(lambda frame: frame) as (_server, conn):
+            buffer = bytearray(b"first")
+            await conn.send(buffer)
+            buffer[:] = b"again"
+            await conn.send(memoryview(buffer))
+            buffer[:] = b"third"
+            assert [await conn.recv(), await conn.recv()] == [b"first", b"again"]
 
     run(main)

@@ -43,6 +43,17 @@ stops reading while its replies wait in the transport above ``high_water``
 to the transport, or, when the transport holds more than ``high_water``
 unsent bytes, once it has drained below its low-water mark.
 
+Reads and writes: the loop reads up to ``read_size`` bytes per call (256
+KiB unless the options say otherwise, as asyncio's own transports read)
+straight into the decoder.  Frames sent in one pass of the event loop are
+joined into one write at its end (at once from 64 KiB on), so a loop of
+small sends costs a system call per batch, not per frame; a small mutable
+buffer is copied when sent, so the caller may reuse it at once.
+
+uvloop keeps the read buffer exported until buffer_updated returns, and the
+decoder never hands over memory still viewed: there, a frame of 64 KiB or
+more is delivered as a copy, which the default loop avoids.
+
 TLS: asyncio gives TLS no half-close, so a TLS peer's close_notify ends the
 connection; replies to its last frames still pending in a coroutine handler
 are dropped.  Plain connections stay open for those replies.
@@ -79,6 +90,13 @@ from .transport import ConnectionClosed
 __all__ = ["Connection", "Server", "open_connection", "start_server"]
 
 DEFAULT_HIGH_WATER = 1024 * 1024
+# Frames sent in one pass of the event loop are joined into one write at the
+# end of the pass, or at once when this much is waiting: a loop of small
+# sends costs a system call per batch, not per frame.
+CORK_BYTES = 64 * 1024
+# Bytes read per system call unless read_size says otherwise: asyncio's own
+# transports read this much, and a 64 KiB frame then costs no extra read.
+READ_SIZE = 256 * 1024
 # What get_buffer offers once input is over (a protocol error, or closing):
 # bytes the loop still reads are dropped there, never given to a failed decoder.
 _SCRATCH_SIZE = 64 * 1024
@@ -147,6 +165,9 @@ class Connection(asyncio.BufferedProtocol):
         self._writing_paused = False
         self._drain_waiters: List[asyncio.Future[None]] = []
         self._lost: asyncio.Future[None] = self._loop.create_future()
+        self._out: List[Any] = []  # buffers waiting for the end of this loop pass
+        self._out_size = 0
+        self._flush_handle: Optional[asyncio.Handle] = None
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -204,10 +225,46 @@ class Connection(asyncio.BufferedProtocol):
         if transport is None or transport.is_closing():
             reason = f": {self._error}" if self._error is not None else ""
             raise ConnectionClosed(f"the connection is closed{reason}")
-        if len(buffers) == 1:
-            transport.write(buffers[0])
+        self._queue(buffers)
+
+    def _queue(self, buffers: List[Any]) -> None:
+        """Add to this pass's write; a large one goes out at once."""
+        out = self._out
+        size = self._out_size
+        for buffer in buffers:
+            if type(buffer) is not bytes and len(buffer) < CORK_BYTES:
+                buffer = bytes(buffer)  # the caller may reuse a bytearray once send returns
+            out.append(buffer)
+            size += len(buffer)
+        self._out_size = size
+        if size >= CORK_BYTES:
+            self._flush()
+        elif self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Hand what is queued to the transport, in one write."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        out = self._out
+        if not out:
+            return
+        self._out = []
+        self._out_size = 0
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return  # lost meanwhile: nowhere to send
+        if len(out) == 1:
+            transport.write(out[0])
         else:
-            transport.writelines(buffers)
+            transport.writelines(out)
+
+    def _close_transport(self) -> None:
+        """Close after sending what is queued (here and in the transport)."""
+        self._flush()
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
 
     async def _drain(self) -> None:
         if self._lost.done():
@@ -271,8 +328,7 @@ class Connection(asyncio.BufferedProtocol):
             self._set_error(ConnectionClosed("the connection was closed here"))
         if transport is None:
             return
-        if not transport.is_closing():
-            transport.close()
+        self._close_transport()
         try:
             await asyncio.wait_for(asyncio.shield(self._lost), timeout)
         except asyncio.TimeoutError:
@@ -281,8 +337,19 @@ class Connection(asyncio.BufferedProtocol):
 
     def abort(self) -> None:
         """Close at once, dropping unsent data."""
+        self._out = []
+        self._out_size = 0
         if self._transport is not None:
             self._transport.abort()
+
+    def write_eof(self) -> None:
+        """Send what is queued, then end our direction of the stream
+        (TCP and Unix sockets; not TLS): the peer sees a clean end while
+        its replies can still come back."""
+        if self._transport is None or self._transport.is_closing():
+            raise ConnectionClosed("the connection is closed")
+        self._flush()
+        self._transport.write_eof()
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._lost)
@@ -350,6 +417,11 @@ class Connection(asyncio.BufferedProtocol):
                         error = incomplete
             self._set_error(error)
         self._input_over = True
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._out = []
+        self._out_size = 0
         waiters, self._drain_waiters = self._drain_waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -429,8 +501,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def _protocol_error(self, exc: ProtocolError) -> None:
         self._set_error(exc)
-        if self._transport is not None:
-            self._transport.close()
+        self._close_transport()
 
     def _peer_finished(self) -> Optional[bool]:
         """The peer closed its side after whole frames; True keeps ours open."""
@@ -501,12 +572,19 @@ class _ServerConnection(Connection):
                 self._update_reading()
 
     def _reply(self, buffers: List[Any]) -> None:
+        """A plain handler's replies to one read: written at once, one write."""
         transport = self._transport
         if transport is not None and not transport.is_closing():  # else the peer is gone
             if len(buffers) == 1:
                 transport.write(buffers[0])
             else:
                 transport.writelines(buffers)
+
+    def _reply_later(self, buffers: List[Any]) -> None:
+        """A coroutine handler's reply: joined with the others of this loop pass."""
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            self._queue(buffers)
 
     async def _run_async(self) -> None:
         pending = self._pending
@@ -530,7 +608,7 @@ class _ServerConnection(Connection):
                     reply = await handler(frame)
                     replies = [reply] if reply is not None else None
                 if replies:
-                    self._reply(encode_many(replies))
+                    self._reply_later(encode_many(replies))
             except Exception as exc:
                 self._handler_failed(exc)
                 return
@@ -564,10 +642,10 @@ class _ServerConnection(Connection):
             self.abort()
         if self._task is not None:
             return  # a newer task carries on
-        transport = self._transport
-        closing = self._mode == _PER_CONNECTION or self._close_when_idle
-        if closing and transport is not None and not transport.is_closing():
-            transport.close()
+        if self._mode == _PER_CONNECTION or self._close_when_idle:
+            self._close_transport()
+        else:
+            self._flush()  # the last replies, now rather than at the end of the pass
         if self._lost.done():
             self.server._forget(self)
 
@@ -601,8 +679,7 @@ class _ServerConnection(Connection):
 
     def _close_after_work(self) -> None:
         if self._task is None:
-            if self._transport is not None:
-                self._transport.close()
+            self._close_transport()
         else:
             self._close_when_idle = True
 
@@ -778,6 +855,12 @@ class Server:
         await self.wait_closed()
 
 
+def _with_read_size(protocol: Union[str, Protocol], options: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(protocol, str) and "read_size" not in options:
+        return {**options, "read_size": READ_SIZE}
+    return options
+
+
 def _is_coroutine_function(function: Any) -> bool:
     return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
         getattr(function, "__call__", None)  # noqa: B004 - an object with async __call__
@@ -803,7 +886,7 @@ def _handler_mode(handler: Any, batch: bool, per_connection: bool) -> int:
 
 
 async def start_server(
-    address: AddressLike,
+    address: Union[AddressLike, socket.socket],
     handler: Any,
     *,
     protocol: Union[str, Protocol] = "frames",
@@ -820,6 +903,9 @@ async def start_server(
 ) -> Server:
     """Bind ``address``, start accepting, and return the Server.
 
+    ``address`` may also be a bound socket (listening or not), which the
+    server takes over and closes when it closes.
+
     ``handler``, ``batch`` and ``per_connection``: see the module docstring.
     ``protocol``, ``format`` and the options are those of framecodec.serve;
     ``ssl_context`` (framecodec.server_context) serves TLS.  ``high_water``
@@ -829,8 +915,13 @@ async def start_server(
     mode = _handler_mode(handler, batch, per_connection)
     if high_water < 2:
         raise ValueError("high_water must be at least 2 bytes")
-    proto = make_protocol(protocol, format, **options)
-    bound = bind_socket(address, socket.SOCK_STREAM, backlog=backlog, reuse_address=reuse_address)
+    proto = make_protocol(protocol, format, **_with_read_size(protocol, options))
+    if isinstance(address, socket.socket):
+        bound = BoundSocket(address)
+    else:
+        bound = bind_socket(
+            address, socket.SOCK_STREAM, backlog=backlog, reuse_address=reuse_address
+        )
     try:
         server = Server(
             bound,
@@ -867,7 +958,7 @@ async def open_connection(
     sockets).  ``timeout`` bounds connecting and the TLS handshake
     (TimeoutError).
     """
-    proto = make_protocol(protocol, format, **options)
+    proto = make_protocol(protocol, format, **_with_read_size(protocol, options))
     target = parse_address(address)
     loop = asyncio.get_running_loop()
     hostname = server_hostname if server_hostname is not None else target.host
