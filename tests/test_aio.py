@@ -6,13 +6,17 @@ import asyncio
 import contextlib
 import logging
 import os
+import pathlib
 import socket
 import ssl
+import subprocess
+import sys
 from typing import Any, AsyncIterator, Callable, Tuple
 
 import pytest
 
 from framecodec import FrameEncoder, IncompleteFrameError, ProtocolError, aio
+from framecodec.addresses import REUSE_PORT_OPTION
 from framecodec.protocols import FrameProtocol
 from framecodec.transport import ConnectionClosed
 
@@ -634,3 +638,72 @@ def test_a_buffer_can_be_reused_once_send_returns(run: Any) -> None:
             assert [await conn.recv(), await conn.recv()] == [b"first", b"again"]
 
     run(main)
+
+
+# -- the benchmark roles (framecodec.aio_bench) -------------------------------------------
+
+
+def test_benchmark_roles(run: Any) -> None:
+    from framecodec import aio_bench
+
+    async def main() -> None:
+        listener = socket.create_server(("127.0.0.1", 0))
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        for batch, batch_bytes in ((False, 0), (True, 65536)):
+            receiving = asyncio.ensure_future(
+                aio_bench.receive_frames(listener.dup(), 1000, batch=batch)
+            )
+            await asyncio.sleep(0.01)
+            start = await aio_bench.send_frames(address, b"p" * 100, 1000, batch_bytes=batch_bytes)
+            frames, end = await receiving
+            assert frames == 1000 and end > start
+        listener.close()
+
+        # A stream that goes on, and one that ends short, are errors.
+        for sent, error in ((11, ValueError), (9, EOFError)):
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                probe.listen()
+                where = f"127.0.0.1:{probe.getsockname()[1]}"
+                receiving = asyncio.ensure_future(aio_bench.receive_frames(probe.dup(), 10))
+            await asyncio.sleep(0.01)
+            await aio_bench.send_frames(where, b"q", sent)
+            with pytest.raises(error):
+                await receiving
+
+        listener = socket.create_server(("127.0.0.1", 0))
+        where = f"127.0.0.1:{listener.getsockname()[1]}"
+        serving = asyncio.ensure_future(aio_bench.serve_echo(listener, clients=1))
+        await asyncio.sleep(0.01)
+        samples = await aio_bench.request_latencies(where, b"r" * 64, rounds=50, warmup=5)
+        assert len(samples) == 50 and all(sample > 0 for sample in samples)
+        await asyncio.wait_for(serving, 5)  # done once its one client has gone
+
+    run(main)
+
+
+@pytest.mark.skipif(REUSE_PORT_OPTION is None, reason="no balancing SO_REUSEPORT here")
+def test_servers_share_a_port_with_reuse_port(run: Any) -> None:
+    async def main() -> None:
+        first = await aio.start_server("127.0.0.1:0", lambda f: b"1", reuse_port=True)
+        second = await aio.start_server(first.address, lambda f: b"2", reuse_port=True)
+        async with first, second:
+            assert second.address == first.address
+            replies = set()
+            for _ in range(64):
+                async with await aio.open_connection(first.address) as conn:
+                    replies.add(await conn.request(b"which"))
+            assert replies == {b"1", b"2"}  # the kernel spreads the connections
+
+    run(main)
+
+
+def test_readme_example_runs() -> None:
+    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("\n## asyncio\n", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=TEST_TIMEOUT
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["b'HELLO'", "b'MORE'"]

@@ -898,13 +898,16 @@ async def start_server(
     shutdown_timeout: float = 5.0,
     backlog: int = 512,
     reuse_address: bool = True,
+    reuse_port: bool = False,
     format: Union[str, FrameFormat, None] = None,
     **options: Any,
 ) -> Server:
     """Bind ``address``, start accepting, and return the Server.
 
     ``address`` may also be a bound socket (listening or not), which the
-    server takes over and closes when it closes.
+    server takes over and closes when it closes.  ``reuse_port=True`` lets
+    servers in several processes share a TCP port, the kernel spreading
+    connections over them (SO_REUSEPORT; see framecodec.workers).
 
     ``handler``, ``batch`` and ``per_connection``: see the module docstring.
     ``protocol``, ``format`` and the options are those of framecodec.serve;
@@ -920,7 +923,11 @@ async def start_server(
         bound = BoundSocket(address)
     else:
         bound = bind_socket(
-            address, socket.SOCK_STREAM, backlog=backlog, reuse_address=reuse_address
+            address,
+            socket.SOCK_STREAM,
+            backlog=backlog,
+            reuse_address=reuse_address,
+            reuse_port=reuse_port,
         )
     try:
         server = Server(
