@@ -166,6 +166,26 @@ def test_slow_loris_is_dropped_by_the_frame_deadline(net, backend):
     assert time.monotonic() - start < 2
 
 
+def test_a_steady_stream_outlives_the_frame_deadline(net, backend):
+    """Every read of a stream may end inside a frame; each frame still
+    completes in time, so the stream must not be taken for one slow frame."""
+    received = []
+    server = net.serve(received.extend, backend=backend, batch=True, frame_timeout=0.3)
+    raw = net.raw(server)
+    sizes = [3000 + (i * 7919) % 2000 for i in range(2000)]  # reads land anywhere in frames
+    stream = encoder.encode_many([b"s" * size for size in sizes])
+    pos = 0
+    start = time.monotonic()
+    while time.monotonic() - start < 1.0:  # more than three frame deadlines
+        raw.sendall(stream[pos : pos + 1000])
+        pos += 1000
+        time.sleep(0.002)
+    raw.sendall(stream[pos:])
+    wait_until(lambda: len(received) == len(sizes) or server.stats["closed"])
+    assert server.stats["timeouts"] == 0
+    assert [len(frame) for frame in received] == sizes
+
+
 def test_peer_reset_mid_frame(net, backend):
     server = net.serve(upper, backend=backend)
     other = net.connect(server)

@@ -136,7 +136,10 @@ class SelectorServer(Server):
         if stream.at_eof and stream.error is None:
             call_handler(handler.eof_received)  # type: ignore[union-attr]
         if stream.decoder.mid_frame:
-            if conn.frame_started is None:
+            if conn.frame_started is None or frames:
+                # A read that completed frames began the one now arriving: a
+                # steady stream never ends a read between frames, and must not
+                # be taken for one endless frame.
                 conn.frame_started = now
         else:
             conn.frame_started = None

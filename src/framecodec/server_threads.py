@@ -157,17 +157,25 @@ class ThreadingServer(Server):
         output = conn.output
         timeout: Any = object()  # what the socket is set to now
         frame_started: Optional[float] = None
+        frames: Optional[List[Any]] = None  # what the last read completed
+        # How far past a frame deadline a read may wait: re-arming the socket
+        # on every read of a stream would cost a system call each.
+        slack = min(1.0, self.frame_timeout / 4) if self.frame_timeout is not None else 0.0
         while not conn.closing:
             if output:
                 output.flush(sock)
             wanted = self.idle_timeout
             if decoder.mid_frame:
-                if frame_started is None:
+                if frame_started is None or frames:
+                    # A read that completed frames began the one now arriving:
+                    # a steady stream is not one endless frame.
                     frame_started = time.monotonic()
                 if self.frame_timeout is not None:
                     wanted = frame_started + self.frame_timeout - time.monotonic()
                     if wanted <= 0:
                         raise TimeoutError(f"frame not complete within {self.frame_timeout} s")
+                    if type(timeout) is float and wanted - slack <= timeout <= wanted + slack:
+                        wanted = timeout  # close enough to the deadline: keep it armed
             else:
                 frame_started = None
             if wanted != timeout:
@@ -180,6 +188,9 @@ class ThreadingServer(Server):
                 frames = read_frames(sock, decoder)
             except socket.timeout:
                 if frame_started is not None and self.frame_timeout is not None:
+                    if time.monotonic() < frame_started + self.frame_timeout:
+                        frames = []
+                        continue  # armed a little short of the deadline: wait on
                     raise TimeoutError(
                         f"frame not complete within {self.frame_timeout} s"
                     ) from None
