@@ -474,14 +474,22 @@ def test_slow_coroutine_handler_pauses_reading_and_send_waits(run: Any) -> None:
                 # Reading stops on the server; kernel buffers fill; then
                 # the transport holds high_water and send() waits for drain.
                 task = asyncio.ensure_future(sender())
-                await until(lambda: conn._writing_paused, "send to wait for drain", timeout=8)
-                (served,) = server.connections
-                assert served.reading_paused
-                stalled_at = sent
-                await asyncio.sleep(0.1)
-                assert sent == stalled_at  # send() is waiting, not buffering without bound
-                task.cancel()
-                gate.set()
+                try:
+                    await until(
+                        lambda: (
+                            conn._writing_paused
+                            and server.connections
+                            and server.connections[0].reading_paused
+                        ),
+                        "the server to stop reading and send to wait for drain",
+                        timeout=8,
+                    )
+                    stalled_at = sent
+                    await asyncio.sleep(0.1)
+                    assert sent == stalled_at  # send() waits; nothing buffers without bound
+                finally:
+                    task.cancel()
+                    gate.set()
                 replies = [await conn.recv() for _ in range(sent)]
                 assert replies == [b"q"] * sent
 
@@ -707,3 +715,30 @@ def test_readme_example_runs() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["b'HELLO'", "b'MORE'"]
+
+
+def test_close_while_a_tls_handshake_is_pending(run: Any, pki: Any) -> None:
+    """A connection whose handshake ends after close() is closed at once,
+    and wait_closed() waits for it."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await aio.start_server("127.0.0.1:0", upper, ssl_context=aio_server_context(pki))
+        sock = socket.create_connection(server.address.sockaddr)
+        sock.setblocking(False)
+        # Connected already (loopback): the loop accepts it at its next poll,
+        # and its handshake then waits for us.
+        await asyncio.sleep(0.05)
+        server.close()
+        transport, _ = await loop.create_connection(
+            asyncio.Protocol, sock=sock, ssl=aio_client_context(pki), server_hostname="localhost"
+        )
+        try:
+            await until(lambda: server.stats["accepted"] == 1, "the late connection")
+            await asyncio.wait_for(server.wait_closed(), 5)
+            assert not server.connections
+            assert server.stats["closed"] == 1
+        finally:
+            transport.close()
+
+    run(main)

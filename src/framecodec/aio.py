@@ -776,11 +776,12 @@ class Server:
     # -- bookkeeping -----------------------------------------------------------------
 
     def _added(self, conn: _ServerConnection) -> None:
-        if self._closing:
-            conn._server_closing()
         self._open.add(conn)
         self.stats["accepted"] += 1
         logger.info("%s: connection from %s", self.address, conn.label)
+        if self._closing:  # its TLS handshake finished after close(): close it too
+            self._all_closed.clear()
+            conn._server_closing()
 
     def _lost_connection(self, conn: _ServerConnection, exc: Optional[BaseException]) -> None:
         self.stats["closed"] += 1
@@ -832,7 +833,12 @@ class Server:
         self._all_closed.set()
 
     async def wait_closed(self) -> None:
-        """Wait until close() has finished: listener and connections gone."""
+        """Wait until close() has finished: listener and connections gone.
+
+        A TLS handshake still under way at close() is invisible until it
+        completes (asyncio shows no connection before); that connection is
+        then closed at once, and wait_closed() called later waits for it.
+        """
         await self._all_closed.wait()
         if self._server is not None:
             await self._server.wait_closed()
