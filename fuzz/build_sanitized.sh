@@ -54,18 +54,9 @@ preload="$(preload_dir)/asan_with_fuzzer.so"
 [ -f "$preload" ] || { echo "build_sanitized: atheris built no $preload" >&2; exit 1; }
 
 # -- sources ---------------------------------------------------------------
-rm -rf "$out"
-mkdir -p "$out/src"
-cp "$root/setup.py" "$root/pyproject.toml" "$out/"
-[ -f "$root/README.md" ] && cp "$root/README.md" "$out/"
-cp -r "$root/src/framecodec" "$out/src/"
-# Never reuse artefacts of the dev build: regenerate the C file, rebuild the .so.
-find "$out/src" \( -name '*.so' -o -name '*.c' -o -name '*.html' -o -name __pycache__ \) -prune \
-  -exec rm -rf {} +
-( cd "$root" && git rev-parse HEAD 2>/dev/null; git -C "$root" status --porcelain -- src setup.py 2>/dev/null ) \
-  > "$out/SOURCE_REVISION" || true
-sha256sum "$out"/src/framecodec/_codec.py "$out"/src/framecodec/*.pxd "$out"/src/framecodec/_hton.h \
-  >> "$out/SOURCE_REVISION"
+# shellcheck source=_build_copy.sh
+source "$here/_build_copy.sh"
+copy_sources "$root" "$out"
 
 # -- build -----------------------------------------------------------------
 # -fno-wrapv undoes CPython's -fwrapv (from sysconfig CFLAGS, which setuptools

@@ -122,6 +122,13 @@ def _encoders(cfg, payloads) -> None:
 
 
 def TestOneInput(data: bytes) -> None:
+    check_input(data, compiled, twin)
+
+
+def check_input(data: bytes, compiled_core, twin_core) -> None:
+    """Run one input against the two cores; raise on a finding."""
+    global compiled, twin
+    compiled, twin = compiled_core, twin_core
     cfg = lib.parse_input(data)
     messages = bool(cfg.kind & 1)
     decoders = []

@@ -23,9 +23,14 @@ compiled = None
 
 
 def TestOneInput(data: bytes) -> None:
+    check_input(data, compiled)
+
+
+def check_input(data: bytes, core) -> None:
+    """Run one input against ``core`` (a codec core module); raise on a finding."""
     cfg = lib.parse_input(data)
     try:
-        decoder = compiled.FrameDecoder(cfg.preset, **cfg.frame_options)
+        decoder = core.FrameDecoder(cfg.preset, **cfg.frame_options)
     except (ValueError, TypeError):
         return  # an invalid option combination, rejected as documented
     stream = _whole_stream(cfg)

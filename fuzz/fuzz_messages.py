@@ -18,8 +18,13 @@ compiled = None
 
 
 def TestOneInput(data: bytes) -> None:
+    check_input(data, compiled)
+
+
+def check_input(data: bytes, core) -> None:
+    """Run one input against ``core`` (a codec core module); raise on a finding."""
     cfg = lib.parse_input(data)
-    decoder = compiled.MessageDecoder(**cfg.message_options)
+    decoder = core.MessageDecoder(**cfg.message_options)
     probe = lib.Lockstep([], lambda call: True)
     probe.run(cfg)
     stream = bytes(probe.delivered)
