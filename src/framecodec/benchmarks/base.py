@@ -212,7 +212,9 @@ class SocketReceiver(Receiver):
 class Sender:
     """Connects in the constructor (not timed); send() is what is timed."""
 
-    def send(self, count: int) -> None:
+    def send(self, count: int) -> Optional[float]:
+        """Send ``count`` frames.  A sender that connects inside returns
+        perf_counter() from when sending began; the others None."""
         raise NotImplementedError
 
     def close(self) -> None:

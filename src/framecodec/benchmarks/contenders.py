@@ -16,12 +16,13 @@ asyncio streams, pyzmq) are in alternatives.py.
 
 from __future__ import annotations
 
+import asyncio
 import selectors
 import socket
 import struct
 import threading
 import time
-from typing import Any, Callable, Dict, List, Tuple, cast
+from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 
 import framecodec
 
@@ -49,7 +50,11 @@ from .base import (
 
 # -- raw sockets: the physical reference ---------------------------------------------
 
-RAW_CHUNK = 256 * 1024  # about the size of the raw sender's pre-built buffer
+# The raw reference moves the same bytes in the same writes as framecodec's
+# sender (batches of about BATCH_BYTES, large frames one per write) and
+# reads as much per call as framecodec's receiver may (a large frame is
+# received in place, in reads up to its size): what is left between the two
+# is the cost of framing.
 
 
 class RawReceiver(SocketReceiver):
@@ -58,11 +63,12 @@ class RawReceiver(SocketReceiver):
     def read(self, sock: socket.socket, count: int) -> float:
         frame = self.size + HEADER.size
         expected = count * frame
-        buf = bytearray(READ_SIZE)
+        room = max(READ_SIZE, frame)
+        buf = bytearray(room)
         recv_into = sock.recv_into
         got = 0
         while got < expected:
-            n = recv_into(buf, min(READ_SIZE, expected - got))  # never past the stream
+            n = recv_into(buf, min(room, expected - got))  # never past the stream
             if not n:
                 raise ended(got // frame, count)
             got += n
@@ -78,7 +84,7 @@ class RawSender(SocketSender):
         super().__init__(endpoint, address, payload)
         frame = HEADER.pack(len(payload)) + payload
         self.frame = len(frame)
-        self.chunk = frame * max(1, RAW_CHUNK // len(frame))
+        self.chunk = frame * max(1, BATCH_BYTES // len(payload))
 
     def send(self, count: int) -> None:
         left = count * self.frame
@@ -493,6 +499,75 @@ class ClientEchoClient(EchoClient):
         self.client.close()
 
 
+# -- framecodec.aio: asyncio on the codec ------------------------------------------------
+# The roles are framecodec.aio_bench's coroutines, written by framecodec.aio's
+# authors as an asyncio user would; each runs on its own event loop.
+
+
+class AioReceiver(Receiver):
+    def __init__(self, endpoint: Endpoint, size: int) -> None:
+        self._bound = endpoint.listen()
+        self.address = str(self._bound.address)
+
+    def receive(self, count: int) -> Tuple[int, float]:
+        from .. import aio_bench
+
+        # batch=True: one handler call per read, as the server backends get.
+        received: Tuple[int, float] = asyncio.run(
+            aio_bench.receive_frames(self._bound.sock, count, batch=True)
+        )
+        return received
+
+    def close(self) -> None:
+        self._bound.close()
+
+
+class AioSender(Sender):
+    def __init__(self, endpoint: Endpoint, address: str, payload: bytes) -> None:
+        self.address = address
+        self.payload = payload
+
+    def send(self, count: int) -> Optional[float]:
+        from .. import aio_bench
+
+        # It connects, then notes when sending began: that is the start.
+        start: float = asyncio.run(
+            aio_bench.send_frames(self.address, self.payload, count, batch_bytes=BATCH_BYTES)
+        )
+        return start
+
+
+class AioEchoServer(EchoServer):
+    def __init__(self, endpoint: Endpoint) -> None:
+        self._bound = endpoint.listen()
+        self.address = str(self._bound.address)
+        self._thread = ThreadedEchoServer()
+
+    def start(self, clients: int) -> None:
+        from .. import aio_bench
+
+        serve = aio_bench.serve_echo(self._bound.sock, clients)
+        self._thread._spawn(asyncio.run, serve)
+
+    def stop(self, timeout: float) -> None:
+        self._thread.stop(timeout)
+        self._bound.close()
+
+
+class AioEchoClient(EchoClient):
+    def __init__(self, endpoint: Endpoint, address: str, payload: bytes) -> None:
+        self.address = address
+        self.payload = payload
+
+    def latencies(self, rounds: int, warmup: int, budget: float) -> List[float]:
+        from .. import aio_bench
+
+        samples: List[float] = asyncio.run(
+            aio_bench.request_latencies(self.address, self.payload, rounds, warmup, budget)
+        )
+        return samples
+
+
 # -- the registry ------------------------------------------------------------------
 
 
@@ -539,6 +614,15 @@ CONTENDERS: List[Contender] = [
         many_clients=False,
     ),
     Contender("tls", "framecodec over TLS", transports=("tcp",), tls=True, **_backend("selector")),
+    Contender(
+        "aio",
+        "framecodec.aio (asyncio)",
+        AioReceiver,
+        AioSender,
+        AioEchoServer,
+        AioEchoClient,
+        needs="framecodec.aio_bench",
+    ),
     *alternatives.CONTENDERS,
 ]
 

@@ -271,9 +271,7 @@ class Lab:
 Progress = Callable[[str], None]
 
 
-def _rows_with_ratios(
-    rows: List[Dict[str, Any]], key: str, invert: bool = False
-) -> List[Dict[str, Any]]:
+def _rows_with_ratios(rows: List[Dict[str, Any]], key: str) -> List[Dict[str, Any]]:
     """Add vs_naive and vs_raw to rows of one group (one size, one transport)."""
     by_contender = {row["contender"]: row for row in rows}
     for row in rows:
@@ -486,16 +484,18 @@ def run(
     """Every section of the plan; the results as the JSON document holds them."""
     lab = Lab(plan, tls)
     started = time.monotonic()
-    results: Dict[str, Any] = {}
+    results: Dict[str, Any] = {"section_seconds": {}}
+    measures = {
+        "throughput": measure_throughput,
+        "latency": measure_latency,
+        "concurrency": measure_concurrency,
+        "memory": measure_memory,
+    }
     try:
-        if "throughput" in plan.sections:
-            results["throughput"] = measure_throughput(lab, contenders, progress)
-        if "latency" in plan.sections:
-            results["latency"] = measure_latency(lab, contenders, progress)
-        if "concurrency" in plan.sections:
-            results["concurrency"] = measure_concurrency(lab, contenders, progress)
-        if "memory" in plan.sections:
-            results["memory"] = measure_memory(lab, contenders, progress)
+        for section in plan.sections:
+            begun = time.monotonic()
+            results[section] = measures[section](lab, contenders, progress)
+            results["section_seconds"][section] = time.monotonic() - begun
     finally:
         lab.close()
     results["seconds"] = time.monotonic() - started

@@ -92,10 +92,10 @@ def _send(state: _State, key: str, endpoint: Any, address: str, size: int, count
     sender = _contender(key).sender(endpoint, address, payload_of(size))
     try:
         start = perf_counter()
-        sender.send(count)
+        began = sender.send(count)
     finally:
         sender.close()
-    return start
+    return start if began is None else float(began)
 
 
 def _open_echo(state: _State, key: str, endpoint: Any) -> str:
