@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
@@ -51,22 +51,32 @@ FEED, FEED_OTHER_TYPE, GETBUF_DEFAULT, GETBUF_HINT, PAD_FEED, PAD_GETBUF, MISUSE
 # The Python modules of the codec that atheris instruments for coverage (the
 # compiled core gets its coverage from -fsanitize=fuzzer-no-link; the twin,
 # loaded by path, from instrument_module()).  Not the network layer.
-INSTRUMENTED = ["framecodec._impl", "framecodec.errors", "framecodec.formats", "framecodec.messages"]
+INSTRUMENTED = [
+    "framecodec._impl",
+    "framecodec.errors",
+    "framecodec.formats",
+    "framecodec.messages",
+]
 
 
 def instrumented_imports():
     """atheris.instrument_imports() for INSTRUMENTED, excluding every other
     module of the package (whatever the package's __init__ imports)."""
-    import atheris
     import importlib.util
+
+    import atheris
 
     spec = importlib.util.find_spec("framecodec")
     names = set()
     for location in spec.submodule_search_locations or ():
         names.update(p.stem for p in Path(location).glob("*.py"))
-    exclude = sorted(f"framecodec.{n}" for n in names
-                     if f"framecodec.{n}" not in INSTRUMENTED and n != "__init__")
+    exclude = sorted(
+        f"framecodec.{n}"
+        for n in names
+        if f"framecodec.{n}" not in INSTRUMENTED and n != "__init__"
+    )
     return atheris.instrument_imports(include=["framecodec"], exclude=exclude)
+
 
 # Set FRAMECODEC_FUZZ_TOLERATE_KNOWN=1 to keep fuzzing past findings already
 # reported (each is a regression test in the final report); by default every
@@ -110,17 +120,17 @@ class Writer:
     def __init__(self) -> None:
         self.out = bytearray()
 
-    def u8(self, v: int) -> "Writer":
+    def u8(self, v: int) -> Writer:
         self.out.append(v & 0xFF)
         return self
 
-    def u16(self, v: int) -> "Writer":
+    def u16(self, v: int) -> Writer:
         return self.u8(v).u8(v >> 8)
 
-    def u24(self, v: int) -> "Writer":
+    def u24(self, v: int) -> Writer:
         return self.u16(v).u8(v >> 16)
 
-    def raw(self, data: bytes) -> "Writer":
+    def raw(self, data: bytes) -> Writer:
         self.out += data
         return self
 
@@ -130,10 +140,25 @@ def _signed8(v: int) -> int:
 
 
 # Special codes of the option bytes, so the fuzzer reaches the boundaries.
-ADJUSTMENT_SPECIALS = {0x7F: "-width", 0x7E: "-header", 0x7D: 1 << 32, 0x7C: -(1 << 32),
-                       0x7B: BIG_FRAME, 0x7A: -BIG_FRAME}
-MAX_FRAME_SIZE_TABLE = (0, 1, BIG_FRAME - 1, BIG_FRAME, BIG_FRAME + 1, (1 << 31) - 1,
-                        1 << 32, None, 16 * 1024 * 1024)  # None: the core's own limit
+ADJUSTMENT_SPECIALS = {
+    0x7F: "-width",
+    0x7E: "-header",
+    0x7D: 1 << 32,
+    0x7C: -(1 << 32),
+    0x7B: BIG_FRAME,
+    0x7A: -BIG_FRAME,
+}
+MAX_FRAME_SIZE_TABLE = (
+    0,
+    1,
+    BIG_FRAME - 1,
+    BIG_FRAME,
+    BIG_FRAME + 1,
+    (1 << 31) - 1,
+    1 << 32,
+    None,
+    16 * 1024 * 1024,
+)  # None: the core's own limit
 
 
 @dataclass
@@ -225,9 +250,26 @@ def parse_input(data: bytes) -> Config:
     return Config(kind, preset, options, eof, message_options, plan, fill, r.rest())
 
 
-def build_input(*, kind=0, preset=None, flags=0, width_index=3, offset=0, adjustment_code=0,
-                strip_code=0, max_frame_code=0, prealloc_code=0, read_code=0, mflags=0,
-                header_code=0, content_code=0, fill=0, mread=0, plan=(), stream=b"") -> bytes:
+def build_input(
+    *,
+    kind=0,
+    preset=None,
+    flags=0,
+    width_index=3,
+    offset=0,
+    adjustment_code=0,
+    strip_code=0,
+    max_frame_code=0,
+    prealloc_code=0,
+    read_code=0,
+    mflags=0,
+    header_code=0,
+    content_code=0,
+    fill=0,
+    mread=0,
+    plan=(),
+    stream=b"",
+) -> bytes:
     """The inverse of parse_input, for the seed corpus (codes as parse_input reads them)."""
     w = Writer()
     w.u8(kind)
@@ -272,7 +314,7 @@ class Call:
 def _attempt(fn: Callable[[], Any]) -> Outcome:
     try:
         return Outcome(value=fn())
-    except Exception as exc:  # noqa: BLE001 - classified by the caller
+    except Exception as exc:
         return Outcome(exc=exc)
 
 
@@ -284,8 +326,13 @@ class Lockstep:
     to stop the run (a decoder is failed or unusable).
     """
 
-    def __init__(self, decoders: Sequence[Any], check: Callable[[Call], bool],
-                 allow_retain: bool = False, limit: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        decoders: Sequence[Any],
+        check: Callable[[Call], bool],
+        allow_retain: bool = False,
+        limit: Optional[int] = None,
+    ) -> None:
         self.limit = limit  # deliver no byte past this (where the reference model stops)
         self.decoders = list(decoders)
         self.check = check
@@ -366,7 +413,9 @@ class Lockstep:
             if any(o.raised for o in got):
                 self._record("get_buffer", got)
                 return
-            self._record("buffer_updated", [_attempt(lambda d=d: d.buffer_updated(0)) for d in self.decoders])
+            self._record(
+                "buffer_updated", [_attempt(lambda d=d: d.buffer_updated(0)) for d in self.decoders]
+            )
         elif which == 1:  # more bytes than the view had
             sizes = []
             for d in self.decoders:
@@ -377,7 +426,10 @@ class Lockstep:
                 return
             self._record(
                 "misuse",
-                [_attempt(lambda d=d, s=s: d.buffer_updated(s.value + 1)) for d, s in zip(self.decoders, sizes)],
+                [
+                    _attempt(lambda d=d, s=s: d.buffer_updated(s.value + 1))
+                    for d, s in zip(self.decoders, sizes)
+                ],
                 ValueError,
             )
         elif which == 2:  # negative
@@ -385,9 +437,17 @@ class Lockstep:
             if any(o.raised for o in got):
                 self._record("get_buffer", got)
                 return
-            self._record("misuse", [_attempt(lambda d=d: d.buffer_updated(-1)) for d in self.decoders], ValueError)
+            self._record(
+                "misuse",
+                [_attempt(lambda d=d: d.buffer_updated(-1)) for d in self.decoders],
+                ValueError,
+            )
         else:  # no get_buffer before it (the previous call consumed the view)
-            self._record("misuse", [_attempt(lambda d=d: d.buffer_updated(1)) for d in self.decoders], RuntimeError)
+            self._record(
+                "misuse",
+                [_attempt(lambda d=d: d.buffer_updated(1)) for d in self.decoders],
+                RuntimeError,
+            )
 
     def eof(self) -> None:
         self._record("eof", [_attempt(d.eof) for d in self.decoders])
@@ -457,11 +517,32 @@ class Lockstep:
 class Item:
     """One frame, discarded frame, or bad header of the stream, in order."""
 
-    __slots__ = ("kind", "start", "header_end", "end", "payload", "error", "big", "strip",
-                 "first_part", "long_header")
+    __slots__ = (
+        "big",
+        "end",
+        "error",
+        "first_part",
+        "header_end",
+        "kind",
+        "long_header",
+        "payload",
+        "start",
+        "strip",
+    )
 
-    def __init__(self, kind, start, header_end, end, payload=None, error=None, big=False,
-                 strip=0, first_part=0, long_header=0):
+    def __init__(
+        self,
+        kind,
+        start,
+        header_end,
+        end,
+        payload=None,
+        error=None,
+        big=False,
+        strip=0,
+        first_part=0,
+        long_header=0,
+    ):
         self.kind = kind  # "frame", "discard", "error", "partial" (stream ends in a header)
         self.start = start
         self.header_end = header_end  # where its header is complete (None: never)
@@ -494,14 +575,25 @@ def reference_frames(fmt: Any, stream: bytes, max_items: int = MAX_ITEMS) -> Lis
     pos = 0
     while pos < n and len(items) < max_items:
         if n - pos < header_size:
-            append(Item("partial", pos, None, None, first_part=header_size, long_header=header_size))
+            append(
+                Item("partial", pos, None, None, first_part=header_size, long_header=header_size)
+            )
             return items
         raw = from_bytes(stream[pos + offset : pos + header_size], order)
         head = header_size
         if escape and raw > 0x7FFFFFFF:
             if raw != 0xFFFFFFFF:  # negative in a signed 4-byte field
-                append(Item("error", pos, pos + head, None, error=MalformedHeaderError,
-                            first_part=header_size, long_header=head))
+                append(
+                    Item(
+                        "error",
+                        pos,
+                        pos + head,
+                        None,
+                        error=MalformedHeaderError,
+                        first_part=header_size,
+                        long_header=head,
+                    )
+                )
                 return items
             head += 8
             if n - pos < head:
@@ -517,16 +609,37 @@ def reference_frames(fmt: Any, stream: bytes, max_items: int = MAX_ITEMS) -> Lis
         elif body > limit and not fmt.discard_oversized:
             error = FrameTooLargeError
         if error is not None:
-            append(Item("error", pos, pos + head, None, error=error, first_part=header_size,
-                        long_header=head))
+            append(
+                Item(
+                    "error",
+                    pos,
+                    pos + head,
+                    None,
+                    error=error,
+                    first_part=header_size,
+                    long_header=head,
+                )
+            )
             return items
         end = pos + head + body
         if body > limit:
             append(Item("discard", pos, pos + head, end, first_part=header_size, long_header=head))
         else:
             strip = head if strip_default is None else strip_default
-            append(Item("frame", pos, pos + head, end, stream[pos + strip : end], None,
-                        head + body - strip >= BIG_FRAME, strip, header_size, head))
+            append(
+                Item(
+                    "frame",
+                    pos,
+                    pos + head,
+                    end,
+                    stream[pos + strip : end],
+                    None,
+                    head + body - strip >= BIG_FRAME,
+                    strip,
+                    header_size,
+                    head,
+                )
+            )
         pos = end
     return items
 
@@ -541,8 +654,12 @@ def checked_until(items: List[Item], stream_length: int) -> int:
 def reference_messages(options: dict, stream: bytes) -> List[Item]:
     """Every item of a JSON-header message stream; the last may be unfinished."""
     from framecodec.errors import FrameTooLargeError, MalformedHeaderError, ProtocolError
-    from framecodec.messages import (DEFAULT_MAX_CONTENT_SIZE, DEFAULT_MAX_HEADER_SIZE, Message,
-                                     parse_message_header)
+    from framecodec.messages import (
+        DEFAULT_MAX_CONTENT_SIZE,
+        DEFAULT_MAX_HEADER_SIZE,
+        Message,
+        parse_message_header,
+    )
 
     max_header = options.get("max_header_size", DEFAULT_MAX_HEADER_SIZE)
     max_content = options.get("max_content_size", DEFAULT_MAX_CONTENT_SIZE)
@@ -574,12 +691,18 @@ def reference_messages(options: dict, stream: bytes) -> List[Item]:
         except ProtocolError as exc:
             add("error", header_end, error=type(exc))
             return items
-        except Exception as exc:  # noqa: BLE001 - a finding, but the model says what happens
+        except Exception as exc:
             add("error", header_end, error=type(exc), payload=exc)
             return items
         end = header_end + length
-        add("frame", header_end, end, payload=Message(header, stream[header_end:end]),
-            big=length >= BIG_FRAME, strip=head)
+        add(
+            "frame",
+            header_end,
+            end,
+            payload=Message(header, stream[header_end:end]),
+            big=length >= BIG_FRAME,
+            strip=head,
+        )
         pos = end
     return items
 
@@ -636,7 +759,11 @@ def _pending(frames, discarded, item, total, messages) -> Expected:
     have = total - item.start
     if have <= 0:
         return Expected(frames, discarded, None, 0, True, 0)
-    if item.header_end is not None and item.header_end <= total and item.kind in ("frame", "discard"):
+    if (
+        item.header_end is not None
+        and item.header_end <= total
+        and item.kind in ("frame", "discard")
+    ):
         if item.kind == "discard":
             return Expected(frames, discarded, None, 0, False, item.end - total)
         # Header parsed: a message's header leaves the buffer; a big frame's
@@ -661,6 +788,7 @@ def _pending(frames, discarded, item, total, messages) -> Expected:
 
 def protocol_error_types():
     from framecodec.errors import ProtocolError
+
     return ProtocolError
 
 
@@ -671,7 +799,11 @@ def frames_equal(a: list, b: list) -> bool:
         if type(x) is bytes or type(y) is bytes:
             if type(x) is not bytes or type(y) is not bytes or x != y:
                 return False
-        elif repr(x.header) != repr(y.header) or x.content != y.content or type(x.content) is not bytes:
+        elif (
+            repr(x.header) != repr(y.header)
+            or x.content != y.content
+            or type(x.content) is not bytes
+        ):
             # repr: a NaN in a JSON header is unequal to itself
             return False
     return True
@@ -744,7 +876,9 @@ def instrument_module(module) -> int:
                     visit(f)
         elif isinstance(obj, (staticmethod, classmethod)):
             visit(obj.__func__)
-        elif callable(obj) and getattr(obj, "__module__", None) == name and hasattr(obj, "__code__"):
+        elif (
+            callable(obj) and getattr(obj, "__module__", None) == name and hasattr(obj, "__code__")
+        ):
             atheris.instrument_func(obj)
             count += 1
 
@@ -789,7 +923,9 @@ class OracleCheck:
             return False  # the documented answer to a view kept too long
         if self.messages and TOLERATE_KNOWN and known_message_header_crash(exc):
             return False
-        raise Finding(f"{call.op} at {call.total} bytes raised {type(exc).__name__}: {exc}") from exc
+        raise Finding(
+            f"{call.op} at {call.total} bytes raised {type(exc).__name__}: {exc}"
+        ) from exc
 
     def __call__(self, call: Call) -> bool:
         outcome = call.outcomes[0]
@@ -797,15 +933,21 @@ class OracleCheck:
         if self.failed is not None:
             # A failed decoder raises the same type again on every call, empty-handed.
             if exc is None or type(exc) is not type(self.failed):
-                raise Finding(f"{call.op} on a failed decoder gave {outcome!r}, not {type(self.failed).__name__}")
+                raise Finding(
+                    f"{call.op} on a failed decoder gave {outcome!r}, not {type(self.failed).__name__}"
+                )
             if not str(exc).startswith("decoder failed earlier: ") or exc.frames:
-                raise Finding(f"{call.op} on a failed decoder raised {exc!r} with frames {exc.frames!r}")
+                raise Finding(
+                    f"{call.op} on a failed decoder raised {exc!r} with frames {exc.frames!r}"
+                )
             return False
         if call.expect_api_error is not None:
             if exc is None or type(exc) is not call.expect_api_error:
                 if exc is not None and not isinstance(exc, self.ProtocolError):
                     return self._unexpected(call, exc)
-                raise Finding(f"buffer_updated misuse gave {outcome!r}, not {call.expect_api_error.__name__}")
+                raise Finding(
+                    f"buffer_updated misuse gave {outcome!r}, not {call.expect_api_error.__name__}"
+                )
             return True
         if call.op == "get_buffer":  # only recorded when it raised
             return self._unexpected(call, exc)
@@ -823,8 +965,10 @@ class OracleCheck:
             got = exc.frames
         else:
             if expected.error is not None:
-                raise Finding(f"{call.op} at {call.total} bytes raised nothing; the model expects "
-                              f"{expected.error.error.__name__} for the header at {expected.error.start}")
+                raise Finding(
+                    f"{call.op} at {call.total} bytes raised nothing; the model expects "
+                    f"{expected.error.error.__name__} for the header at {expected.error.start}"
+                )
             got = outcome.value
             if type(got) is not list:
                 raise Finding(f"{call.op} returned {type(got).__name__}, not list")
@@ -839,11 +983,15 @@ class OracleCheck:
             return True  # one more call checks the failed state
         buffered = self.decoder.buffered
         if buffered != expected.buffered:
-            raise Finding(f"after {call.op} at {call.total} bytes: buffered={buffered}, "
-                          f"the model expects {expected.buffered}")
+            raise Finding(
+                f"after {call.op} at {call.total} bytes: buffered={buffered}, "
+                f"the model expects {expected.buffered}"
+            )
         if not self.messages and self.decoder.discarded != expected.discarded:
-            raise Finding(f"after {call.op} at {call.total} bytes: discarded={self.decoder.discarded}, "
-                          f"the model expects {expected.discarded}")
+            raise Finding(
+                f"after {call.op} at {call.total} bytes: discarded={self.decoder.discarded}, "
+                f"the model expects {expected.discarded}"
+            )
         return True
 
     def _take(self, frames: list) -> None:
@@ -861,7 +1009,9 @@ class OracleCheck:
                 raise Finding(f"eof() between frames at {call.total} bytes raised {exc!r}")
             return True
         if type(exc) is not self.IncompleteFrameError:
-            raise Finding(f"eof() inside a frame at {call.total} bytes gave {exc!r}, not IncompleteFrameError")
+            raise Finding(
+                f"eof() inside a frame at {call.total} bytes gave {exc!r}, not IncompleteFrameError"
+            )
         if exc.frames:
             raise Finding(f"eof() carried frames {describe(exc.frames)}")
         if (exc.missing, exc.buffered) != (expected.missing, expected.buffered):
@@ -872,7 +1022,7 @@ class OracleCheck:
         self.failed = exc
         return True
 
-    def finish(self, driver: "Lockstep") -> None:
+    def finish(self, driver: Lockstep) -> None:
         """A caller that kept views writes through them at the end: that must
         never reach a delivered frame (which is immutable bytes), and must
         not touch freed memory (ASan watches the reads and writes)."""

@@ -26,8 +26,10 @@ compiled = twin = None
 
 def _same_exception(a: BaseException, b: BaseException, where: str) -> None:
     if type(a) is not type(b) or a.args != b.args:
-        raise lib.Finding(f"{where}: compiled raised {type(a).__name__}{a.args!r}, "
-                          f"twin raised {type(b).__name__}{b.args!r}")
+        raise lib.Finding(
+            f"{where}: compiled raised {type(a).__name__}{a.args!r}, "
+            f"twin raised {type(b).__name__}{b.args!r}"
+        )
 
 
 class DiffCheck:
@@ -50,24 +52,34 @@ class DiffCheck:
             exc = a.exc
             if isinstance(exc, self.ProtocolError):
                 if not lib.frames_equal(a.exc.frames, b.exc.frames):
-                    raise lib.Finding(f"{where}: frames on the exception differ: "
-                                      f"{lib.describe(a.exc.frames)} / {lib.describe(b.exc.frames)}")
+                    raise lib.Finding(
+                        f"{where}: frames on the exception differ: "
+                        f"{lib.describe(a.exc.frames)} / {lib.describe(b.exc.frames)}"
+                    )
                 if isinstance(exc, self.IncompleteFrameError) and (
                     (a.exc.missing, a.exc.buffered) != (b.exc.missing, b.exc.buffered)
                 ):
                     raise lib.Finding(f"{where}: IncompleteFrameError fields differ")
             elif call.expect_api_error is None or type(exc) is not call.expect_api_error:
-                if not (self.messages and lib.TOLERATE_KNOWN and lib.known_message_header_crash(exc)):
-                    raise lib.Finding(f"{where}: both cores raised {type(exc).__name__}: {exc}") from exc
+                if not (
+                    self.messages and lib.TOLERATE_KNOWN and lib.known_message_header_crash(exc)
+                ):
+                    raise lib.Finding(
+                        f"{where}: both cores raised {type(exc).__name__}: {exc}"
+                    ) from exc
                 return False
         elif call.op != "eof" and not lib.frames_equal(a.value, b.value):
-            raise lib.Finding(f"{where}: compiled delivered {lib.describe(a.value)}, "
-                              f"twin delivered {lib.describe(b.value)}")
+            raise lib.Finding(
+                f"{where}: compiled delivered {lib.describe(a.value)}, "
+                f"twin delivered {lib.describe(b.value)}"
+            )
         c, t = self.decoders
         if c.buffered != t.buffered:
             raise lib.Finding(f"{where}: buffered {c.buffered} (compiled) != {t.buffered} (twin)")
         if not self.messages and c.discarded != t.discarded:
-            raise lib.Finding(f"{where}: discarded {c.discarded} (compiled) != {t.discarded} (twin)")
+            raise lib.Finding(
+                f"{where}: discarded {c.discarded} (compiled) != {t.discarded} (twin)"
+            )
         if a.raised and call.expect_api_error is None:
             if self.failed:
                 return False  # checked one call on the failed decoders
@@ -81,7 +93,7 @@ def _both(where: str, fn):
     for core in (compiled, twin):
         try:
             results.append((True, fn(core)))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             results.append((False, exc))
     (ok_a, a), (ok_b, b) = results
     if ok_a != ok_b:
@@ -104,7 +116,10 @@ def _encoders(cfg, payloads) -> None:
     pick = {id(compiled): encoders[0], id(twin): encoders[1]}
     payloads = payloads[:64]
     _both("encode_many", lambda core: pick[id(core)].encode_many(payloads))
-    _both("encode_many(bytearray)", lambda core: pick[id(core)].encode_many([bytearray(p) for p in payloads[:4]]))
+    _both(
+        "encode_many(bytearray)",
+        lambda core: pick[id(core)].encode_many([bytearray(p) for p in payloads[:4]]),
+    )
     for p in payloads[:8]:
         _both("encode", lambda core: pick[id(core)].encode(p))
     stream = cfg.stream
@@ -115,10 +130,15 @@ def _encoders(cfg, payloads) -> None:
     for width in lib.WIDTHS:
         for order in ("big", "little"):
             value = int.from_bytes(stream[:9], "big") >> (cfg.fill % 72)
-            _both(f"pack_uint({value}, {width}, {order})", lambda core: core.pack_uint(value, width, order))
+            _both(
+                f"pack_uint({value}, {width}, {order})",
+                lambda core: core.pack_uint(value, width, order),
+            )
             off = cfg.fill % 8
-            _both(f"unpack_uint(stream, {width}, {order}, {off})",
-                  lambda core: core.unpack_uint(stream, width, order, off))
+            _both(
+                f"unpack_uint(stream, {width}, {order}, {off})",
+                lambda core: core.unpack_uint(stream, width, order, off),
+            )
 
 
 def TestOneInput(data: bytes) -> None:
@@ -138,7 +158,7 @@ def check_input(data: bytes, compiled_core, twin_core) -> None:
                 decoders.append(core.MessageDecoder(**cfg.message_options))
             else:
                 decoders.append(core.FrameDecoder(cfg.preset, **cfg.frame_options))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             decoders.append(exc)
     a, b = decoders
     if isinstance(a, Exception) or isinstance(b, Exception):
@@ -153,8 +173,11 @@ def check_input(data: bytes, compiled_core, twin_core) -> None:
     if not messages:
         probe = lib.Lockstep([], lambda call: True)
         probe.run(cfg)
-        delivered = [item.payload for item in lib.reference_frames(a.format, bytes(probe.delivered))
-                     if item.kind == "frame"]
+        delivered = [
+            item.payload
+            for item in lib.reference_frames(a.format, bytes(probe.delivered))
+            if item.kind == "frame"
+        ]
         _encoders(cfg, delivered)
 
 
@@ -163,7 +186,7 @@ def main() -> None:
 
     global compiled, twin
     with lib.instrumented_imports():
-        import framecodec  # noqa: F401
+        import framecodec
         import framecodec.messages  # noqa: F401
     compiled, twin = lib.load_cores()
     count = lib.instrument_module(twin)

@@ -37,8 +37,9 @@ def check_input(data: bytes, core) -> None:
     items = lib.reference_frames(decoder.format, stream)
     ref: list = []
     check = lib.OracleCheck(decoder, items, False, ref)
-    driver = lib.Lockstep([decoder], check, allow_retain=True,
-                          limit=lib.checked_until(items, len(stream)))
+    driver = lib.Lockstep(
+        [decoder], check, allow_retain=True, limit=lib.checked_until(items, len(stream))
+    )
     ref.append(driver)
     driver.run(cfg)
     check.finish(driver)

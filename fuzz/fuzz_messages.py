@@ -31,8 +31,9 @@ def check_input(data: bytes, core) -> None:
     items = lib.reference_messages(cfg.message_options, stream)
     ref: list = []
     check = lib.OracleCheck(decoder, items, True, ref)
-    driver = lib.Lockstep([decoder], check, allow_retain=True,
-                          limit=lib.checked_until(items, len(stream)))
+    driver = lib.Lockstep(
+        [decoder], check, allow_retain=True, limit=lib.checked_until(items, len(stream))
+    )
     ref.append(driver)
     driver.run(cfg)
     check.finish(driver)
@@ -43,7 +44,7 @@ def main() -> None:
 
     global compiled
     with lib.instrumented_imports():
-        import framecodec  # noqa: F401
+        import framecodec
         import framecodec.messages  # noqa: F401
     compiled, _twin = lib.load_cores()
     lib.instrument_module(lib)  # coverage of the driver and the model: states, not just code

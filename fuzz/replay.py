@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 os.environ.setdefault("FRAMECODEC_FUZZ_QUIET", "1")
 
-import _fuzzlib as lib  # noqa: E402
+import _fuzzlib as lib
 
 
 def load(harness: str):
@@ -64,7 +64,7 @@ def main() -> int:
     for name, data in inputs:
         try:
             check(data)
-        except Exception:  # noqa: BLE001
+        except Exception:
             failed += 1
             print(f"FAIL {name} ({len(data)} bytes): {data[:80].hex()}...")
             traceback.print_exc()

@@ -34,9 +34,11 @@ CRASH_INPUTS = [
     # fuzz_messages, 323 s into its first run: a message header of 0x5b5b
     # bytes, all "[", synthesized through get_buffer with read_size=1; json
     # raised RecursionError through MessageDecoder (fixed in 3178e85).
-    ("fuzz_messages",
-     "0079100000005c0000001379105c13080010005b0075656e637479706500000010",
-     "RecursionError from a deeply nested JSON header"),
+    (
+        "fuzz_messages",
+        "0079100000005c0000001379105c13080010005b0075656e637479706500000010",
+        "RecursionError from a deeply nested JSON header",
+    ),
 ]
 
 
@@ -63,7 +65,9 @@ def run_all(check, inputs):
             check(data)
         except AssertionError as exc:  # the harnesses' Finding
             failures.append(f"{name}: {exc}")
-    assert not failures, f"{len(failures)} of {len(inputs)} inputs failed:\n" + "\n".join(failures[:5])
+    assert not failures, f"{len(failures)} of {len(inputs)} inputs failed:\n" + "\n".join(
+        failures[:5]
+    )
 
 
 @pytest.mark.parametrize("name", ["fuzz_frames", "fuzz_messages"])
@@ -73,21 +77,27 @@ def test_seed_corpus_agrees_with_the_reference_model(codec, harness, name):
 
 def test_seed_corpus_decodes_identically_in_both_cores(both_codecs, harness):
     compiled, twin = both_codecs
-    run_all(lambda data: harness["fuzz_differential"].check_input(data, compiled, twin),
-            seeds("fuzz_differential"))
+    run_all(
+        lambda data: harness["fuzz_differential"].check_input(data, compiled, twin),
+        seeds("fuzz_differential"),
+    )
 
 
 @pytest.mark.parametrize("name, data, found", CRASH_INPUTS, ids=[c[2] for c in CRASH_INPUTS])
 def test_input_that_crashed_a_harness(codec, both_codecs, harness, name, data, found):
     raw = bytes.fromhex(data)
     harness[name].check_input(raw, codec)
-    harness["fuzz_differential"].check_input(bytes([raw[0] | 1]) + raw[1:] if name == "fuzz_messages"
-                                             else raw, *both_codecs)
+    harness["fuzz_differential"].check_input(
+        bytes([raw[0] | 1]) + raw[1:] if name == "fuzz_messages" else raw, *both_codecs
+    )
 
 
 def _header(encoding_json):
-    return (b'{"byteorder": "little", "content-type": "text/plain", "content-encoding": '
-            + encoding_json + b', "content-length": 0}')
+    return (
+        b'{"byteorder": "little", "content-type": "text/plain", "content-encoding": '
+        + encoding_json
+        + b', "content-length": 0}'
+    )
 
 
 # Message headers that made parse_message_header raise something other than
@@ -129,7 +139,10 @@ def test_the_model_catches_a_decoder_that_drops_a_frame(codec, harness):
         FrameDecoder = DropsSecondFrame
 
     lib = harness["fuzz_frames"].lib
-    data = lib.build_input(preset="uint32", plan=[(lib.FEED, 4096)],
-                           stream=codec.FrameEncoder().encode_many([b"a", b"b", b"c"]))
+    data = lib.build_input(
+        preset="uint32",
+        plan=[(lib.FEED, 4096)],
+        stream=codec.FrameEncoder().encode_many([b"a", b"b", b"c"]),
+    )
     with pytest.raises(AssertionError, match="the model expects 3"):
         harness["fuzz_frames"].check_input(data, Core)
