@@ -18,16 +18,14 @@ import asyncio
 import importlib
 import socket
 import struct
-import threading
 from multiprocessing import connection as mpc
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Tuple
 
 from .base import (
     BIG_FRAME,
     STEP_TIMEOUT,
     Contender,
     EchoClient,
-    EchoServer,
     Endpoint,
     Receiver,
     Sender,
@@ -209,19 +207,21 @@ class AsyncioSender(Sender):
         self.loop.close()
 
 
-class AsyncioEchoServer(EchoServer):
+class AsyncioEchoServer(ThreadedEchoServer):
+    """asyncio.start_server, on an event loop in a thread of its own."""
+
     def __init__(self, endpoint: Endpoint) -> None:
+        super().__init__()
         self.endpoint = endpoint
         self._bound = endpoint.listen()
         self._bound.sock.setblocking(False)
         self.address = str(self._bound.address)
-        self._thread: Optional[threading.Thread] = None
-        self._errors: List[BaseException] = []
 
     def start(self, clients: int) -> None:
-        self._thread = threading.Thread(target=asyncio.run, args=(self._serve(clients),))
-        self._thread.daemon = True
-        self._thread.start()
+        self._spawn(asyncio.run, self._serve(clients))
+
+    def close_listener(self) -> None:
+        self._bound.close()
 
     async def _serve(self, clients: int) -> None:
         finished = asyncio.Semaphore(0)
@@ -249,15 +249,6 @@ class AsyncioEchoServer(EchoServer):
         async with server:
             for _ in range(clients):
                 await finished.acquire()
-
-    def stop(self, timeout: float) -> None:
-        assert self._thread is not None
-        self._thread.join(timeout)
-        self._bound.close()
-        if self._thread.is_alive():
-            raise TimeoutError(f"connections still open {timeout} s after the clients finished")
-        if self._errors:
-            raise self._errors[0]
 
 
 class AsyncioEchoClient(EchoClient):
@@ -355,38 +346,31 @@ class ZmqSender(Sender):
         self.context.term()
 
 
-class ZmqEchoServer(EchoServer):
+class ZmqEchoServer(ThreadedEchoServer):
     """A REP socket; an empty request (sent by stop()) ends it."""
 
     def __init__(self, endpoint: Endpoint) -> None:
+        super().__init__()
         zmq = _zmq()
         self.context = zmq.Context()
         self.sock = self.context.socket(zmq.REP)
         self.sock.linger = 0
         self.address = _zmq_bind(self.sock, endpoint)
-        self._thread: Optional[threading.Thread] = None
-        self._errors: List[BaseException] = []
 
     def start(self, clients: int) -> None:
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        self._spawn(self._serve)
 
     def _serve(self) -> None:
-        try:
-            recv = self.sock.recv
-            send = self.sock.send
-            while True:
-                request = recv()
-                send(request)
-                if not request:
-                    return
-        except BaseException as exc:
-            self._errors.append(exc)
+        recv = self.sock.recv
+        send = self.sock.send
+        while True:
+            request = recv()
+            send(request)
+            if not request:
+                return
 
     def stop(self, timeout: float) -> None:
-        zmq = _zmq()
-        assert self._thread is not None
-        stopper = self.context.socket(zmq.REQ)
+        stopper = self.context.socket(_zmq().REQ)
         stopper.linger = 0
         stopper.rcvtimeo = stopper.sndtimeo = int(timeout * 1000)
         try:
@@ -395,11 +379,11 @@ class ZmqEchoServer(EchoServer):
             stopper.recv()
         finally:
             stopper.close()
-        self._thread.join(timeout)
+        super().stop(timeout)
+
+    def close_listener(self) -> None:
         self.sock.close()
         self.context.term()
-        if self._errors:
-            raise self._errors[0]
 
 
 class ZmqEchoClient(EchoClient):

@@ -279,8 +279,10 @@ def time_calls(call: Callable[[], None], rounds: int, warmup: int, budget: float
 
 
 class ThreadedEchoServer(EchoServer):
-    """A thread per connection, as tutorials write servers: ``accept_one``
-    gives a connection, ``handle`` serves it until the client leaves."""
+    """Serves from threads of its own: by default one accepting ``clients``
+    connections and one per connection (``handle``), as tutorials write
+    servers; subclasses may start other threads with _spawn().  stop()
+    joins them all and raises the first error any of them met."""
 
     def __init__(self) -> None:
         self._threads: List[threading.Thread] = []
@@ -298,7 +300,7 @@ class ThreadedEchoServer(EchoServer):
     def start(self, clients: int) -> None:
         self._spawn(self._accept_all, clients)
 
-    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+    def _spawn(self, target: Callable[..., Any], *args: Any) -> None:
         def run() -> None:
             try:
                 target(*args)
@@ -316,7 +318,7 @@ class ThreadedEchoServer(EchoServer):
     def stop(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         joined = 0
-        while joined < len(self._threads):  # the acceptor first: it appends the others
+        while joined < len(self._threads):  # the first may start the others
             self._threads[joined].join(max(0.0, deadline - time.monotonic()))
             joined += 1
         self.close_listener()
@@ -324,6 +326,24 @@ class ThreadedEchoServer(EchoServer):
             raise TimeoutError(f"connections still open {timeout} s after the clients finished")
         if self._errors:
             raise self._errors[0]
+
+
+class SocketEchoServer(ThreadedEchoServer):
+    """A thread per connection accepted from a listening socket."""
+
+    nodelay = True
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        super().__init__()
+        self.endpoint = endpoint
+        self._bound = endpoint.listen()
+        self.address = str(self._bound.address)
+
+    def accept_one(self) -> socket.socket:
+        return self.endpoint.accept(self._bound, self.nodelay)
+
+    def close_listener(self) -> None:
+        self._bound.close()
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from .base import (
     Endpoint,
     Receiver,
     Sender,
+    SocketEchoServer,
     SocketReceiver,
     SocketSender,
     ThreadedEchoServer,
@@ -98,22 +99,10 @@ class RawSender(SocketSender):
             sendall(memoryview(chunk)[:left])
 
 
-class RawEchoServer(ThreadedEchoServer):
+class RawEchoServer(SocketEchoServer):
     """Sends back whatever arrives.  One client gets the minimal blocking
     ping-pong loop; many get a selector loop, the least a Python server
     can do per request."""
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        super().__init__()
-        self.endpoint = endpoint
-        self._bound = endpoint.listen()
-        self.address = str(self._bound.address)
-
-    def accept_one(self) -> socket.socket:
-        return self.endpoint.accept(self._bound)
-
-    def close_listener(self) -> None:
-        self._bound.close()
 
     def start(self, clients: int) -> None:
         if clients == 1:
@@ -124,20 +113,16 @@ class RawEchoServer(ThreadedEchoServer):
             self._spawn(self._select_loop, clients)
 
     def handle(self, sock: socket.socket) -> None:
-        self._ping_pong(sock)
-
-    @staticmethod
-    def _ping_pong(sock: socket.socket) -> None:
         buf = bytearray(READ_SIZE)
         view = memoryview(buf)
         recv_into = sock.recv_into
         sendall = sock.sendall
-        while True:
-            n = recv_into(buf)
-            if not n:
-                break
-            sendall(view[:n])
-        sock.close()
+        with sock:
+            while True:
+                n = recv_into(buf)
+                if not n:
+                    return
+                sendall(view[:n])
 
     def _select_loop(self, clients: int) -> None:
         socks = [self.accept_one() for _ in range(clients)]
@@ -217,18 +202,8 @@ class NaiveSender(SocketSender):
             sock.sendall(struct.pack(">I", len(payload)) + payload)
 
 
-class NaiveEchoServer(ThreadedEchoServer):
-    def __init__(self, endpoint: Endpoint) -> None:
-        super().__init__()
-        self.endpoint = endpoint
-        self._bound = endpoint.listen()
-        self.address = str(self._bound.address)
-
-    def accept_one(self) -> socket.socket:
-        return self.endpoint.accept(self._bound, nodelay=False)
-
-    def close_listener(self) -> None:
-        self._bound.close()
+class NaiveEchoServer(SocketEchoServer):
+    nodelay = False
 
     def handle(self, sock: socket.socket) -> None:
         with sock:
@@ -323,20 +298,8 @@ class CodecSender(SocketSender):
         send_frames(payload, count, send_batch, send_one)
 
 
-class CodecEchoServer(ThreadedEchoServer):
+class CodecEchoServer(SocketEchoServer):
     """The codec's loop on blocking sockets, a thread per connection."""
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        super().__init__()
-        self.endpoint = endpoint
-        self._bound = endpoint.listen()
-        self.address = str(self._bound.address)
-
-    def accept_one(self) -> socket.socket:
-        return self.endpoint.accept(self._bound)
-
-    def close_listener(self) -> None:
-        self._bound.close()
 
     def handle(self, sock: socket.socket) -> None:
         decoder = framecodec.FrameDecoder()
@@ -537,20 +500,18 @@ class AioSender(Sender):
         return start
 
 
-class AioEchoServer(EchoServer):
+class AioEchoServer(ThreadedEchoServer):
     def __init__(self, endpoint: Endpoint) -> None:
+        super().__init__()
         self._bound = endpoint.listen()
         self.address = str(self._bound.address)
-        self._thread = ThreadedEchoServer()
 
     def start(self, clients: int) -> None:
         from .. import aio_bench
 
-        serve = aio_bench.serve_echo(self._bound.sock, clients)
-        self._thread._spawn(asyncio.run, serve)
+        self._spawn(asyncio.run, aio_bench.serve_echo(self._bound.sock, clients))
 
-    def stop(self, timeout: float) -> None:
-        self._thread.stop(timeout)
+    def close_listener(self) -> None:
         self._bound.close()
 
 
