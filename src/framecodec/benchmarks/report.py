@@ -373,18 +373,33 @@ def plot(results: Dict[str, Any], path: str) -> None:
     transports = [t for t in ("tcp", "unix") if any(row["transport"] == t for row in rows)]
     if not transports:
         raise ValueError("no throughput was measured: nothing to plot")
+    # One colour per contender in every panel; the references dashed.
+    labels = list(dict.fromkeys(row["label"] for row in rows))
+    palette = plt.get_cmap("tab20")
+    order = [*range(0, 20, 2), *range(1, 20, 2)]  # the strong shades first
+    styles: Dict[str, Dict[str, Any]] = {
+        label: {"color": palette(order[index % 20])} for index, label in enumerate(labels)
+    }
+    for row in rows:
+        if row["contender"] == "raw":
+            styles[row["label"]] = {"color": "black", "linestyle": "--"}
+        elif row["contender"] == "raw-tls":
+            styles[row["label"]] = {"color": "grey", "linestyle": "--"}
     figure, axes = plt.subplots(
-        1, len(transports), figsize=(7 * len(transports), 5.5), squeeze=False, sharey=True
+        1, len(transports), figsize=(6.5 * len(transports) + 3, 5.5), squeeze=False, sharey=True
     )
     for ax, transport in zip(axes[0], transports):
         mine = [row for row in rows if row["transport"] == transport]
-        labels = list(dict.fromkeys(row["label"] for row in mine))
         for label in labels:
             points = sorted((row["size"], row["mb_per_s"]) for row in mine if row["label"] == label)
-            style = {"color": "black", "linestyle": "--"} if label.startswith("raw") else {}
-            ax.plot(
-                [p[0] for p in points], [p[1] for p in points], marker="o", label=label, **style
-            )
+            if points:
+                ax.plot(
+                    [p[0] for p in points],
+                    [p[1] for p in points],
+                    marker="o",
+                    label=label,
+                    **styles[label],
+                )
         sizes = sorted({row["size"] for row in mine})
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -394,9 +409,15 @@ def plot(results: Dict[str, Any], path: str) -> None:
         ax.set_title("TCP loopback" if transport == "tcp" else "Unix socket")
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("MB/s of payload (median)")
-    axes[0][-1].legend(fontsize="small", loc="lower right")
+    handles, names = [], []
+    for ax in axes[0]:
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            if name not in names:
+                handles.append(handle)
+                names.append(name)
+    figure.legend(handles, names, loc="center right", fontsize="small")
     meta = results["meta"]
     figure.suptitle(f"framecodec one-way throughput, {meta['date']}, Python {meta['python']}")
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1 - 2.4 / (6.5 * len(transports) + 3), 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
