@@ -8,6 +8,7 @@ machines are shared and noisy; the benchmark prints ratios instead.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import socket
 import threading
@@ -237,3 +238,7 @@ def test_a_run_produces_the_json_structure(tmp_path: Any) -> None:
     for label in ("raw sockets, no framing", "naive loop", "framecodec selector server"):
         assert label in text
     assert "Not measured: pyzmq: left out" in text
+    if importlib.util.find_spec("matplotlib") is not None:  # the optional 'bench' extra
+        png = tmp_path / "bench.png"
+        report.plot(results, str(png))
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
