@@ -50,7 +50,7 @@ class Plan:
     sections: Tuple[str, ...] = SECTIONS
     quick: bool = False
     step_timeout: float = 60.0  # bound on any one step of a worker
-    unix_only: Optional[Tuple[str, ...]] = None  # contenders measured over Unix sockets
+    unix_contenders: Optional[Tuple[str, ...]] = None  # only these over Unix sockets (None: all)
     latency_sizes: List[int] = field(default_factory=lambda: list(LATENCY_SIZES))
 
 
@@ -69,7 +69,7 @@ def make_plan(quick: bool) -> Plan:
             load_warmup=0.05,
             memory_frames=[64],
             quick=True,
-            unix_only=QUICK_UNIX,
+            unix_contenders=QUICK_UNIX,
         )
     return Plan(
         sizes=list(SIZES),
@@ -183,12 +183,6 @@ class Lab:
                 raise WorkerError("the stream took no time: the clocks disagree")
             return result
 
-        if receiver is not None:
-            try:
-                return step()
-            except BaseException:
-                self.reset(contender.pure)
-                raise
         return self._guarded(contender.pure, step)  # type: ignore[no-any-return]
 
     def calibrate(self, contender: Contender, transport: str, size: int) -> int:
@@ -295,7 +289,9 @@ def measure_throughput(
             for c in contenders
             if c.receiver is not None
             and transport in c.transports
-            and (transport == "tcp" or plan.unix_only is None or c.key in plan.unix_only)
+            and (
+                transport == "tcp" or plan.unix_contenders is None or c.key in plan.unix_contenders
+            )
         ]
         for size in plan.sizes:
             counts: Dict[str, int] = {}
