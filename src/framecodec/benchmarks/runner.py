@@ -201,63 +201,66 @@ class Lab:
 
     def latency(self, contender: Contender, size: int, pinned: Optional[int] = None) -> List[float]:
         """Round-trip times (seconds) of one client against the contender's echo server."""
+        plan = self.plan
+        samples: List[float] = self._against_echo(
+            contender,
+            1,
+            "latency",
+            pinned,
+            size=size,
+            rounds=plan.rounds,
+            warmup=plan.warmup_rounds,
+            budget=plan.latency_budget,
+        )
+        return samples
+
+    def load(self, contender: Contender, size: int) -> float:
+        """Requests per second that ``clients`` closed-loop clients get served."""
+        plan = self.plan
+        completed = self._against_echo(
+            contender,
+            plan.clients,
+            "load",
+            None,
+            size=size,
+            clients=plan.clients,
+            duration=plan.load_seconds,
+            warmup=plan.load_warmup,
+        )
+        return float(completed) / plan.load_seconds
+
+    def _against_echo(
+        self,
+        contender: Contender,
+        connections: int,
+        op: str,
+        pinned: Optional[int],
+        **arguments: Any,
+    ) -> Any:
+        """Serve ``connections`` with the contender's echo server while the
+        asking worker runs ``op`` against it, both pinned to CPU ``pinned`` if given."""
         rx, tx = self.pair(contender.pure)
         timeout = self.plan.step_timeout
         endpoint = self.endpoint(contender, "tcp")
-        plan = self.plan
 
-        def step() -> List[float]:
+        def step() -> Any:
             if pinned is not None:
                 rx.call("pin", timeout, cpus=[pinned])
                 tx.call("pin", timeout, cpus=[pinned])
             try:
                 address = rx.call("open_echo", timeout, key=contender.key, endpoint=endpoint)
-                rx.call("start_echo", timeout, clients=1)
-                samples: List[float] = tx.call(
-                    "latency",
-                    timeout,
-                    key=contender.key,
-                    endpoint=endpoint,
-                    address=address,
-                    size=size,
-                    rounds=plan.rounds,
-                    warmup=plan.warmup_rounds,
-                    budget=plan.latency_budget,
+                rx.call("start_echo", timeout, clients=connections)
+                result = tx.call(
+                    op, timeout, key=contender.key, endpoint=endpoint, address=address, **arguments
                 )
                 rx.call("stop_echo", timeout, timeout=timeout / 2)
             finally:
                 if pinned is not None:
                     rx.call("pin", timeout, cpus=None)
                     tx.call("pin", timeout, cpus=None)
-            return samples
+            return result
 
-        return self._guarded(contender.pure, step)  # type: ignore[no-any-return]
-
-    def load(self, contender: Contender, size: int) -> float:
-        """Requests per second that ``clients`` closed-loop clients get served."""
-        rx, tx = self.pair(contender.pure)
-        timeout = self.plan.step_timeout
-        endpoint = self.endpoint(contender, "tcp")
-        plan = self.plan
-
-        def step() -> float:
-            address = rx.call("open_echo", timeout, key=contender.key, endpoint=endpoint)
-            rx.call("start_echo", timeout, clients=plan.clients)
-            completed = tx.call(
-                "load",
-                timeout,
-                key=contender.key,
-                endpoint=endpoint,
-                address=address,
-                size=size,
-                clients=plan.clients,
-                duration=plan.load_seconds,
-                warmup=plan.load_warmup,
-            )
-            rx.call("stop_echo", timeout, timeout=timeout / 2)
-            return float(completed) / plan.load_seconds
-
-        return self._guarded(contender.pure, step)  # type: ignore[no-any-return]
+        return self._guarded(contender.pure, step)
 
 
 # -- the sections -----------------------------------------------------------------------
