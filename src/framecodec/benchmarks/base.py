@@ -35,8 +35,8 @@ from ..addresses import BoundSocket, bind_socket, parse_address, tune
 # Everything but pyzmq speaks this format: a 4-byte big-endian length, then
 # the payload (framecodec's default, and multiprocessing.connection's).
 HEADER = struct.Struct(">I")
-# Every receiver that chooses its read size uses this one, so that reads cost
-# the same everywhere and no contender wins by reading more per system call.
+# Every receiver that chooses its read size uses this one (framecodec's
+# default read_size), so that no contender wins by reading more per call.
 READ_SIZE = 64 * 1024
 # Senders that batch small frames send about this much per call.
 BATCH_BYTES = 64 * 1024
@@ -49,7 +49,7 @@ perf_counter = time.perf_counter
 
 
 def payload_of(size: int) -> bytes:
-    """A payload of ``size`` bytes (a byte pattern, so it compresses nowhere)."""
+    """A payload of ``size`` bytes: a repeating pattern, since only counts are checked."""
     pattern = bytes(range(256))
     return (pattern * (size // 256 + 1))[:size]
 
