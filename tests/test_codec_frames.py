@@ -460,3 +460,42 @@ def test_mid_frame_says_whether_a_frame_has_begun(codec):
     assert decoder.mid_frame and decoder.buffered == 0
     decoder.feed(b"x" * 34)
     assert not decoder.mid_frame
+
+
+KEPT_VIEW = r"""
+import json, sys
+from framecodec import _impl
+codec = _impl.load(sys.argv[1])
+decoder = codec.FrameDecoder()
+decoder.feed((100_000).to_bytes(4, "big"))
+view = decoder.get_buffer(); kept = view[:64]; view[:] = b"x" * len(view)
+(frame,) = decoder.buffer_updated(len(view))
+others = [bytes([i]) * 100_000 for i in range(1, 9)]
+seen = bytes(kept); kept[:] = b"Z" * 64
+intact = all(o == bytes([i]) * 100_000 for i, o in enumerate(others, 1))
+print(json.dumps({"seen": seen.decode("latin-1"), "frame_intact": frame == b"x" * 100_000,
+                  "others_intact": intact}))
+"""
+
+
+def test_a_view_kept_past_delivery_of_a_large_frame_stays_valid(codec):
+    # In a child process: a use-after-free must not take down pytest.
+    import json
+    import subprocess
+    import sys
+
+    name = "cython" if codec.COMPILED else "python"
+    out = subprocess.run(
+        [sys.executable, "-c", KEPT_VIEW, name], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout) == {"seen": "x" * 64, "frame_intact": True, "others_intact": True}
+
+
+def test_an_absurd_size_hint_is_refused_alike_by_both_cores(codec):
+    import sys
+
+    decoder = codec.FrameDecoder()
+    decoder.feed(b"\x00")
+    with pytest.raises(OverflowError):
+        decoder.get_buffer(sys.maxsize)

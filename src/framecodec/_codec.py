@@ -163,13 +163,15 @@ class _FrameStorage:
     def finish(self):
         """The completed frame as bytes."""
         data = self._data
-        self._data = None
         if not cython.compiled:
+            self._data = None
             return bytes(data)
         if self._exports:
             # The caller still holds a view of data: deliver a copy (bytes()
-            # of a bytes object would be the same object, not a copy).
+            # of a bytes object would be the same object, not a copy), and
+            # keep data alive for as long as this object's views are.
             return copy_bytes(data)
+        self._data = None
         return data
 
     # Py_buffer is a C type Cython knows; Python never evaluates these annotations.
@@ -255,6 +257,9 @@ class _StreamDecoder:
         The view is valid until the next call on this decoder.
         """
         self._begin_call()
+        if sizehint > MAX_FRAME_SIZE_LIMIT:
+            # Checked here so no size arithmetic below can overflow.
+            raise OverflowError(f"sizehint {sizehint} is larger than any buffer this decoder makes")
         big = self._big
         if big is not None:
             view = big.view(big.room(self._read_size if sizehint <= 0 else sizehint))
