@@ -10,7 +10,7 @@ import pytest
 
 from framecodec import FrameDecoder, Message, MessageDecoder, transport
 from framecodec.protocols import FrameProtocol, MessageProtocol, make_protocol
-from framecodec.transport import IOV_MAX, TLS_WRITE, OutputQueue, read_frames
+from framecodec.transport import IOV_MAX, TLS_WRITE, OutputQueue
 
 pytest_plugins = ["tests.net_fixtures"]
 pytestmark = pytest.mark.usefixtures("no_leaks")
@@ -117,16 +117,6 @@ def test_copy_mutable_buffers():
         copying.flush(a)
         sharing.flush(a)
         assert b.recv(100) == b"mutablechanged"
-
-
-def test_read_frames_reports_the_end_of_stream():
-    a, b = socket.socketpair()
-    with a, b:
-        decoder = FrameDecoder()
-        a.sendall(b"\0\0\0\x02hi")
-        assert read_frames(b, decoder) == [b"hi"]
-        a.close()
-        assert read_frames(b, decoder) is None
 
 
 def test_frame_protocol_encodes_for_vectored_writes():

@@ -66,7 +66,8 @@ class Client:
         self.protocol = protocol
         self.address = address
         self._decoder = protocol.new_decoder()
-        self._output = OutputQueue(tls=isinstance(sock, ssl.SSLSocket))
+        self._tls = isinstance(sock, ssl.SSLSocket)
+        self._output = OutputQueue(tls=self._tls)
         self._frames: Deque[Any] = deque()
         self._error: Optional[BaseException] = None  # raised once _frames is empty
         self._closed = False
@@ -129,14 +130,27 @@ class Client:
         return size
 
     def _write(self, buffers: List[Any]) -> None:
-        self._check_open()
+        if self._closed:
+            self._check_open()
         output = self._output
-        output.push(buffers)
-        total = output.size
+        sock = self._sock
+        total = 0
+        intact = True  # no byte of these buffers has gone out yet
         try:
-            output.flush(self._sock)
+            if len(buffers) == 1 and not self._tls:
+                # The usual write, one buffer (a small frame, a batch): send()
+                # it without the queue's bookkeeping.
+                buffer = buffers[0]
+                sent = sock.send(buffer)
+                if sent == len(buffer):
+                    return
+                intact = False
+                buffers = [memoryview(buffer)[sent:]]
+            output.push(buffers)
+            total = output.size
+            output.flush(sock)
         except BaseException as exc:
-            if output.size == total:  # nothing went out: the stream is intact
+            if intact and output.size == total:  # nothing went out: the stream is intact
                 output.clear()
                 if isinstance(exc, socket.timeout):
                     raise TimeoutError(f"send made no progress in {self._timeout} s") from None
@@ -147,9 +161,13 @@ class Client:
 
     def recv(self) -> Any:
         """The next frame (a Message for protocol="messages")."""
-        if not self._frames:
-            self._fill()
-        return self._frames.popleft()
+        frames = self._frames
+        if not frames:
+            if self._timeout is None and self._error is None and not self._closed:
+                self._read_until_frame(None)  # no deadline to keep: straight to reading
+            else:
+                self._fill()
+        return frames.popleft()
 
     def recv_into(self, buffer: Any, offset: int = 0) -> int:
         """Copy the next frame's payload into ``buffer`` at ``offset``; return its size.
@@ -176,7 +194,7 @@ class Client:
 
     def request(self, item: Any, **options: Any) -> Any:
         """send(item), then recv()."""
-        self.send(item, **options)
+        self._write(self.protocol.encode(item, **options))
         return self.recv()
 
     def __iter__(self) -> Iterator[Any]:

@@ -47,7 +47,8 @@ class FrameProtocol:
         return header
 
     def encode(self, payload: Any, prefix: Optional[bytes] = None) -> List[Any]:
-        payload = _as_bytes(payload)
+        if type(payload) is not bytes:
+            payload = _as_bytes(payload)
         if len(payload) < SMALL_PAYLOAD:
             return [self._encoder.encode(payload, prefix)]
         return [self._encoder.header(len(payload), prefix), payload]

@@ -156,7 +156,12 @@ def call_handler(method: Callable[..., Any], *args: Any) -> Any:
     try:
         return method(*args)
     except Exception as exc:
-        raise HandlerError(f"handler {getattr(method, '__qualname__', method)} failed") from exc
+        raise handler_failed(method) from exc
+
+
+def handler_failed(method: Callable[..., Any]) -> HandlerError:
+    """The error to raise from an exception of handler ``method``."""
+    return HandlerError(f"handler {getattr(method, '__qualname__', method)} failed")
 
 
 class Server(Service):

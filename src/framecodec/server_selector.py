@@ -62,28 +62,37 @@ class SelectorServer(Server):
 
     def _loop(self) -> None:
         select = self._selector.select
+        monotonic = time.monotonic
+        now = monotonic()
         while True:
-            if self.stopping:
+            if self.stop_deadline is not None:
                 if not self._draining:
                     self._begin_drain()
                 if not self._open:
                     return
-                if time.monotonic() >= (self.stop_deadline or 0.0):
+                if now >= self.stop_deadline:
                     for conn in self._connections():
                         self._close(
                             conn, TimeoutError("shutdown timeout reached with replies unsent")
                         )
                     return
-            for key, mask in select(self._select_timeout()):
+            ready = select(self._select_timeout(now))
+            now = monotonic()  # one reading per wake-up serves all that it does
+            for key, mask in ready:
                 data = key.data
                 if data is None:
                     self._waker.drain()
                 elif data is self:
                     self._accept()
                 else:
-                    self._service(data, mask)
-            self._tick()
-            self._refresh_accepting()
+                    self._service(data, mask, now)
+            if self._sweep_every is not None and now >= self._next_sweep:
+                self._sweep(now)
+            if not self._accepting and not self._draining:
+                # Full or paused: a closed connection or the pause's end may
+                # let accepting resume.  (While accepting, only _accept() can
+                # fill the server, and it refreshes this itself.)
+                self._refresh_accepting()
 
     def _connections(self) -> List[SelectorConnection]:
         return cast(List[SelectorConnection], list(self._open.values()))
@@ -103,13 +112,13 @@ class SelectorServer(Server):
         try:
             if not conn.stream.handshaking:
                 self._start_handler(conn)
-            self._after_io(conn)
+            self._after_io(conn, time.monotonic())
         except Exception as exc:
             self._close(conn, exc)
 
     # -- connection events --------------------------------------------------------
 
-    def _service(self, conn: SelectorConnection, mask: int) -> None:
+    def _service(self, conn: SelectorConnection, mask: int, now: float) -> None:
         stream = conn.stream
         try:
             if stream.handshaking:
@@ -121,15 +130,15 @@ class SelectorServer(Server):
                 mask |= EVENT_READ  # the first frames may already sit inside OpenSSL
             readable = mask & EVENT_READ or (mask & EVENT_WRITE and stream.read_wants_write)
             if readable and not (stream.at_eof or conn.paused or conn.closing):
-                self._read(conn)
-            self._after_io(conn)
+                self._read(conn, now)
+            self._after_io(conn, now)
         except Exception as exc:
             self._close(conn, exc)
 
-    def _read(self, conn: SelectorConnection) -> None:
+    def _read(self, conn: SelectorConnection, now: float) -> None:
         stream = conn.stream
         frames = stream.read()
-        now = conn.last_activity = time.monotonic()
+        conn.last_activity = now
         handler = conn.handler
         if frames:
             call_handler(handler.frames_received, frames)  # type: ignore[union-attr]
@@ -144,15 +153,19 @@ class SelectorServer(Server):
         else:
             conn.frame_started = None
 
-    def _after_io(self, conn: SelectorConnection) -> None:
+    def _after_io(self, conn: SelectorConnection, now: float) -> None:
         """Send what is queued, apply the memory budget, close or re-arm."""
         stream = conn.stream
         output = stream.output
-        if output:
+        if output.size:
             before = output.size
             stream.flush()
             if output.size != before:
-                conn.last_activity = time.monotonic()
+                conn.last_activity = now
+        if stream.watched == EVENT_READ and not (
+            output.size or conn.paused or conn.closing or stream.at_eof or stream.tls
+        ):
+            return  # all sent and reading on, as registered: the usual end of a request
         # Only unsent output pauses reading: input alone never does, or a
         # frame larger than the budget could never complete (max_frame_size
         # bounds that instead).
@@ -173,7 +186,7 @@ class SelectorServer(Server):
 
     # -- timers and shutdown ------------------------------------------------------
 
-    def _select_timeout(self) -> Optional[float]:
+    def _select_timeout(self, now: float) -> Optional[float]:
         # Runs once per wake-up: plain comparisons, no lists.
         deadline = self._next_sweep if self._sweep_every is not None else None
         for other in (self._resume_at, self.stop_deadline):
@@ -181,12 +194,11 @@ class SelectorServer(Server):
                 deadline = other
         if deadline is None:
             return None
-        return max(0.0, deadline - time.monotonic())
+        return max(0.0, deadline - now)
 
-    def _tick(self) -> None:
-        now = time.monotonic()
-        if self._sweep_every is None or now < self._next_sweep:
-            return
+    def _sweep(self, now: float) -> None:
+        """Close the connections past their frame deadline or idle timeout."""
+        assert self._sweep_every is not None
         self._next_sweep = now + self._sweep_every
         for conn in self._connections():
             if conn.frame_started is not None:
@@ -205,6 +217,6 @@ class SelectorServer(Server):
         for conn in self._connections():
             conn.closing = True
             try:
-                self._after_io(conn)
+                self._after_io(conn, time.monotonic())
             except Exception as exc:
                 self._close(conn, exc)

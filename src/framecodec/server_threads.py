@@ -23,9 +23,9 @@ from typing import Any, List, Optional, cast
 
 from .addresses import tune
 from .errors import ProtocolError
-from .server import Connection, Server, call_handler
+from .server import Connection, Server, call_handler, handler_failed
 from .service import SHUTDOWN_GRACE, logger
-from .transport import ConnectionClosed, OutputQueue, read_frames
+from .transport import ConnectionClosed, OutputQueue
 
 __all__ = ["ThreadingServer"]
 
@@ -153,6 +153,8 @@ class ThreadingServer(Server):
             conn.waiting = False
         self._start_handler(conn)
         handler = conn.handler
+        assert handler is not None
+        frames_received = handler.frames_received
         decoder = conn.decoder
         output = conn.output
         timeout: Any = object()  # what the socket is set to now
@@ -162,7 +164,7 @@ class ThreadingServer(Server):
         # on every read of a stream would cost a system call each.
         slack = min(1.0, self.frame_timeout / 4) if self.frame_timeout is not None else 0.0
         while not conn.closing:
-            if output:
+            if output.size:
                 output.flush(sock)
             wanted = self.idle_timeout
             if decoder.mid_frame:
@@ -182,10 +184,16 @@ class ThreadingServer(Server):
                 sock.settimeout(wanted)
                 timeout = wanted
             conn.waiting = True
-            if self.stopping:
+            if self.stop_deadline is not None:
                 break
             try:
-                frames = read_frames(sock, decoder)
+                # read_frames(), inline: this is the hot path
+                n = sock.recv_into(decoder.get_buffer())
+                if n:
+                    frames = decoder.buffer_updated(n)
+                else:
+                    decoder.eof()
+                    frames = None
             except socket.timeout:
                 if frame_started is not None and self.frame_timeout is not None:
                     if time.monotonic() < frame_started + self.frame_timeout:
@@ -197,14 +205,17 @@ class ThreadingServer(Server):
                 raise TimeoutError(f"idle for {self.idle_timeout} s") from None
             except ProtocolError as error:
                 if error.frames:  # answer what came before the bad bytes
-                    call_handler(handler.frames_received, error.frames)  # type: ignore[union-attr]
+                    call_handler(handler.frames_received, error.frames)
                     output.flush(sock)
                 raise
             conn.waiting = False
             if frames is None:
                 if not self.stopping:  # else the end of stream is our own doing
-                    call_handler(handler.eof_received)  # type: ignore[union-attr]
+                    call_handler(handler.eof_received)
                 break
             if frames:
-                call_handler(handler.frames_received, frames)  # type: ignore[union-attr]
+                try:
+                    frames_received(frames)
+                except Exception as exc:  # call_handler(), inline: this is the hot path
+                    raise handler_failed(frames_received) from exc
         output.flush(sock)

@@ -28,8 +28,14 @@ LATENCY_SIZES = [64, 4096]
 SECTIONS = ("throughput", "latency", "concurrency", "memory")
 # Contenders measured over Unix sockets in quick mode (all of them otherwise).
 QUICK_UNIX = ("raw", "naive", "framecodec", "selector")
-# The rows the pinned (one-CPU) latency measures.
+# The rows the one-CPU latency measures.
 PINNED = ("raw", "framecodec", "selector", "threads")
+# Where the scheduler puts a ping-pong pair decides its round trip: on one CPU
+# a wake-up is a context switch; across two it is an inter-processor
+# interrupt to an idle CPU, several times slower.  Left free, the pair lands
+# one way or the other by chance, differently for each contender, so ratios
+# taken there compare placements, not code.  Hence two pinned placements:
+# both on one CPU, and server and client on two different ones.
 CALIBRATION_BYTES = 256 * 1024
 MAX_STREAM_BYTES = 8 * 1024 * MIB
 
@@ -199,14 +205,17 @@ class Lab:
             seconds = self.stream(contender, transport, size, count)["seconds"]
         return max(2, min(most, int(count * target / seconds)))
 
-    def latency(self, contender: Contender, size: int, pinned: Optional[int] = None) -> List[float]:
-        """Round-trip times (seconds) of one client against the contender's echo server."""
+    def latency(
+        self, contender: Contender, size: int, cpus: Optional[Tuple[int, int]] = None
+    ) -> List[float]:
+        """Round-trip times (seconds) of one client against the contender's
+        echo server; ``cpus`` pins the server and the client to these CPUs."""
         plan = self.plan
         samples: List[float] = self._against_echo(
             contender,
             1,
             "latency",
-            pinned,
+            cpus,
             size=size,
             rounds=plan.rounds,
             warmup=plan.warmup_rounds,
@@ -234,19 +243,20 @@ class Lab:
         contender: Contender,
         connections: int,
         op: str,
-        pinned: Optional[int],
+        cpus: Optional[Tuple[int, int]],
         **arguments: Any,
     ) -> Any:
         """Serve ``connections`` with the contender's echo server while the
-        asking worker runs ``op`` against it, both pinned to CPU ``pinned`` if given."""
+        asking worker runs ``op`` against it; with ``cpus``, the server runs
+        on the first and the asking worker on the second."""
         rx, tx = self.pair(contender.pure)
         timeout = self.plan.step_timeout
         endpoint = self.endpoint(contender, "tcp")
 
         def step() -> Any:
-            if pinned is not None:
-                rx.call("pin", timeout, cpus=[pinned])
-                tx.call("pin", timeout, cpus=[pinned])
+            if cpus is not None:
+                rx.call("pin", timeout, cpus=[cpus[0]])
+                tx.call("pin", timeout, cpus=[cpus[1]])
             try:
                 address = rx.call("open_echo", timeout, key=contender.key, endpoint=endpoint)
                 rx.call("start_echo", timeout, clients=connections)
@@ -255,7 +265,7 @@ class Lab:
                 )
                 rx.call("stop_echo", timeout, timeout=timeout / 2)
             finally:
-                if pinned is not None:
+                if cpus is not None:
                     rx.call("pin", timeout, cpus=None)
                     tx.call("pin", timeout, cpus=None)
             return result
@@ -347,17 +357,19 @@ def measure_latency(
     plan = lab.plan
     rows: List[Dict[str, Any]] = []
     group = [c for c in contenders if c.echo_server is not None and c.echo_client is not None]
-    runs: List[Tuple[int, Optional[int], List[Contender]]] = [
+    runs: List[Tuple[int, Optional[Tuple[int, int]], List[Contender]]] = [
         (size, None, group) for size in plan.latency_sizes
     ]
-    cpu = _one_cpu()
-    if cpu is not None:
-        runs.append((64, cpu, [c for c in group if c.key in PINNED]))
-    for size, pinned, members in runs:
+    available = _pinnable_cpus()
+    if len(available) >= 2:
+        runs.append((64, (available[-2], available[-1]), group))
+    if available:
+        runs.append((64, (available[-1], available[-1]), [c for c in group if c.key in PINNED]))
+    for size, cpus, members in runs:
         p50: Dict[str, List[float]] = {c.key: [] for c in members}
         p99: Dict[str, List[float]] = {c.key: [] for c in members}
         errors: Dict[str, str] = {}
-        where = f"pinned to CPU {pinned}" if pinned is not None else "TCP"
+        where = placement_label(cpus)
         for rep in range(plan.reps):
             for contender in members:
                 if contender.key in errors:
@@ -366,7 +378,7 @@ def measure_latency(
                     f"latency {_size(size)} {where}: {contender.label} ({rep + 1}/{plan.reps})"
                 )
                 try:
-                    samples = lab.latency(contender, size, pinned)
+                    samples = lab.latency(contender, size, cpus)
                 except WorkerError as exc:
                     errors[contender.key] = str(exc)
                     continue
@@ -375,7 +387,7 @@ def measure_latency(
         group_rows = [
             {
                 "size": size,
-                "pinned_cpu": pinned,
+                "cpus": list(cpus) if cpus is not None else None,
                 "contender": c.key,
                 "label": c.echo_label or c.label,
                 "p50_us": median(p50[c.key]) * 1e6 if p50[c.key] else None,
@@ -458,12 +470,21 @@ def measure_memory(
     return rows
 
 
-def _one_cpu() -> Optional[int]:
-    """A CPU to pin client and server to, where the system allows pinning."""
+def _pinnable_cpus() -> List[int]:
+    """The CPUs this process may run on, where the system allows pinning."""
     if not hasattr(os, "sched_setaffinity"):
-        return None
-    cpus = sorted(os.sched_getaffinity(0))
-    return cpus[-1] if cpus else None
+        return []
+    return sorted(os.sched_getaffinity(0))
+
+
+def placement_label(cpus: Optional[Sequence[int]]) -> str:
+    """Where a latency run placed its server and client, in words."""
+    if cpus is None:
+        return "placed by the scheduler"
+    server, client = cpus
+    if server == client:
+        return f"both pinned to CPU {server}"
+    return f"server on CPU {server}, client on CPU {client}"
 
 
 def _size(size: int) -> str:
