@@ -120,6 +120,29 @@ def test_large_content_round_trips_through_get_buffer(codec):
     assert [m.content for m in messages] == [content, content]
 
 
+def test_after_large_content_reads_stop_before_the_next_content(codec):
+    # The 2-byte length, then the JSON header, each read alone: the large
+    # content behind them is read into its own storage, not copied there.
+    content = bytes(range(256)) * 1024
+    one = MessageEncoder().encode(content)
+    header_length = int.from_bytes(one[:2], "big")
+    decoder = codec.MessageDecoder()
+    sizes = []
+    messages = []
+    for wire in (one, one * 2):
+        sizes.clear()
+        pos = 0
+        while pos < len(wire):
+            view = decoder.get_buffer()
+            n = min(len(view), len(wire) - pos)
+            view[:n] = wire[pos : pos + n]
+            sizes.append(len(view))
+            pos += n
+            messages += decoder.buffer_updated(n)
+    assert [m.content for m in messages] == [content] * 3
+    assert sizes == [2, header_length, len(content)] * 2
+
+
 @pytest.mark.parametrize(
     "wire, error, message",
     [

@@ -66,6 +66,8 @@ cdef class _StreamDecoder:
     cdef Py_ssize_t _pos            # first undelivered byte in _buf
     cdef Py_ssize_t _end            # end of received bytes in _buf
     cdef Py_ssize_t _need           # bytes needed at _pos before parsing can progress
+    cdef Py_ssize_t _frame_start    # bytes every frame begins with (its fixed header)
+    cdef bint _exact                # after a large frame: read no further than needed
     cdef Py_ssize_t _read_size      # room get_buffer offers without a sizehint
     cdef Py_ssize_t _prealloc_limit  # most a header can make us reserve up front
     cdef object _view               # memoryview handed out by get_buffer, released next call

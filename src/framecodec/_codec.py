@@ -202,11 +202,13 @@ class _StreamDecoder:
     our memory, and it is raised instead of corrupting what they hold.
     """
 
-    def __init__(self, read_size, prealloc_limit):
+    def __init__(self, read_size, prealloc_limit, frame_start):
         self._buf = bytearray()
         self._pos = 0
         self._end = 0
-        self._need = 1
+        self._need = frame_start
+        self._frame_start = frame_start
+        self._exact = False
         self._read_size = read_size
         self._prealloc_limit = prealloc_limit
         self._view = None
@@ -252,9 +254,12 @@ class _StreamDecoder:
 
         While a large frame is being received, the view lies in that frame's
         own storage and never extends past the frame, so the payload lands in
-        place.  Otherwise it offers at least ``sizehint`` bytes (the
-        ``read_size`` option when no hint is given) of the shared buffer.
-        The view is valid until the next call on this decoder.
+        place.  Right after a large frame it covers only the next header (or
+        the rest of the small frame that header begins), so that a large
+        payload behind it lands in place too.  Otherwise it offers at least
+        ``sizehint`` bytes (the ``read_size`` option when no hint is given)
+        of the shared buffer.  The view is valid until the next call on this
+        decoder.
         """
         self._begin_call()
         if sizehint > MAX_FRAME_SIZE_LIMIT:
@@ -263,6 +268,12 @@ class _StreamDecoder:
         big = self._big
         if big is not None:
             view = big.view(big.room(self._read_size if sizehint <= 0 else sizehint))
+        elif self._exact and not self._discard_left:
+            # Large frames come in runs: read up to the next one's payload
+            # and no further, or its first read would land here and be copied.
+            wanted = max(1, max(self._need, self._frame_start) - (self._end - self._pos))
+            self._reserve(wanted)
+            view = memoryview(self._buf)[self._end : self._end + wanted]
         else:
             self._reserve(sizehint if sizehint > 0 else self._read_size)
             view = memoryview(self._buf)[self._end :]
@@ -417,7 +428,8 @@ class _StreamDecoder:
             if big.filled < big.size:
                 return
             self._big = None
-            self._need = 1
+            self._need = self._frame_start
+            self._exact = True
             self._deliver_big(big.finish(), out)
         while self._big is None:
             if self._discard_left:
@@ -429,12 +441,15 @@ class _StreamDecoder:
                 self._need = 1
             if self._end - self._pos < self._need:
                 break
+            delivered = len(out)
             if cython.compiled:
                 self._pos = self._parse(self._buf, self._pos, self._end, out)
             else:
                 # Parse from bytes, whose slices are bytes: one copy per frame.
                 chunk = bytes(memoryview(self._buf)[self._pos : self._end])
                 self._pos += self._parse(chunk, 0, len(chunk), out)
+            if len(out) > delivered:
+                self._exact = False  # small frames follow: back to full reads
             if not self._discard_left:
                 break
         if self._pos == self._end:
@@ -475,7 +490,7 @@ class FrameDecoder(_StreamDecoder):
 
     def __init__(self, format=None, **options):
         fmt = resolve_format(format, **options)
-        _StreamDecoder.__init__(self, fmt.read_size, fmt.prealloc_limit)
+        _StreamDecoder.__init__(self, fmt.read_size, fmt.prealloc_limit, fmt.header_size)
         self.format = fmt
         self.discarded = 0
         self._width = fmt.width
@@ -488,7 +503,6 @@ class FrameDecoder(_StreamDecoder):
         self._max_frame_size = fmt.max_frame_size
         self._discard = fmt.discard_oversized
         self._escape = fmt.large_length_escape
-        self._need = fmt.header_size
         self._stalled = False
         self._unpack_length = None if cython.compiled else _unpacker(fmt.width, fmt.byteorder)
         # Length fields in [_min_raw, _max_raw] give an ordinary frame; any
@@ -776,7 +790,7 @@ class MessageDecoder(_StreamDecoder):
             raise ValueError(f"max_content_size must be between 0 and {MAX_FRAME_SIZE_LIMIT}")
         if read_size < 1 or prealloc_limit < 1:
             raise ValueError("read_size and prealloc_limit must be positive")
-        _StreamDecoder.__init__(self, read_size, prealloc_limit)
+        _StreamDecoder.__init__(self, read_size, prealloc_limit, 2)
         self._max_header_size = max_header_size
         self._max_content_size = max_content_size
         self._state = _MESSAGE_HEAD
