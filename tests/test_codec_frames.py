@@ -125,6 +125,28 @@ def test_encode_many_equals_the_frames_joined(codec):
     assert encoder.encode_many([]) == b""
 
 
+BIG = 64 * 1024  # the core's BIG_FRAME
+
+
+def test_encode_vectored_joins_small_payloads_and_leaves_large_ones_in_place(codec):
+    encoder = codec.FrameEncoder()
+    small = [b"a" * 10, b"b" * 20]
+    big = bytearray(b"B" * BIG)
+    wide = memoryview(array.array("I", range(BIG // 4)))  # len() counts items
+    buffers = encoder.encode_vectored([*small, big, *small, wide, b"z"])
+    assert buffers[0] == encoder.encode_many(small)
+    assert buffers[1] == encoder.header(len(big)) and buffers[2] is big  # not copied
+    assert buffers[3] == encoder.encode_many(small)
+    assert buffers[4] == encoder.header(len(big))
+    assert buffers[5].nbytes == len(big) and buffers[5].obj is wide.obj  # a view, no copy
+    assert buffers[6] == encoder.encode(b"z")
+    wire = b"".join(bytes(b) for b in buffers)
+    frames = [*small, bytes(big), *small, wide.tobytes(), b"z"]
+    assert wire == b"".join(encoder.encode(p) for p in frames)
+    assert encoder.encode_vectored(iter(small)) == [encoder.encode_many(small)]
+    assert encoder.encode_vectored([]) == []
+
+
 def test_header_is_what_encode_puts_before_the_payload(codec):
     encoder = codec.FrameEncoder()
     assert encoder.header(5) + b"12345" == encoder.encode(b"12345")

@@ -159,6 +159,9 @@ cdef class FrameEncoder:
                    plain_max=Py_ssize_t, items=list, out=bytes)
     cpdef bytes encode_many(self, object payloads)
 
+    @cython.locals(largest=Py_ssize_t, size=Py_ssize_t, items=list, buffers=list, run=list)
+    cpdef list encode_vectored(self, object payloads)
+
 
 cdef class MessageDecoder(_StreamDecoder):
     cdef Py_ssize_t _max_header_size

@@ -764,6 +764,47 @@ class FrameEncoder:
             pos = write_bytes(out, pos, payload)
         return out
 
+    def encode_vectored(self, payloads):
+        """Many frames as a list of buffers for one vectored write (sendmsg).
+
+        Runs of payloads under BIG_FRAME bytes are joined with their headers,
+        as encode_many() joins them; a larger payload is not copied: it goes
+        in the list as it is, behind a buffer holding its header.
+        """
+        items = payloads if type(payloads) is list else list(payloads)
+        if not items:
+            return []
+        if cython.compiled:
+            # One C loop; the twin's max(map(len)) costs ~15 ns a payload.
+            largest = 0
+            for payload in items:
+                size = len(payload)
+                if size > largest:
+                    largest = size
+        else:
+            largest = max(map(len, items))
+        # len() of an array of wider items counts items, not bytes: such a
+        # payload may be joined when it could have been left in place, but
+        # the bytes sent are right either way.
+        if largest < BIG_FRAME:
+            return [self.encode_many(items)]
+        buffers = []
+        run = []
+        for payload in items:
+            if type(payload) is not bytes and type(payload) is not bytearray:
+                payload = as_bytes_view(payload)  # flat bytes, uncopied: len() counts bytes
+            if len(payload) < BIG_FRAME:
+                run.append(payload)
+                continue
+            if run:
+                buffers.append(self.encode_many(run))
+                run = []
+            buffers.append(self.header(len(payload)))
+            buffers.append(payload)
+        if run:
+            buffers.append(self.encode_many(run))
+        return buffers
+
 
 # ---------------------------------------------------------------------------
 # JSON-header messages

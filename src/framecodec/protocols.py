@@ -54,25 +54,8 @@ class FrameProtocol:
         return [self._encoder.header(len(payload), prefix), payload]
 
     def encode_many(self, payloads: Iterable[Any]) -> List[Any]:
-        payloads = payloads if isinstance(payloads, list) else list(payloads)
-        if not payloads:
-            return []
-        if max(map(len, payloads)) < SMALL_PAYLOAD * 64:
-            return [self._encoder.encode_many(payloads)]  # one C call for the batch
-        # Large payloads go uncopied between runs of joined small ones.
-        buffers: List[Any] = []
-        run: List[Any] = []
-        for payload in payloads:
-            payload = _as_bytes(payload)
-            if len(payload) < SMALL_PAYLOAD * 64:
-                run.append(payload)
-                continue
-            if run:
-                buffers.append(self._encoder.encode_many(run))
-                run = []
-            buffers += (self._encoder.header(len(payload)), payload)
-        if run:
-            buffers.append(self._encoder.encode_many(run))
+        # Small payloads joined, large ones left in place: one C call.
+        buffers: List[Any] = self._encoder.encode_vectored(payloads)
         return buffers
 
 
