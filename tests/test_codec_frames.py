@@ -13,6 +13,8 @@ from framecodec.errors import (
     ProtocolError,
 )
 
+from .codec_support import read_like_a_socket
+
 PAYLOADS = [b"", b"a", b"hello", bytes(range(256)) * 3, b"\x00" * 70_000]
 
 
@@ -309,20 +311,6 @@ def test_get_buffer_never_reaches_past_a_large_frame(codec):
     assert decoder.feed(wire[4 + len(big) :]) == [b"tail"]
 
 
-def _read_like_a_socket(decoder, wire, sizes):
-    """Fill each view get_buffer() offers as far as ``wire`` goes, as recv_into
-    does when the bytes are all there; note each view's size in ``sizes``."""
-    frames, pos = [], 0
-    while pos < len(wire):
-        view = decoder.get_buffer()
-        n = min(len(view), len(wire) - pos)
-        view[:n] = wire[pos : pos + n]
-        sizes.append(len(view))
-        pos += n
-        frames += decoder.buffer_updated(n)
-    return frames
-
-
 def test_after_a_large_frame_reads_stop_at_the_next_header(codec):
     # Back-to-back large frames: each header is read alone, so the payload
     # behind it is read straight into the frame's own storage, never into the
@@ -331,9 +319,9 @@ def test_after_a_large_frame_reads_stop_at_the_next_header(codec):
     decoder = codec.FrameDecoder(read_size=64 * 1024)
     big = bytes(range(256)) * 256  # 64 KiB
     sizes = []
-    assert _read_like_a_socket(decoder, encoder.encode(big), sizes) == [big]
+    assert read_like_a_socket(decoder, encoder.encode(big), sizes) == [big]
     sizes.clear()
-    assert _read_like_a_socket(decoder, encoder.encode(big) * 3, sizes) == [big] * 3
+    assert read_like_a_socket(decoder, encoder.encode(big) * 3, sizes) == [big] * 3
     assert sizes == [4, len(big)] * 3
 
 
@@ -343,7 +331,7 @@ def test_small_frames_after_a_large_one_get_full_reads_again(codec):
     big, small = b"B" * (128 * 1024), b"s" * 10
     sizes = []
     wire = encoder.encode(big) + encoder.encode(small) * 3
-    assert _read_like_a_socket(decoder, wire, sizes) == [big] + [small] * 3
+    assert read_like_a_socket(decoder, wire, sizes) == [big] + [small] * 3
     # the header alone, then just the rest of the small frame it begins...
     assert sizes[-3:-1] == [4, len(small)]
     assert sizes[-1] >= 64 * 1024  # ...then whole reads again

@@ -9,6 +9,8 @@ import pytest
 from framecodec import Message, MessageEncoder
 from framecodec.errors import FrameTooLargeError, IncompleteFrameError, MalformedHeaderError
 
+from .codec_support import read_like_a_socket
+
 
 def tutorial_message(content_bytes, content_type, content_encoding):
     """A message built exactly as the Real Python tutorial's _create_message does."""
@@ -127,18 +129,10 @@ def test_after_large_content_reads_stop_before_the_next_content(codec):
     one = MessageEncoder().encode(content)
     header_length = int.from_bytes(one[:2], "big")
     decoder = codec.MessageDecoder()
-    sizes = []
-    messages = []
-    for wire in (one, one * 2):
-        sizes.clear()
-        pos = 0
-        while pos < len(wire):
-            view = decoder.get_buffer()
-            n = min(len(view), len(wire) - pos)
-            view[:n] = wire[pos : pos + n]
-            sizes.append(len(view))
-            pos += n
-            messages += decoder.buffer_updated(n)
+    sizes: list[int] = []
+    messages = read_like_a_socket(decoder, one, sizes)
+    sizes.clear()
+    messages += read_like_a_socket(decoder, one * 2, sizes)
     assert [m.content for m in messages] == [content] * 3
     assert sizes == [2, header_length, len(content)] * 2
 
