@@ -520,6 +520,82 @@ def test_server_stops_reading_while_replies_wait(run: Any) -> None:
     run(main)
 
 
+def test_send_is_bounded_by_what_the_transport_really_holds(run: Any) -> None:
+    """A loop of large sends to a server that stops reading stalls with a
+    transport buffer near high_water, whether or not the transport calls
+    pause_writing() (CPython 3.12.0-3.12.8 and 3.13.0-3.13.1 never do from
+    writelines(), gh-127655)."""
+    high_water = 256 * 1024
+    attempts = 1500
+    gate: asyncio.Event
+
+    async def waits(frame: bytes) -> bytes:
+        await gate.wait()
+        return frame[:1]
+
+    async def main() -> None:
+        nonlocal gate
+        gate = asyncio.Event()
+        async with served(waits, {"high_water": high_water}, high_water=high_water) as (_, conn):
+            transport = conn.transport
+            assert transport is not None
+            sent = 0
+            most_queued = 0
+
+            async def sender() -> None:
+                nonlocal sent, most_queued
+                for _ in range(attempts):
+                    await conn.send(bytes(65536))
+                    sent += 1
+                    most_queued = max(most_queued, transport.get_write_buffer_size())
+
+            task = asyncio.ensure_future(sender())
+            try:
+                # Stalled: no send has returned for a while (or all returned).
+                last = -1
+                while sent != last and not task.done():
+                    last = sent
+                    await asyncio.sleep(0.3)
+                assert sent < attempts, f"all {attempts} sends returned: nothing waited"
+                assert most_queued <= 2 * high_water, f"{most_queued} bytes queued"
+            finally:
+                gate.set()
+            await asyncio.wait_for(task, 8)  # and it resumes once the server reads again
+            replies = [await conn.recv() for _ in range(attempts)]
+            assert replies == [b"\0"] * attempts
+
+    run(main, timeout=30)
+
+
+def test_replies_to_a_peer_that_does_not_read_are_bounded(run: Any) -> None:
+    """A plain handler's replies wait in the server's transport only up to
+    about high_water: then the server stops reading the peer's requests."""
+    high_water = 128 * 1024
+    count = 256
+
+    async def main() -> None:
+        async with served(lambda f: f, {"high_water": 64 << 20}, high_water=high_water) as (
+            server,
+            conn,
+        ):
+            conn.transport.pause_reading()  # type: ignore[union-attr]
+            for _ in range(count):
+                await conn.send(bytes(65536))
+            await until(
+                lambda: server.connections and server.connections[0].reading_paused,
+                "the server to stop reading",
+            )
+            await asyncio.sleep(0.2)  # what it would still queue, if it did
+            queued = server.connections[0].transport.get_write_buffer_size()  # type: ignore[union-attr]
+            # One read's replies may land above high_water before the pause.
+            assert queued <= high_water + aio.READ_SIZE + 65536, f"{queued} bytes queued"
+            conn.transport.resume_reading()  # type: ignore[union-attr]
+            for _ in range(count):
+                assert await conn.recv() == bytes(65536)
+
+    run(main, timeout=30)
+
+
 # -- closing ----------------------------------------------------------------------------
 
 

@@ -41,7 +41,10 @@ count against ``high_water`` bytes; above it the connection stops reading
 stops reading while its replies wait in the transport above ``high_water``
 (the peer is not reading them).  ``send`` returns once the frame is handed
 to the transport, or, when the transport holds more than ``high_water``
-unsent bytes, once it has drained below its low-water mark.
+unsent bytes, once it has drained below its low-water mark.  Those bytes
+are measured after each write, so the bound holds on transports that never
+call pause_writing() from writelines() (CPython 3.12.0-3.12.8 and
+3.13.0-3.13.1).
 
 Reads and writes: the loop reads up to ``read_size`` bytes per call (256
 KiB unless the options say otherwise, as asyncio's own transports read)
@@ -97,6 +100,10 @@ CORK_BYTES = 64 * 1024
 # Bytes read per system call unless read_size says otherwise: asyncio's own
 # transports read this much, and a 64 KiB frame then costs no extra read.
 READ_SIZE = 256 * 1024
+# How often a pause the transport did not signal checks for drain: soon at
+# first (a reader that is merely slow), then at most this seldom.
+_DRAIN_POLL_FIRST = 0.001
+_DRAIN_POLL_LAST = 0.05
 # What get_buffer offers once input is over (a protocol error, or closing):
 # bytes the loop still reads are dropped there, never given to a failed decoder.
 _SCRATCH_SIZE = 64 * 1024
@@ -255,10 +262,33 @@ class Connection(asyncio.BufferedProtocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return  # lost meanwhile: nowhere to send
-        if len(out) == 1:
-            transport.write(out[0])
+        self._write_to(transport, out)
+
+    def _write_to(self, transport: asyncio.Transport, buffers: List[Any]) -> None:
+        """One write of ``buffers``, then flow control by the bytes it left queued."""
+        if len(buffers) == 1:
+            transport.write(buffers[0])
         else:
-            transport.writelines(out)
+            transport.writelines(buffers)
+        if not self._writing_paused and transport.get_write_buffer_size() > self.high_water:
+            # The transport should have called pause_writing() and did not:
+            # CPython 3.12.0-3.12.8 and 3.13.0-3.13.1 never do from
+            # writelines() (gh-127655), and so never call resume_writing()
+            # either.  Pause by the buffer's real size and watch it drain.
+            self.pause_writing()
+            self._watch_drain(_DRAIN_POLL_FIRST)
+
+    def _watch_drain(self, delay: float) -> None:
+        """Resume writing once the transport's buffer is at its low-water
+        mark, for a pause the transport itself does not know about."""
+        transport = self._transport
+        if not self._writing_paused or transport is None or self._lost.done():
+            return  # resumed by the transport meanwhile, or gone
+        low, _ = transport.get_write_buffer_limits()
+        if transport.get_write_buffer_size() <= low:
+            self.resume_writing()
+        else:
+            self._loop.call_later(delay, self._watch_drain, min(delay * 2, _DRAIN_POLL_LAST))
 
     def _close_transport(self) -> None:
         """Close after sending what is queued (here and in the transport)."""
@@ -575,10 +605,7 @@ class _ServerConnection(Connection):
         """A plain handler's replies to one read: written at once, one write."""
         transport = self._transport
         if transport is not None and not transport.is_closing():  # else the peer is gone
-            if len(buffers) == 1:
-                transport.write(buffers[0])
-            else:
-                transport.writelines(buffers)
+            self._write_to(transport, buffers)
 
     def _reply_later(self, buffers: List[Any]) -> None:
         """A coroutine handler's reply: joined with the others of this loop pass."""
