@@ -199,3 +199,75 @@ def test_half_close_over_tls(tls, backend, pki):
             frames += decoder.feed(chunk)
     assert frames == [b"A", b"B", b"bye"]
     wait_until(lambda: server.stats["clean_closes"] == 1)
+
+
+# -- one connection's OpenSSL error never reaches another ---------------------------
+
+
+def _handshaken_client(pki):
+    """A client SSLObject whose TLS 1.3 handshake with a server over memory
+    BIOs is complete: reading from it now wants more bytes."""
+    server_ctx = framecodec.server_context(pki.cert, pki.key)
+    client_ctx = framecodec.client_context(pki.ca)
+    into_client, from_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    into_server, from_server = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_ctx.wrap_bio(into_client, from_client, server_hostname="localhost")
+    server = server_ctx.wrap_bio(into_server, from_server, server_side=True)
+    for _ in range(10):
+        for end in (client, server):
+            try:
+                end.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+        into_server.write(from_client.read())
+        into_client.write(from_server.read())
+    return client
+
+
+def _push_stale_epipe():
+    """Leave an EPIPE entry in this thread's OpenSSL error queue, as a
+    close_notify written to a vanished peer does (OpenSSL 3's ERR_new and
+    ERR_set_error; ERR_LIB_SYS is 2)."""
+    ctypes = pytest.importorskip("ctypes")
+    import _ssl
+
+    try:
+        lib = ctypes.CDLL(_ssl.__file__)
+        lib.ERR_new.restype = None
+        lib.ERR_set_error.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p]
+        lib.ERR_set_error.restype = None
+    except (OSError, AttributeError):
+        pytest.fail("libcrypto's ERR_new/ERR_set_error are not reachable from _ssl")
+    lib.ERR_new()
+    lib.ERR_set_error(2, 32, None)
+
+
+@pytest.mark.skipif(
+    not hasattr(ssl, "OP_IGNORE_UNEXPECTED_EOF"),
+    reason="OpenSSL before 3.0 has no ERR_set_error to plant a stale entry with",
+)
+@pytest.mark.skipif(
+    framecodec.tls._find_err_clear_error() is None,
+    reason="this Python's ssl module does not expose libcrypto (PyPy's is cffi-built)",
+)
+def test_a_stale_openssl_error_is_cleared_when_a_tls_connection_closes(pki):
+    client = _handshaken_client(pki)
+    with pytest.raises(ssl.SSLWantReadError):
+        client.read(10)  # healthy: it wants the peer's bytes
+    # The CPython bug cleared against (gh-148594): a stale entry turns that
+    # wait into an error on an unrelated connection.
+    _push_stale_epipe()
+    with pytest.raises(OSError) as stale:
+        client.read(10)
+    assert not isinstance(stale.value, ssl.SSLWantReadError)
+    # Closing any TLS connection empties the queue: the next read waits again.
+    _push_stale_epipe()
+    a, b = socket.socketpair()
+    b.close()
+    framecodec.transport.close_socket(
+        framecodec.client_context(pki.ca).wrap_socket(
+            a, server_hostname="localhost", do_handshake_on_connect=False
+        )
+    )
+    with pytest.raises(ssl.SSLWantReadError):
+        client.read(10)

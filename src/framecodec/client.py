@@ -24,7 +24,8 @@ from .addresses import Address, AddressLike, connect_socket, parse_address
 from .errors import IncompleteFrameError, ProtocolError
 from .formats import FrameFormat
 from .protocols import FrameProtocol, Protocol, make_protocol
-from .transport import ConnectionClosed, OutputQueue
+from .tls import tolerate_bare_eof
+from .transport import ConnectionClosed, OutputQueue, close_socket
 
 __all__ = ["BufferTooSmallError", "Client", "connect"]
 
@@ -284,7 +285,7 @@ class Client:
         """Close the connection (idempotent).  Frames already received stay readable."""
         if not self._closed:
             self._closed = True
-            self._sock.close()
+            close_socket(self._sock)
 
     def __enter__(self) -> Client:
         return self
@@ -323,7 +324,7 @@ def connect(
     try:
         if ssl_context is not None:
             hostname = server_hostname if server_hostname is not None else target.host
-            sock = ssl_context.wrap_socket(sock, server_hostname=hostname)
+            sock = tolerate_bare_eof(ssl_context).wrap_socket(sock, server_hostname=hostname)
         return Client(sock, proto, timeout=timeout, address=target)
     except socket.timeout:
         sock.close()

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator, List, Optional, Set, Tuple, Union
 from .addresses import Address, AddressLike, candidates, parse_address, tune
 from .formats import FrameFormat
 from .protocols import Protocol, make_protocol
+from .tls import tolerate_bare_eof
 from .transport import ConnectionClosed, Stream
 
 __all__ = ["ClientConnection", "MultiClient"]
@@ -126,7 +127,7 @@ class MultiClient:
         **options: Any,
     ) -> None:
         self.protocol = make_protocol(protocol, format, **options)
-        self.ssl_context = ssl_context
+        self.ssl_context = ssl_context if ssl_context is None else tolerate_bare_eof(ssl_context)
         self.timeout = timeout
         self.on_close = on_close
         self._selector = selectors.DefaultSelector()

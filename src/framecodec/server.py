@@ -29,6 +29,7 @@ from .errors import IncompleteFrameError, ProtocolError
 from .formats import FrameFormat
 from .protocols import Protocol, make_protocol
 from .service import Service, logger
+from .tls import tolerate_bare_eof
 
 __all__ = ["Connection", "ConnectionHandler", "HandlerError", "Server", "serve"]
 
@@ -203,7 +204,7 @@ class Server(Service):
         super().__init__(bound)
         self.kind = f"{self.backend}{' TLS' if ssl_context is not None else ''} server"
         self.protocol = protocol
-        self.ssl_context = ssl_context
+        self.ssl_context = ssl_context if ssl_context is None else tolerate_bare_eof(ssl_context)
         self.max_connections = max_connections
         self.overflow = overflow
         self.idle_timeout = idle_timeout

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import selectors
 import socket
+import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, List, Optional, cast
@@ -25,7 +26,7 @@ from .addresses import tune
 from .errors import ProtocolError
 from .server import Connection, Server, call_handler, handler_failed
 from .service import SHUTDOWN_GRACE, logger
-from .transport import ConnectionClosed, OutputQueue
+from .transport import ConnectionClosed, OutputQueue, close_socket
 
 __all__ = ["ThreadingServer"]
 
@@ -50,13 +51,18 @@ class ThreadConnection(Connection):
             self.output.flush(self.sock)  # a streaming handler blocks here, bounded
 
     def interrupt(self) -> None:
-        """Wake the worker from another thread: its blocked call fails."""
+        """Wake the worker from another thread: its blocked read ends.
+
+        socket.socket's shutdown, not SSLSocket's, which would detach OpenSSL
+        under the worker's feet.  A TLS connection's input alone is ended:
+        its read sees the end of the stream (the server's context ignores an
+        unexpected one, so OpenSSL answers it with no alert) and the worker
+        closes with close_notify, which a peer on OpenSSL 3.6 needs to see a
+        clean end (see transport.close_socket).
+        """
+        how = socket.SHUT_RD if isinstance(self.sock, ssl.SSLSocket) else socket.SHUT_RDWR
         try:
-            # socket.socket's shutdown, not SSLSocket's, which would detach
-            # OpenSSL under the worker's feet.  Both directions, so that a TLS
-            # peer sees a plain end of stream, not the alert OpenSSL sends
-            # when its input is cut.
-            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+            socket.socket.shutdown(self.sock, how)
         except OSError:
             pass
 
@@ -130,7 +136,7 @@ class ThreadingServer(Server):
         except Exception as error:
             exc = error
         finally:
-            conn.sock.close()
+            close_socket(conn.sock)
             self._ended(conn, exc)
             # The exception's traceback holds this frame, which holds it:
             # break the cycle so that what the traceback keeps (sockets

@@ -4,14 +4,18 @@ certificates and host names checked.
 
 Servers wrap each accepted socket, never the listening one, so a failed
 handshake costs one connection, not the server.
+
+Every blocking TLS endpoint (servers, connect(), MultiClient) sets
+OP_IGNORE_UNEXPECTED_EOF on its context (see tolerate_bare_eof) and ends
+its connections with close_notify (transport.close_socket).
 """
 
 from __future__ import annotations
 
 import ssl
-from typing import Optional
+from typing import Any, Callable, Optional
 
-__all__ = ["client_context", "server_context"]
+__all__ = ["clear_openssl_errors", "client_context", "server_context", "tolerate_bare_eof"]
 
 
 def server_context(
@@ -50,3 +54,52 @@ def client_context(
     if certfile is not None:
         context.load_cert_chain(certfile, keyfile, password)
     return context
+
+
+def tolerate_bare_eof(context: ssl.SSLContext) -> ssl.SSLContext:
+    """Make ``context`` take a peer's close without close_notify as the end
+    of the stream, which is how Python's reads report it anyway
+    (suppress_ragged_eofs); the framing still catches a cut inside a frame.
+    Without it, OpenSSL 3 answers such an end by writing an alert, and over
+    a Unix socket whose peer is gone that write fails with EPIPE (seen with
+    OpenSSL 3.6): the read raises BrokenPipeError instead of ending cleanly,
+    and a threads server could not wake a worker by ending its input."""
+    context.options |= getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+    return context
+
+
+def _find_err_clear_error() -> Optional[Callable[[], Any]]:
+    """libcrypto's ERR_clear_error, as loaded by the ssl module, if reachable."""
+    try:
+        import _ssl
+        import ctypes
+    except ImportError:  # pragma: no cover - a Python without ctypes
+        return None
+    for library in (getattr(_ssl, "__file__", None), None):  # the module, else the process
+        try:
+            function = ctypes.CDLL(library).ERR_clear_error
+        except (OSError, AttributeError):
+            continue
+        function.restype = None
+        function.argtypes = []
+        return function
+    return None
+
+
+_err_clear_error: Any = None  # found on first use: ctypes costs an import
+
+
+def clear_openssl_errors() -> None:
+    """Empty this thread's OpenSSL error queue.
+
+    CPython's ssl module leaves an entry there after some failed calls (a
+    close_notify written to a vanished peer, say) and does not clear the
+    queue before the next SSL_read or SSL_write (CPython gh-148594): the
+    next read on any other TLS connection in this thread then fails with
+    that stale error.  Called after every TLS connection is closed, so one
+    connection's failure never spreads to the others a thread serves.
+    """
+    global _err_clear_error
+    if _err_clear_error is None:
+        _err_clear_error = _find_err_clear_error() or (lambda: None)
+    _err_clear_error()

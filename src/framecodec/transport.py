@@ -18,8 +18,9 @@ from itertools import islice
 from typing import Any, Deque, Iterable, List, Optional
 
 from .errors import ProtocolError
+from .tls import clear_openssl_errors
 
-__all__ = ["ConnectionClosed", "OutputQueue", "Stream"]
+__all__ = ["ConnectionClosed", "OutputQueue", "Stream", "close_socket"]
 
 try:
     IOV_MAX = os.sysconf("SC_IOV_MAX")
@@ -35,6 +36,29 @@ HAS_SENDMSG = hasattr(socket.socket, "sendmsg")
 
 class ConnectionClosed(ConnectionError):
     """The connection ended cleanly, between two frames (or was closed here)."""
+
+
+def close_socket(sock: socket.socket) -> None:
+    """Close a connection's socket; a TLS one sends close_notify first.
+
+    Without close_notify the peer sees its input cut, and OpenSSL 3.6 then
+    writes an alert back: over a Unix socket whose other end is gone that
+    write fails, and the peer's read raises BrokenPipeError instead of
+    seeing the end of the stream.  close_notify is sent without waiting for
+    the peer's (the socket is made non-blocking), and a peer already gone or
+    a handshake never finished just means a plain close.  Then this thread's
+    OpenSSL error queue is emptied (see tls.clear_openssl_errors).
+    """
+    if isinstance(sock, ssl.SSLSocket):
+        try:
+            sock.setblocking(False)
+            sock.unwrap()  # sends close_notify, then wants the peer's: WantRead
+        except (OSError, ValueError):  # SSLError is an OSError; ValueError: not wrapped
+            pass
+        sock.close()
+        clear_openssl_errors()  # what this or an earlier failure left behind
+    else:
+        sock.close()
 
 
 class OutputQueue:
@@ -254,7 +278,7 @@ class Stream:
         if self.watched:
             selector.unregister(self.sock)
             self.watched = 0
-        self.sock.close()
+        close_socket(self.sock)
 
     @property
     def read_wants_write(self) -> bool:
