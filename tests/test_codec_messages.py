@@ -8,6 +8,7 @@ import pytest
 
 from framecodec import Message, MessageEncoder
 from framecodec.errors import FrameTooLargeError, IncompleteFrameError, MalformedHeaderError
+from framecodec.messages import MAX_HEADER_DEPTH
 
 from .codec_support import read_like_a_socket
 
@@ -248,3 +249,24 @@ def test_a_header_nested_too_deeply_is_malformed_and_fails_the_decoder(codec):
     assert [m.content for m in info.value.frames] == [b"kept"]
     with pytest.raises(MalformedHeaderError, match="decoder failed earlier"):
         decoder.feed(good)
+
+
+def _nested_header(depth: int, inside: str = "") -> bytes:
+    """A valid header whose extra key holds ``depth - 1`` nested lists."""
+    header = json.loads(MessageEncoder().encode(b"x")[2:-1])
+    text = json.dumps(header)[:-1] + ', "deep": ' + "[" * (depth - 1) + inside + "]" * (depth - 1)
+    return (text + "}").encode()
+
+
+def test_the_header_depth_limit_is_exact_and_the_same_everywhere(codec):
+    """MAX_HEADER_DEPTH levels pass and one more fails, with the same message
+    on every Python (whatever its json module's own recursion limit)."""
+    at_limit = _nested_header(MAX_HEADER_DEPTH)
+    [message] = codec.MessageDecoder().feed(raw_message(at_limit) + b"x")
+    assert message.content == b"x"
+    with pytest.raises(MalformedHeaderError, match=r"nested too deeply .*more than 64 levels"):
+        codec.MessageDecoder().feed(raw_message(_nested_header(MAX_HEADER_DEPTH + 1)) + b"x")
+    # Brackets inside strings (escaped quotes included) are not nesting.
+    inside = json.dumps('\\"' + "[" * 1000 + '{"')
+    [message] = codec.MessageDecoder().feed(raw_message(_nested_header(3, inside)) + b"x")
+    assert message.header["deep"] == [[json.loads(inside)]]

@@ -12,19 +12,47 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
 import struct
 import sys
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .errors import FrameTooLargeError, MalformedHeaderError
 
-__all__ = ["REQUIRED_HEADER_KEYS", "Message", "MessageEncoder", "parse_message_header"]
+__all__ = [
+    "MAX_HEADER_DEPTH",
+    "REQUIRED_HEADER_KEYS",
+    "Message",
+    "MessageEncoder",
+    "parse_message_header",
+]
 
 REQUIRED_HEADER_KEYS = ("byteorder", "content-type", "content-encoding", "content-length")
 DEFAULT_MAX_HEADER_SIZE = 64 * 1024 - 1  # the 2-byte length field's ceiling
 DEFAULT_MAX_CONTENT_SIZE = 16 * 1024 * 1024
 
 _pack_header_length = struct.Struct(">H").pack
+
+# How deeply a header's JSON may nest.  Checked here rather than left to the
+# json module, which raises RecursionError at a depth that depends on the
+# Python version and the caller's stack (and not at all on 3.14, whose
+# parser no longer recurses there).  A real header is one object deep.
+MAX_HEADER_DEPTH = 64
+# What json skips over when counting brackets: strings, escapes included.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_BRACKET = re.compile(rb"[][{}]")
+
+
+def _nesting_depth(raw: bytes) -> int:
+    """The deepest nesting of arrays and objects in ``raw`` (JSON text)."""
+    depth = deepest = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub(b"", raw)):
+        if bracket in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
 
 
 class Message:
@@ -76,12 +104,18 @@ def parse_message_header(raw: bytes, max_content_size: int) -> Tuple[Dict[str, A
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MalformedHeaderError(f"message header is not valid UTF-8: {exc}") from None
+    # Only a header with that many brackets can nest that deep: most cost
+    # two C-speed counts and no scan.
+    if raw.count(b"[") + raw.count(b"{") > MAX_HEADER_DEPTH and (
+        _nesting_depth(raw) > MAX_HEADER_DEPTH
+    ):
+        raise MalformedHeaderError(
+            f"message header is nested too deeply to parse (more than {MAX_HEADER_DEPTH} levels)"
+        )
     try:
         header = json.loads(text)
     except ValueError as exc:
         raise MalformedHeaderError(f"message header is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise MalformedHeaderError("message header is nested too deeply to parse") from None
     if not isinstance(header, dict):
         raise MalformedHeaderError(
             f"message header is not a JSON object but a {type(header).__name__}"
