@@ -818,3 +818,28 @@ def test_close_while_a_tls_handshake_is_pending(run: Any, pki: Any) -> None:
             transport.close()
 
     run(main)
+
+
+def test_closing_a_tls_server_with_an_idle_client_is_prompt(
+    run: Any, pki: Any, caplog: Any
+) -> None:
+    """An idle TLS connection closes at once when its server does: closing
+    reads on for the peer's close_notify instead of waiting for the abort
+    (asyncio before 3.11 waited the whole shutdown_timeout)."""
+
+    async def main() -> None:
+        server = await aio.start_server(
+            "127.0.0.1:0", upper, ssl_context=aio_server_context(pki), shutdown_timeout=60
+        )
+        conn = await aio.open_connection(server.address, ssl_context=aio_client_context(pki))
+        assert await conn.request(b"idle next") == b"IDLE NEXT"
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 5)
+        assert server.stats["closed"] == 1
+        with pytest.raises(ConnectionClosed):
+            await conn.recv()
+        await conn.close()
+
+    with caplog.at_level(logging.WARNING, logger="framecodec.server"):
+        run(main)
+    assert "still busy" not in caplog.text

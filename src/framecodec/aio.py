@@ -713,8 +713,13 @@ class _ServerConnection(Connection):
     def _server_closing(self) -> None:
         """The server is closing: stop reading, finish the work in hand, close."""
         if not self._input_over:
-            if self._transport is not None and not self._transport.is_closing():
-                self._transport.pause_reading()
+            transport = self._transport
+            if transport is not None and not transport.is_closing() and not self._tls:
+                # Not under TLS: the TLS layer must still read the peer's
+                # close_notify to finish closing (asyncio before 3.11 pauses
+                # the socket itself, and then waits for it until aborted).
+                # What is read after this goes to the scratch buffer.
+                transport.pause_reading()
             self._end_input()
         self._set_error(ConnectionClosed("the server is closing"))
         self._close_after_work()
@@ -809,6 +814,7 @@ class Server:
         if self._closing:  # its TLS handshake finished after close(): close it too
             self._all_closed.clear()
             conn._server_closing()
+            self._arm_abort_timer()
 
     def _lost_connection(self, conn: _ServerConnection, exc: Optional[BaseException]) -> None:
         self.stats["closed"] += 1
@@ -836,11 +842,16 @@ class Server:
         for conn in list(self._open):
             conn._server_closing()
         if self._open:
+            self._arm_abort_timer()
+        else:
+            self._finish()
+
+    def _arm_abort_timer(self) -> None:
+        """Abort what is still open shutdown_timeout seconds from now."""
+        if self._abort_timer is None:
             self._abort_timer = asyncio.get_running_loop().call_later(
                 self.shutdown_timeout, self._abort_all
             )
-        else:
-            self._finish()
 
     def _abort_all(self) -> None:
         if self._open:
