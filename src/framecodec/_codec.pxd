@@ -75,6 +75,7 @@ cdef class _StreamDecoder:
     cdef _FrameStorage _big         # storage of a large frame being received in place, or None
     cdef long long _discard_left    # bytes of an oversized frame still to drop
     cdef object _error              # the ProtocolError that broke this decoder, or None
+    cdef bint _busy                 # a public call is in progress (see _begin_call)
 
     cdef _begin_call(self)
 

@@ -216,6 +216,7 @@ class _StreamDecoder:
         self._big = None
         self._discard_left = 0
         self._error = None
+        self._busy = False
 
     # -- public API --------------------------------------------------------
 
@@ -239,15 +240,19 @@ class _StreamDecoder:
 
         ``data`` may be bytes, bytearray, memoryview or any contiguous buffer.
         """
-        self._begin_call()
-        if type(data) is not bytes:
-            data = as_bytes_view(data).tobytes()
-        out = []
-        try:
-            self._feed(data, out)
-        except ProtocolError as exc:
-            self._fail(exc, out)
-        return out
+        with cython.critical_section(self):
+            self._begin_call()
+            try:
+                if type(data) is not bytes:
+                    data = as_bytes_view(data).tobytes()
+                out = []
+                try:
+                    self._feed(data, out)
+                except ProtocolError as exc:
+                    self._fail(exc, out)
+                return out
+            finally:
+                self._busy = False
 
     def get_buffer(self, sizehint=-1):
         """A writable memoryview for ``sock.recv_into``; then call buffer_updated.
@@ -261,70 +266,102 @@ class _StreamDecoder:
         of the shared buffer.  The view is valid until the next call on this
         decoder.
         """
-        self._begin_call()
-        if sizehint > MAX_FRAME_SIZE_LIMIT:
-            # Checked here so no size arithmetic below can overflow.
-            raise OverflowError(f"sizehint {sizehint} is larger than any buffer this decoder makes")
-        big = self._big
-        if big is not None:
-            view = big.view(big.room(self._read_size if sizehint <= 0 else sizehint))
-        elif self._exact and not self._discard_left:
-            # Large frames come in runs: read up to the next one's payload
-            # and no further, or its first read would land here and be copied.
-            wanted = max(1, max(self._need, self._frame_start) - (self._end - self._pos))
-            self._reserve(wanted)
-            view = memoryview(self._buf)[self._end : self._end + wanted]
-        else:
-            self._reserve(sizehint if sizehint > 0 else self._read_size)
-            view = memoryview(self._buf)[self._end :]
-        self._view = view
-        self._view_room = len(view)
-        return view
+        with cython.critical_section(self):
+            self._begin_call()
+            try:
+                if sizehint > MAX_FRAME_SIZE_LIMIT:
+                    # Checked here so no size arithmetic below can overflow.
+                    raise OverflowError(
+                        f"sizehint {sizehint} is larger than any buffer this decoder makes"
+                    )
+                big = self._big
+                if big is not None:
+                    view = big.view(big.room(self._read_size if sizehint <= 0 else sizehint))
+                elif self._exact and not self._discard_left:
+                    # Large frames come in runs: read up to the next one's payload
+                    # and no further, or its first read would land here and be copied.
+                    wanted = max(1, max(self._need, self._frame_start) - (self._end - self._pos))
+                    self._reserve(wanted)
+                    view = memoryview(self._buf)[self._end : self._end + wanted]
+                else:
+                    self._reserve(sizehint if sizehint > 0 else self._read_size)
+                    view = memoryview(self._buf)[self._end :]
+                self._view = view
+                self._view_room = len(view)
+                return view
+            finally:
+                self._busy = False
 
     def buffer_updated(self, nbytes):
         """``nbytes`` were written into the last get_buffer() view; return completed frames."""
-        room = self._view_room
-        self._begin_call()
-        if room < 0:
-            raise RuntimeError("buffer_updated() called without a preceding get_buffer()")
-        if nbytes < 0 or nbytes > room:
-            raise ValueError(f"nbytes must be between 0 and {room}, the size of the buffer given")
-        out = []
-        try:
-            if self._big is not None:
-                self._big.filled += nbytes
-            else:
-                self._end += nbytes
-            self._advance(out)
-        except ProtocolError as exc:
-            self._fail(exc, out)
-        return out
+        with cython.critical_section(self):
+            room = self._view_room
+            self._begin_call()
+            try:
+                if room < 0:
+                    raise RuntimeError("buffer_updated() called without a preceding get_buffer()")
+                if nbytes < 0 or nbytes > room:
+                    raise ValueError(
+                        f"nbytes must be between 0 and {room}, the size of the buffer given"
+                    )
+                out = []
+                try:
+                    if self._big is not None:
+                        self._big.filled += nbytes
+                    else:
+                        self._end += nbytes
+                    self._advance(out)
+                except ProtocolError as exc:
+                    self._fail(exc, out)
+                return out
+            finally:
+                self._busy = False
 
     def eof(self):
         """The stream ended; raise IncompleteFrameError if it stopped inside a frame."""
-        self._begin_call()
-        if self._between_frames():
-            return
-        buffered = self.buffered
-        if self._big is not None:
-            missing = self._big.size - self._big.filled
-        elif self._discard_left:
-            missing = self._discard_left
-        else:
-            missing = self._need - buffered
-        error = IncompleteFrameError(
-            f"stream ended inside a frame: {buffered} bytes buffered, {missing} more needed",
-            (),
-            missing,
-            buffered,
-        )
-        self._error = error
-        raise error
+        with cython.critical_section(self):
+            self._begin_call()
+            try:
+                if self._between_frames():
+                    return
+                buffered = self.buffered
+                if self._big is not None:
+                    missing = self._big.size - self._big.filled
+                elif self._discard_left:
+                    missing = self._discard_left
+                else:
+                    missing = self._need - buffered
+                error = IncompleteFrameError(
+                    f"stream ended inside a frame: {buffered} bytes buffered, "
+                    f"{missing} more needed",
+                    (),
+                    missing,
+                    buffered,
+                )
+                self._error = error
+                raise error
+            finally:
+                self._busy = False
 
     # -- machinery ---------------------------------------------------------
 
     def _begin_call(self):
-        """Raise again a past protocol error; release the view handed out last."""
+        """Refuse a call while another thread is inside one; raise again a
+        past protocol error; release the view handed out last.  Then this
+        call is in progress until the caller clears ``_busy``.
+
+        On a free-threaded build each public method holds the decoder's
+        critical section, so calls from several threads take turns.  The
+        busy flag catches what that cannot: a call made while another one
+        is suspended inside this decoder (a GIL switch while MessageDecoder
+        parses a header in Python), which would otherwise see the buffer
+        half updated.
+        """
+        if self._busy:
+            raise RuntimeError(
+                f"{type(self).__name__} is already in a call from another thread: "
+                "a decoder reads one stream, one call at a time"
+            )
         if self._error is not None:
             error = self._error
             raise type(error)(f"decoder failed earlier: {error.args[0]}")
@@ -336,6 +373,7 @@ class _StreamDecoder:
                 view.release()
             except BufferError:
                 pass  # the caller re-exported it; moving our memory will raise instead
+        self._busy = True
 
     def _fail(self, exc, out):
         """Keep the frames completed before the error on it; stay failed."""
