@@ -15,6 +15,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Dict
@@ -66,10 +67,32 @@ def pure_python_forced() -> bool:
 
 
 def select() -> ModuleType:
-    """The core the package exports: compiled unless forced off or not built."""
-    if not pure_python_forced():
-        try:
-            return load("cython")
-        except ImportError:
-            pass
+    """The core the package exports: compiled unless forced off or not built.
+
+    On CPython a missing compiled core is a RuntimeWarning: the twin is about
+    10x slower, and a user who did not ask for it should know.  PyPy runs the
+    twin by design (its JIT is what makes it fast there), so it says nothing.
+    """
+    if "selected" in _loaded:  # decided once: the warning comes once
+        return _loaded["selected"]
+    _loaded["selected"] = core = _choose()
+    return core
+
+
+def _choose() -> ModuleType:
+    if pure_python_forced():
+        return load("python")
+    try:
+        return load("cython")
+    except ImportError as exc:
+        if sys.implementation.name == "cpython":
+            warnings.warn(
+                f"framecodec's compiled core is not available ({exc}); using the "
+                "pure-Python twin, about 10x slower. Reinstall framecodec where a C "
+                "compiler and the Python headers work (pip prints why the build failed "
+                "with -v), or set FRAMECODEC_PURE_PYTHON=1 to choose the twin and "
+                "silence this warning.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
     return load("python")
