@@ -4,13 +4,16 @@ The same _codec.py is the pure-Python twin; compiling it under its own module
 name makes the extension take precedence on import while the twin stays
 importable by path (see framecodec/_impl.py).
 
-FRAMECODEC_NO_EXTENSION=1 builds a pure-Python package (the py3-none-any
-wheel).  A plain ``pip install`` where no compiler works falls back to the
-twin with a warning; a wheel or CI build sets FRAMECODEC_REQUIRE_EXTENSION=1
-(or runs under cibuildwheel) and fails loudly instead.
+FRAMECODEC_NO_EXTENSION=1 builds without the extension (a pure-Python
+install, which nothing publishes: the sdist is the fallback).  A plain
+``pip install`` where no compiler works falls back to the twin with a
+warning on the terminal, and ``import framecodec`` warns again; a wheel or CI
+build sets FRAMECODEC_REQUIRE_EXTENSION=1 (or runs under cibuildwheel) and
+fails loudly instead.
 """
 
 import os
+import platform
 import sys
 
 from setuptools import Extension, setup
@@ -37,6 +40,9 @@ COMPILER_DIRECTIVES = {
     "initializedcheck": False,
     "cdivision": True,
     "embedsignature": True,
+    # Each decoder's public methods hold its critical section (_codec.py):
+    # safe without the GIL, and free on GIL builds.
+    "freethreading_compatible": True,
 }
 
 
@@ -58,21 +64,40 @@ class OptionalBuildExt(build_ext):
     def _fallback(self, exc):
         if REQUIRE_EXTENSION:
             raise
-        sys.stderr.write(
-            f"WARNING: framecodec's C extension could not be built ({exc}); "
-            "installing the pure-Python implementation, which is much slower.\n"
+        _warn(
+            f"framecodec's C extension could not be built ({exc}); installing the "
+            "pure-Python implementation, about 10x slower. Install a C compiler and "
+            "the Python headers and reinstall, or set FRAMECODEC_REQUIRE_EXTENSION=1 "
+            "to make this an error."
         )
+
+
+def _warn(message):
+    """Say ``message`` where a plain ``pip install`` shows it.
+
+    pip keeps a successful build's output to itself unless run with -v, so
+    the warning also goes straight to the terminal when there is one.
+    """
+    line = f"WARNING: {message}\n"
+    sys.stderr.write(line)
+    try:
+        with open("/dev/tty", "w") as terminal:
+            terminal.write(line)
+    except OSError:  # no terminal (CI, Windows): stderr, and import's warning, it is
+        pass
 
 
 def extensions():
     if NO_EXTENSION:
         return []
+    if platform.python_implementation() != "CPython":
+        return []  # PyPy runs the twin, which its JIT makes fast; cpyext would be slower
     try:
         from Cython.Build import cythonize
     except ImportError:
         if REQUIRE_EXTENSION:
             raise
-        sys.stderr.write("WARNING: Cython is not available; installing the pure-Python twin.\n")
+        _warn("Cython is not available; installing framecodec's pure-Python twin (10x slower).")
         return []
     core = Extension(
         "framecodec._codec",

@@ -482,7 +482,7 @@ def read_to_end(sock: socket.socket, decoder: Any, timeout: float) -> Tuple[List
         sock.settimeout(remaining)
         try:
             data = sock.recv(65536)
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             return replies, "still open", time.monotonic() - start
         except ConnectionResetError:
             return replies, "reset", time.monotonic() - start

@@ -234,7 +234,7 @@ class Client:
                     continue
                 decoder.eof()
                 self._fail(ConnectionClosed("the peer closed the connection"))
-            except socket.timeout:
+            except TimeoutError:
                 raise TimeoutError(f"no complete frame within {self._timeout} s") from None
             except ProtocolError as exc:
                 frames.extend(exc.frames)
@@ -319,14 +319,14 @@ def connect(
     target = parse_address(address)
     try:
         sock = connect_socket(target, socket.SOCK_STREAM, timeout)
-    except socket.timeout:  # not yet a TimeoutError on Python 3.9
+    except TimeoutError:
         raise TimeoutError(f"connecting to {target} timed out after {timeout} s") from None
     try:
         if ssl_context is not None:
             hostname = server_hostname if server_hostname is not None else target.host
             sock = tolerate_bare_eof(ssl_context).wrap_socket(sock, server_hostname=hostname)
         return Client(sock, proto, timeout=timeout, address=target)
-    except socket.timeout:
+    except TimeoutError:
         sock.close()
         raise TimeoutError(f"TLS handshake with {target} timed out after {timeout} s") from None
     except BaseException:

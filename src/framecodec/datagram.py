@@ -262,7 +262,7 @@ class DatagramClient:
             self._sock.settimeout(remaining)
             try:
                 message, _, dropped = self._reader.receive(self._sock)
-            except socket.timeout:
+            except TimeoutError:
                 return None
             if message is None:
                 self.stats[dropped] += 1  # type: ignore[index]

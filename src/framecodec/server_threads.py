@@ -200,7 +200,7 @@ class ThreadingServer(Server):
                 else:
                     decoder.eof()
                     frames = None
-            except socket.timeout:
+            except TimeoutError:
                 if frame_started is not None and self.frame_timeout is not None:
                     if time.monotonic() < frame_started + self.frame_timeout:
                         frames = []
