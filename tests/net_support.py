@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import pytest
 
@@ -47,7 +47,7 @@ class Net:
     """One point of the test matrix (family x TLS): serves and connects with
     the right addresses and TLS settings, and closes all it made."""
 
-    def __init__(self, family: str, tls: bool, pki: SimpleNamespace) -> None:
+    def __init__(self, family: str, tls: bool, pki: Optional[SimpleNamespace]) -> None:
         self.family = family
         self.tls = tls
         self.pki = pki

@@ -10,12 +10,14 @@ import ssl
 import time
 
 import pytest
-import trustme
 
 import framecodec
 from framecodec import ConnectionHandler, FrameDecoder, FrameEncoder, ProtocolError
 
+from .net_fixtures import require_trustme
 from .net_support import TIMEOUT, wait_until
+
+trustme = require_trustme(allow_module_level=True)
 
 pytest_plugins = ["tests.net_fixtures"]
 pytestmark = pytest.mark.usefixtures("no_leaks")
@@ -228,8 +230,8 @@ def _push_stale_epipe():
     """Leave an EPIPE entry in this thread's OpenSSL error queue, as a
     close_notify written to a vanished peer does (OpenSSL 3's ERR_new and
     ERR_set_error; ERR_LIB_SYS is 2)."""
-    ctypes = pytest.importorskip("ctypes")
     import _ssl
+    import ctypes
 
     try:
         lib = ctypes.CDLL(_ssl.__file__)
