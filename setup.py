@@ -1,4 +1,4 @@
-"""Build script: compiles the codec core (src/framecodec/_codec.py) with Cython.
+"""Build script: compiles the codec core (src/framecodec/codec/_codec.py) with Cython.
 
 The same _codec.py is the pure-Python twin; compiling it under its own module
 name makes the extension take precedence on import while the twin stays
@@ -12,6 +12,7 @@ build sets FRAMECODEC_REQUIRE_EXTENSION=1 (or runs under cibuildwheel) and
 fails loudly instead.
 """
 
+import importlib.util
 import os
 import platform
 import sys
@@ -21,10 +22,20 @@ from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PACKAGE_DIR = os.path.join("src", "framecodec")
+CODEC_DIR = os.path.join(PACKAGE_DIR, "codec")
 
 
-def _flag(name):
-    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+def _load_env_rule():
+    """framecodec/_env.py, by path: the package is not importable yet."""
+    spec = importlib.util.spec_from_file_location(
+        "_framecodec_env", os.path.join(HERE, PACKAGE_DIR, "_env.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.flag
+
+
+_flag = _load_env_rule()
 
 
 NO_EXTENSION = _flag("FRAMECODEC_NO_EXTENSION")
@@ -100,11 +111,11 @@ def extensions():
         _warn("Cython is not available; installing framecodec's pure-Python twin (10x slower).")
         return []
     core = Extension(
-        "framecodec._codec",
-        [os.path.join(PACKAGE_DIR, "_codec.py")],
-        include_dirs=[PACKAGE_DIR],
+        "framecodec.codec._codec",
+        [os.path.join(CODEC_DIR, "_codec.py")],
+        include_dirs=[CODEC_DIR],
         depends=[
-            os.path.join(PACKAGE_DIR, name) for name in ("_codec.pxd", "_primitives.pxd", "_hton.h")
+            os.path.join(CODEC_DIR, name) for name in ("_codec.pxd", "_primitives.pxd", "_hton.h")
         ],
     )
     return cythonize(

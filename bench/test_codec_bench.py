@@ -5,7 +5,7 @@ The cases are the same functions the command times, so the two cannot drift.
 
 import pytest
 
-from framecodec import _impl, bench
+from framecodec.codec import _impl, bench
 
 SIZES = [16, 64, 1024, 64 * 1024, 1024 * 1024]
 CONTENDERS = ["naive", "cython", "python"]

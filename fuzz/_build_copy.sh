@@ -12,6 +12,6 @@ copy_sources() {
     -exec rm -rf {} +
   { git -C "$root" rev-parse HEAD 2>/dev/null || echo "(not a git checkout)"
     git -C "$root" status --porcelain -- src setup.py 2>/dev/null || true
-    ( cd "$out" && sha256sum src/framecodec/_codec.py src/framecodec/*.pxd src/framecodec/_hton.h )
+    ( cd "$out" && sha256sum src/framecodec/codec/_codec.py src/framecodec/codec/*.pxd src/framecodec/codec/_hton.h )
   } >"$out/SOURCE_REVISION"
 }

@@ -52,10 +52,10 @@ FEED, FEED_OTHER_TYPE, GETBUF_DEFAULT, GETBUF_HINT, PAD_FEED, PAD_GETBUF, MISUSE
 # compiled core gets its coverage from -fsanitize=fuzzer-no-link; the twin,
 # loaded by path, from instrument_module()).  Not the network layer.
 INSTRUMENTED = [
-    "framecodec._impl",
+    "framecodec.codec._impl",
     "framecodec.errors",
-    "framecodec.formats",
-    "framecodec.messages",
+    "framecodec.codec.formats",
+    "framecodec.codec.messages",
 ]
 
 
@@ -174,7 +174,7 @@ class Config:
 
 
 def parse_input(data: bytes) -> Config:
-    from framecodec.formats import MAX_FRAME_SIZE_LIMIT, PRESETS, FrameFormat
+    from framecodec.codec.formats import MAX_FRAME_SIZE_LIMIT, PRESETS, FrameFormat
 
     r = Reader(data)
     kind = r.u8()
@@ -653,13 +653,13 @@ def checked_until(items: List[Item], stream_length: int) -> int:
 
 def reference_messages(options: dict, stream: bytes) -> List[Item]:
     """Every item of a JSON-header message stream; the last may be unfinished."""
-    from framecodec.errors import FrameTooLargeError, MalformedHeaderError, ProtocolError
-    from framecodec.messages import (
+    from framecodec.codec.messages import (
         DEFAULT_MAX_CONTENT_SIZE,
         DEFAULT_MAX_HEADER_SIZE,
         Message,
         parse_message_header,
     )
+    from framecodec.errors import FrameTooLargeError, MalformedHeaderError, ProtocolError
 
     max_header = options.get("max_header_size", DEFAULT_MAX_HEADER_SIZE)
     max_content = options.get("max_content_size", DEFAULT_MAX_CONTENT_SIZE)
@@ -839,7 +839,7 @@ def known_message_header_crash(exc: BaseException) -> bool:
 
 def load_cores(need_compiled: bool = True):
     """(compiled, twin) from the framecodec on sys.path, warning if not sanitized."""
-    from framecodec import _impl
+    from framecodec.codec import _impl
 
     compiled = _impl.load("cython") if need_compiled else None
     twin = _impl.load("python")

@@ -26,7 +26,7 @@ logs=$here/logs/asan-tests-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$logs"
 cd "$root"
 tests=(tests/test_codec*.py tests/test_interop*.py tests/test_implementation.py)
-echo "asan-tests: $(ls "$out"/src/framecodec/_codec*.so), source $(head -1 "$out/SOURCE_REVISION")"
+echo "asan-tests: $(ls "$out"/src/framecodec/codec/_codec*.so), source $(head -1 "$out/SOURCE_REVISION")"
 echo "asan-tests: logs in $logs"
 started=$(date +%s)
 set +e

@@ -2,9 +2,9 @@
 # Build framecodec's compiled core with AddressSanitizer, UndefinedBehaviorSanitizer
 # and libFuzzer coverage instrumentation, OUT OF TREE, for the atheris harnesses.
 #
-#   fuzz/build_sanitized.sh            # -> build/asan/src/framecodec/_codec*.so
+#   fuzz/build_sanitized.sh            # -> build/asan/src/framecodec/codec/_codec*.so
 #
-# The in-place extension of the dev virtualenv (src/framecodec/*.so) is never
+# The in-place extension of the dev virtualenv (src/framecodec/codec/*.so) is never
 # touched: src/ and setup.py are copied to $FUZZ_BUILD_DIR (default build/asan)
 # and built there with clang.  The harnesses import that copy through
 # PYTHONPATH (fuzz/run.sh sets it), so the compiled core and its pure-Python
@@ -72,7 +72,7 @@ export FRAMECODEC_REQUIRE_EXTENSION=1
   echo "build_sanitized: build failed, log in $out/build.log" >&2
   exit 1
 }
-so=$(ls "$out"/src/framecodec/_codec*.so)
+so=$(ls "$out"/src/framecodec/codec/_codec*.so)
 symbols=$(nm "$so")  # (not piped into grep -q: with pipefail, nm's SIGPIPE fails the test)
 for sym in __asan_report __ubsan_handle __sanitizer_cov_8bit_counters_init __sanitizer_cov_trace_cmp; do
   grep -q "$sym" <<<"$symbols" || { echo "build_sanitized: $so lacks $sym (instrumentation missing)" >&2; exit 1; }

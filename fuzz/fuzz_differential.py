@@ -187,7 +187,7 @@ def main() -> None:
     global compiled, twin
     with lib.instrumented_imports():
         import framecodec
-        import framecodec.messages  # noqa: F401
+        import framecodec.codec.messages  # noqa: F401
     compiled, twin = lib.load_cores()
     count = lib.instrument_module(twin)
     lib.instrument_module(lib)  # coverage of the driver: which plan paths ran

@@ -45,7 +45,7 @@ def main() -> None:
     global compiled
     with lib.instrumented_imports():
         import framecodec
-        import framecodec.messages  # noqa: F401
+        import framecodec.codec.messages  # noqa: F401
     compiled, _twin = lib.load_cores()
     lib.instrument_module(lib)  # coverage of the driver and the model: states, not just code
     atheris.Setup(sys.argv, TestOneInput)

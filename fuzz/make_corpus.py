@@ -38,7 +38,7 @@ from framecodec import (
     PRESETS,
     _impl,
 )
-from framecodec.messages import MessageEncoder
+from framecodec.codec.messages import MessageEncoder
 
 twin = _impl.load("python")
 

@@ -63,7 +63,7 @@ logs=$here/logs/memcheck-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$logs"
 cd "$root"
 tests=(tests/test_codec*.py tests/test_interop*.py tests/test_implementation.py)
-echo "memcheck: $(ls "$out"/src/framecodec/_codec*.so), source $(head -1 "$out/SOURCE_REVISION")"
+echo "memcheck: $(ls "$out"/src/framecodec/codec/_codec*.so), source $(head -1 "$out/SOURCE_REVISION")"
 echo "memcheck: $("$venv/bin/python" -VV | head -1)"
 echo "memcheck: logs in $logs"
 started=$(date +%s)

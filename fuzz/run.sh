@@ -47,7 +47,7 @@ options=(
 )
 [ -f "$dict" ] && options+=(-dict="$dict")
 
-echo "run: $harness for ${seconds}s against $(ls "$out"/src/framecodec/_codec*.so)"
+echo "run: $harness for ${seconds}s against $(ls "$out"/src/framecodec/codec/_codec*.so)"
 echo "run: source revision $(head -1 "$out/SOURCE_REVISION"), tolerate known findings: ${FRAMECODEC_FUZZ_TOLERATE_KNOWN:-0}"
 echo "run: log $log"
 started=$(date +%s)

@@ -40,7 +40,8 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import framecodec
-from framecodec import FrameDecoder, FrameEncoder, aio_bench
+from framecodec import FrameDecoder, FrameEncoder
+from framecodec.benchmarks import aio_roles
 
 SIZES = [16, 256, 4096, 64 * 1024, 1024 * 1024]
 HEADER = struct.Struct(">I")
@@ -98,7 +99,7 @@ def receiver_main(kind: str, sock: socket.socket, count: int, results: Any) -> N
         frames, end = run_on(loop, streams_receive(sock, count))
     else:
         batch = contender == "aio-batch"
-        frames, end = run_on(loop, aio_bench.receive_frames(sock, count, batch=batch))
+        frames, end = run_on(loop, aio_roles.receive_frames(sock, count, batch=batch))
     results.send((frames, end, time.process_time() - cpu))
 
 
@@ -150,7 +151,7 @@ def sender_main(kind: str, address: Tuple[str, int], size: int, count: int, resu
         results.send(run_on("asyncio", streams_send(address, payload, count)))
     else:
         results.send(
-            run_on("asyncio", aio_bench.send_frames(f"{address[0]}:{address[1]}", payload, count))
+            run_on("asyncio", aio_roles.send_frames(f"{address[0]}:{address[1]}", payload, count))
         )
 
 

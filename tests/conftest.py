@@ -14,7 +14,7 @@ from typing import Optional
 
 import pytest
 
-from framecodec import _impl
+from framecodec.codec import _impl
 
 
 def no_compiled_core_reason() -> Optional[str]:

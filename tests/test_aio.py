@@ -16,9 +16,9 @@ from typing import Any, AsyncIterator, Callable, Tuple
 import pytest
 
 from framecodec import FrameEncoder, IncompleteFrameError, ProtocolError, aio
-from framecodec.addresses import REUSE_PORT_OPTION
-from framecodec.protocols import FrameProtocol
-from framecodec.transport import ConnectionClosed
+from framecodec.net.addresses import REUSE_PORT_OPTION
+from framecodec.net.protocols import FrameProtocol
+from framecodec.net.transport import ConnectionClosed
 
 from .net_support import bind_address, unix_path
 
@@ -729,21 +729,21 @@ def test_a_buffer_can_be_reused_once_send_returns(run: Any) -> None:
     run(main)
 
 
-# -- the benchmark roles (framecodec.aio_bench) -------------------------------------------
+# -- the benchmark roles (framecodec.benchmarks.aio_roles) ------------------------------
 
 
 def test_benchmark_roles(run: Any) -> None:
-    from framecodec import aio_bench
+    from framecodec.benchmarks import aio_roles
 
     async def main() -> None:
         listener = socket.create_server(("127.0.0.1", 0))
         address = f"127.0.0.1:{listener.getsockname()[1]}"
         for batch, batch_bytes in ((False, 0), (True, 65536)):
             receiving = asyncio.ensure_future(
-                aio_bench.receive_frames(listener.dup(), 1000, batch=batch)
+                aio_roles.receive_frames(listener.dup(), 1000, batch=batch)
             )
             await asyncio.sleep(0.01)
-            start = await aio_bench.send_frames(address, b"p" * 100, 1000, batch_bytes=batch_bytes)
+            start = await aio_roles.send_frames(address, b"p" * 100, 1000, batch_bytes=batch_bytes)
             frames, end = await receiving
             assert frames == 1000 and end > start
         listener.close()
@@ -754,17 +754,17 @@ def test_benchmark_roles(run: Any) -> None:
                 probe.bind(("127.0.0.1", 0))
                 probe.listen()
                 where = f"127.0.0.1:{probe.getsockname()[1]}"
-                receiving = asyncio.ensure_future(aio_bench.receive_frames(probe.dup(), 10))
+                receiving = asyncio.ensure_future(aio_roles.receive_frames(probe.dup(), 10))
             await asyncio.sleep(0.01)
-            await aio_bench.send_frames(where, b"q", sent)
+            await aio_roles.send_frames(where, b"q", sent)
             with pytest.raises(error):
                 await receiving
 
         listener = socket.create_server(("127.0.0.1", 0))
         where = f"127.0.0.1:{listener.getsockname()[1]}"
-        serving = asyncio.ensure_future(aio_bench.serve_echo(listener, clients=1))
+        serving = asyncio.ensure_future(aio_roles.serve_echo(listener, clients=1))
         await asyncio.sleep(0.01)
-        samples = await aio_bench.request_latencies(where, b"r" * 64, rounds=50, warmup=5)
+        samples = await aio_roles.request_latencies(where, b"r" * 64, rounds=50, warmup=5)
         assert len(samples) == 50 and all(sample > 0 for sample in samples)
         await asyncio.wait_for(serving, 5)  # done once its one client has gone
 

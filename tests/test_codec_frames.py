@@ -515,7 +515,7 @@ def test_mid_frame_says_whether_a_frame_has_begun(codec):
 
 KEPT_VIEW = r"""
 import json, sys
-from framecodec import _impl
+from framecodec.codec import _impl
 codec = _impl.load(sys.argv[1])
 decoder = codec.FrameDecoder()
 decoder.feed((100_000).to_bytes(4, "big"))

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from framecodec import Message, MessageEncoder
+from framecodec.codec.messages import MAX_HEADER_DEPTH
 from framecodec.errors import FrameTooLargeError, IncompleteFrameError, MalformedHeaderError
-from framecodec.messages import MAX_HEADER_DEPTH
 
 from .codec_support import read_like_a_socket
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import framecodec
-from framecodec import _impl
+from framecodec.codec import _impl
 
 from .conftest import pure_build_expected
 
@@ -29,7 +29,7 @@ def test_twin_is_the_same_source_file_run_uncompiled():
     twin = _impl.load("python")
     assert twin.COMPILED is False
     assert Path(twin.__file__).name == "_codec.py"
-    assert twin.__name__ == "framecodec._codec_py"
+    assert twin.__name__ == "framecodec.codec._codec_py"
 
 
 def test_public_classes_come_from_the_selected_core():
@@ -67,7 +67,7 @@ def _import_framecodec(block_compiled: bool, **env: str):
     compiled core made unimportable (as when its build failed) if asked."""
     code = "import sys\n"
     if block_compiled:
-        code += "sys.modules['framecodec._codec'] = None\n"  # import raises ImportError
+        code += "sys.modules['framecodec.codec._codec'] = None\n"  # import raises ImportError
     code += "import framecodec\nprint(framecodec.IMPLEMENTATION)\n"
     return subprocess.run(
         [sys.executable, "-W", "default", "-c", code],

@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from framecodec import Address, parse_address
-from framecodec.addresses import bind_socket, connect_socket
+from framecodec.net.addresses import bind_socket, connect_socket
 
 from .net_support import TIMEOUT, has_ipv6_loopback, unix_path
 

@@ -249,7 +249,7 @@ def _push_stale_epipe():
     reason="OpenSSL before 3.0 has no ERR_set_error to plant a stale entry with",
 )
 @pytest.mark.skipif(
-    framecodec.tls._find_err_clear_error() is None,
+    framecodec.net.tls._find_err_clear_error() is None,
     reason="this Python's ssl module does not expose libcrypto (PyPy's is cffi-built)",
 )
 def test_a_stale_openssl_error_is_cleared_when_a_tls_connection_closes(pki):
@@ -266,7 +266,7 @@ def test_a_stale_openssl_error_is_cleared_when_a_tls_connection_closes(pki):
     _push_stale_epipe()
     a, b = socket.socketpair()
     b.close()
-    framecodec.transport.close_socket(
+    framecodec.net.transport.close_socket(
         framecodec.client_context(pki.ca).wrap_socket(
             a, server_hostname="localhost", do_handshake_on_connect=False
         )

@@ -8,9 +8,10 @@ import ssl
 
 import pytest
 
-from framecodec import FrameDecoder, Message, MessageDecoder, transport
-from framecodec.protocols import FrameProtocol, MessageProtocol, make_protocol
-from framecodec.transport import IOV_MAX, TLS_WRITE, OutputQueue
+from framecodec import FrameDecoder, Message, MessageDecoder
+from framecodec.net import transport
+from framecodec.net.protocols import FrameProtocol, MessageProtocol, make_protocol
+from framecodec.net.transport import IOV_MAX, TLS_WRITE, OutputQueue
 
 pytest_plugins = ["tests.net_fixtures"]
 pytestmark = pytest.mark.usefixtures("no_leaks")

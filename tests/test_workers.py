@@ -17,8 +17,9 @@ from typing import Any, Iterator, List, Set
 import pytest
 
 import framecodec
-from framecodec import ConnectionClosed, IncompleteFrameError, workers
-from framecodec.addresses import REUSE_PORT_OPTION
+from framecodec import ConnectionClosed, IncompleteFrameError
+from framecodec.net.server import workers
+from framecodec.net.addresses import REUSE_PORT_OPTION
 
 from .net_support import TIMEOUT, unix_path, wait_until
 
@@ -350,11 +351,11 @@ def test_command_line_rejects_bad_worker_counts() -> None:
 
 def test_reuse_port_is_tcp_only() -> None:
     with pytest.raises(ValueError, match="reuse_port"):
-        framecodec.addresses.bind_socket("unix:" + unix_path(), reuse_port=True)
-    if framecodec.addresses.REUSE_PORT_OPTION is not None:
-        first = framecodec.addresses.bind_socket("127.0.0.1:0", reuse_port=True)
+        framecodec.net.addresses.bind_socket("unix:" + unix_path(), reuse_port=True)
+    if framecodec.net.addresses.REUSE_PORT_OPTION is not None:
+        first = framecodec.net.addresses.bind_socket("127.0.0.1:0", reuse_port=True)
         try:
-            second = framecodec.addresses.bind_socket(first.address, backlog=8, reuse_port=True)
+            second = framecodec.net.addresses.bind_socket(first.address, backlog=8, reuse_port=True)
             second.close()
             with pytest.raises(OSError), socket.socket() as plain:
                 plain.bind(first.address.sockaddr)  # without the option: refused

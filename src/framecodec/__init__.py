@@ -4,57 +4,89 @@ The codec core (FrameDecoder, FrameEncoder, MessageDecoder, pack_uint,
 unpack_uint) is a Cython extension when built, else its pure-Python twin;
 ``IMPLEMENTATION`` says which ("cython" or "python").  Set
 FRAMECODEC_PURE_PYTHON=1 before import to force the twin.
+
+The layers, each importing only the ones below it: ``codec`` (sans-IO),
+``net`` (blocking sockets: connect, serve, ...), ``aio`` (asyncio), then
+``cli`` and ``benchmarks``.  ``from framecodec import FrameDecoder`` loads
+the codec alone: the network names here load on first use.
 """
 
-from typing import TYPE_CHECKING
+from __future__ import annotations
 
-from ._impl import select as _select
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .errors import FrameTooLargeError, IncompleteFrameError, MalformedHeaderError, ProtocolError
-from .formats import PRESETS, FrameFormat
-from .messages import Message, MessageEncoder
+from .codec import (
+    IMPLEMENTATION,
+    PRESETS,
+    FrameDecoder,
+    FrameEncoder,
+    FrameFormat,
+    Message,
+    MessageDecoder,
+    MessageEncoder,
+    pack_uint,
+    unpack_uint,
+)
+from .errors import (
+    BufferTooSmallError,
+    ConnectionClosed,
+    FrameTooLargeError,
+    HandlerError,
+    IncompleteFrameError,
+    MalformedHeaderError,
+    ProtocolError,
+)
 
-_core = _select()
+if TYPE_CHECKING:  # what __getattr__ loads, for type checkers and IDEs
+    from . import aio, benchmarks, cli, net  # noqa: F401 - loaded by __getattr__
+    from .net.addresses import Address, parse_address
+    from .net.client import Client, connect
+    from .net.datagram import DatagramClient, DatagramServer, serve_datagrams
+    from .net.multiclient import ClientConnection, MultiClient
+    from .net.server import Connection, ConnectionHandler, Server, serve
+    from .net.tls import client_context, server_context
 
-IMPLEMENTATION: str = "cython" if _core.COMPILED else "python"
+# The network layer's names, and the module each loads from on first use.
+_LAZY = {
+    "Address": "net.addresses",
+    "parse_address": "net.addresses",
+    "Client": "net.client",
+    "connect": "net.client",
+    "DatagramClient": "net.datagram",
+    "DatagramServer": "net.datagram",
+    "serve_datagrams": "net.datagram",
+    "ClientConnection": "net.multiclient",
+    "MultiClient": "net.multiclient",
+    "Connection": "net.server",
+    "ConnectionHandler": "net.server",
+    "Server": "net.server",
+    "serve": "net.server",
+    "client_context": "net.tls",
+    "server_context": "net.tls",
+}
+_SUBPACKAGES = ("aio", "benchmarks", "cli", "codec", "net")
 
-if TYPE_CHECKING:  # both cores share the types in _codec.pyi
-    from ._codec import FrameDecoder, FrameEncoder, MessageDecoder, pack_uint, unpack_uint
-else:
-    FrameDecoder = _core.FrameDecoder
-    FrameEncoder = _core.FrameEncoder
-    MessageDecoder = _core.MessageDecoder
-    pack_uint = _core.pack_uint
-    unpack_uint = _core.unpack_uint
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    elif name in _SUBPACKAGES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # the next lookup is a plain one
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBPACKAGES))
+
 
 __all__ = [
     "IMPLEMENTATION",
     "PRESETS",
-    "FrameDecoder",
-    "FrameEncoder",
-    "FrameFormat",
-    "FrameTooLargeError",
-    "IncompleteFrameError",
-    "MalformedHeaderError",
-    "Message",
-    "MessageDecoder",
-    "MessageEncoder",
-    "ProtocolError",
-    "__version__",
-    "pack_uint",
-    "unpack_uint",
-]
-
-# Network layer: sockets around the codec (see addresses, client, server, ...).
-from .addresses import Address, parse_address  # noqa: E402
-from .client import BufferTooSmallError, Client, connect  # noqa: E402
-from .datagram import DatagramClient, DatagramServer, serve_datagrams  # noqa: E402
-from .multiclient import ClientConnection, MultiClient  # noqa: E402
-from .server import Connection, ConnectionHandler, Server, serve  # noqa: E402
-from .tls import client_context, server_context  # noqa: E402
-from .transport import ConnectionClosed  # noqa: E402
-
-__all__ += [
     "Address",
     "BufferTooSmallError",
     "Client",
@@ -64,12 +96,26 @@ __all__ += [
     "ConnectionHandler",
     "DatagramClient",
     "DatagramServer",
+    "FrameDecoder",
+    "FrameEncoder",
+    "FrameFormat",
+    "FrameTooLargeError",
+    "HandlerError",
+    "IncompleteFrameError",
+    "MalformedHeaderError",
+    "Message",
+    "MessageDecoder",
+    "MessageEncoder",
     "MultiClient",
+    "ProtocolError",
     "Server",
+    "__version__",
     "client_context",
     "connect",
+    "pack_uint",
     "parse_address",
     "serve",
     "serve_datagrams",
     "server_context",
+    "unpack_uint",
 ]

@@ -1,4 +1,5 @@
-"""Command line: ``python -m framecodec {bench,serve,send} ...``."""
+"""Command line: ``python -m framecodec {bench,serve,send} ...``: the argparse
+root; the network commands live in cli.py, the benchmark's in benchmarks/."""
 
 from __future__ import annotations
 
@@ -6,16 +7,14 @@ import argparse
 import sys
 from typing import List, Optional
 
+from . import benchmarks, cli
+
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m framecodec", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-
-    from . import benchmarks, netcli
-
     benchmarks.add_parser(commands)
-    netcli.add_parsers(commands)
-
+    cli.add_parsers(commands)
     args = parser.parse_args(argv)
     return int(args.run(args) or 0)
 

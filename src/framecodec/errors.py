@@ -1,7 +1,8 @@
-"""The exceptions every codec raises, shared by the compiled core and its twin.
+"""Every public exception of framecodec, in one place.
 
-Both implementations import this module, so an ``except FrameTooLargeError``
-catches the same class whichever one is loaded.
+The codec's (ProtocolError and its kinds) are shared by the compiled core
+and its twin: both import this module, so an ``except FrameTooLargeError``
+catches the same class whichever one is loaded.  The network layers' follow.
 """
 
 from __future__ import annotations
@@ -44,3 +45,30 @@ class IncompleteFrameError(ProtocolError):
         super().__init__(message, frames)
         self.missing = missing
         self.buffered = buffered
+
+
+# -- the network layers ------------------------------------------------------
+
+
+class ConnectionClosed(ConnectionError):
+    """The connection ended cleanly, between two frames (or was closed here)."""
+
+
+class BufferTooSmallError(ValueError):
+    """recv_into()'s buffer cannot hold the next frame, which stays queued.
+
+    ``needed`` is the frame's size, ``available`` the room the buffer had.
+    """
+
+    def __init__(self, needed: int, available: int) -> None:
+        super().__init__(
+            f"the next frame is {needed} bytes but the buffer has room for {available}; "
+            "the frame is kept for the next call"
+        )
+        self.needed = needed
+        self.available = available
+
+
+class HandlerError(Exception):
+    """Wraps an exception raised by a handler (its ``__cause__``), so that it
+    is never mistaken for a network error of the connection."""

@@ -15,7 +15,7 @@ without framing, so the ratios hold however busy the machine is.
 - cli.py: the command line.
 
 ``python -m framecodec bench --codec`` runs the in-memory codec
-micro-benchmark (framecodec.bench) instead.
+micro-benchmark (framecodec.benchmarks.codec) instead.
 """
 
 from .cli import add_parser

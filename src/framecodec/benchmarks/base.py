@@ -30,7 +30,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Tuple
 
-from ..addresses import BoundSocket, bind_socket, parse_address, tune
+from ..net.addresses import BoundSocket, bind_socket, parse_address, tune
 
 # Everything but pyzmq speaks this format: a 4-byte big-endian length, then
 # the payload (framecodec's default, and multiprocessing.connection's).
@@ -81,14 +81,14 @@ class Endpoint:
     def server_context(self) -> Optional[ssl.SSLContext]:
         if self.tls is None:
             return None
-        from ..tls import server_context
+        from ..net.tls import server_context
 
         return server_context(self.tls.cert)
 
     def client_context(self) -> Optional[ssl.SSLContext]:
         if self.tls is None:
             return None
-        from ..tls import client_context
+        from ..net.tls import client_context
 
         return client_context(self.tls.ca)
 

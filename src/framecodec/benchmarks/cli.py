@@ -143,9 +143,9 @@ def main(args: argparse.Namespace) -> int:
     if args.codec:
         if args.plot:
             raise SystemExit("--plot draws the socket benchmark; leave out --codec")
-        from .. import bench
+        from . import codec as codec_bench
 
-        return bench.main(args)
+        return codec_bench.main(args)
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise SystemExit("--plot needs matplotlib: pip install 'framecodec[bench]'")
     plan = make_plan(args.quick)

@@ -463,7 +463,7 @@ class ClientEchoClient(EchoClient):
 
 
 # -- framecodec.aio: asyncio on the codec ------------------------------------------------
-# The roles are framecodec.aio_bench's coroutines, written by framecodec.aio's
+# The roles are framecodec.benchmarks.aio_roles' coroutines, written by framecodec.aio's
 # authors as an asyncio user would; each runs on its own event loop.
 
 
@@ -473,11 +473,11 @@ class AioReceiver(Receiver):
         self.address = str(self._bound.address)
 
     def receive(self, count: int) -> Tuple[int, float]:
-        from .. import aio_bench
+        from . import aio_roles
 
         # batch=True: one handler call per read, as the server backends get.
         received: Tuple[int, float] = asyncio.run(
-            aio_bench.receive_frames(self._bound.sock, count, batch=True)
+            aio_roles.receive_frames(self._bound.sock, count, batch=True)
         )
         return received
 
@@ -491,11 +491,11 @@ class AioSender(Sender):
         self.payload = payload
 
     def send(self, count: int) -> Optional[float]:
-        from .. import aio_bench
+        from . import aio_roles
 
         # It connects, then notes when sending began: that is the start.
         start: float = asyncio.run(
-            aio_bench.send_frames(self.address, self.payload, count, batch_bytes=BATCH_BYTES)
+            aio_roles.send_frames(self.address, self.payload, count, batch_bytes=BATCH_BYTES)
         )
         return start
 
@@ -507,9 +507,9 @@ class AioEchoServer(ThreadedEchoServer):
         self.address = str(self._bound.address)
 
     def start(self, clients: int) -> None:
-        from .. import aio_bench
+        from . import aio_roles
 
-        self._spawn(asyncio.run, aio_bench.serve_echo(self._bound.sock, clients))
+        self._spawn(asyncio.run, aio_roles.serve_echo(self._bound.sock, clients))
 
     def close_listener(self) -> None:
         self._bound.close()
@@ -521,10 +521,10 @@ class AioEchoClient(EchoClient):
         self.payload = payload
 
     def latencies(self, rounds: int, warmup: int, budget: float) -> List[float]:
-        from .. import aio_bench
+        from . import aio_roles
 
         samples: List[float] = asyncio.run(
-            aio_bench.request_latencies(self.address, self.payload, rounds, warmup, budget)
+            aio_roles.request_latencies(self.address, self.payload, rounds, warmup, budget)
         )
         return samples
 
@@ -582,7 +582,7 @@ CONTENDERS: List[Contender] = [
         AioSender,
         AioEchoServer,
         AioEchoClient,
-        needs="framecodec.aio_bench",
+        needs="framecodec.benchmarks.aio_roles",
     ),
     *alternatives.CONTENDERS,
 ]

@@ -29,8 +29,8 @@ import socket
 import time
 from typing import Any, List, Tuple, Union
 
-from . import aio
-from .addresses import AddressLike
+from .. import aio
+from ..net.addresses import AddressLike
 
 __all__ = ["receive_frames", "request_latencies", "send_frames", "serve_echo"]
 

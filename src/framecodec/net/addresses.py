@@ -226,7 +226,7 @@ def bind_socket(
 
     ``reuse_port`` sets SO_REUSEPORT (SO_REUSEPORT_LB on FreeBSD), so that
     several sockets of this user share the port and the kernel spreads
-    connections over those listening (framecodec.workers); TCP only.
+    connections over those listening (framecodec.net.server.workers); TCP only.
     """
     address = parse_address(address)
     port_option = REUSE_PORT_OPTION if reuse_port else None

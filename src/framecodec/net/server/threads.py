@@ -22,11 +22,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, List, Optional, cast
 
-from .addresses import tune
-from .errors import ProtocolError
-from .server import Connection, Server, call_handler, handler_failed
-from .service import SHUTDOWN_GRACE, logger
-from .transport import ConnectionClosed, OutputQueue, close_socket
+from ...errors import ProtocolError
+from ..addresses import tune
+from ..service import SHUTDOWN_GRACE, logger
+from ..transport import ConnectionClosed, OutputQueue, close_socket
+from .base import Connection, Server, call_handler, handler_failed
 
 __all__ = ["ThreadingServer"]
 

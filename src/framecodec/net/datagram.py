@@ -22,9 +22,9 @@ import tempfile
 import time
 from typing import Any, Callable, Mapping, Optional, Tuple
 
+from ..codec.messages import Message
+from ..errors import FrameTooLargeError, ProtocolError
 from .addresses import AddressLike, bind_socket, connect_socket, parse_address
-from .errors import FrameTooLargeError, ProtocolError
-from .messages import Message
 from .protocols import MessageProtocol
 from .service import Service, logger
 

@@ -38,9 +38,9 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Set, Type
 
-from .addresses import REUSE_PORT_OPTION, AddressLike, BoundSocket, bind_socket, parse_address
-from .server import Connection, Server
-from .service import SHUTDOWN_GRACE, logger
+from ..addresses import REUSE_PORT_OPTION, AddressLike, BoundSocket, bind_socket, parse_address
+from ..service import SHUTDOWN_GRACE, logger
+from .base import Connection, Server
 
 __all__ = ["USE_REUSE_PORT", "WorkerPool"]
 

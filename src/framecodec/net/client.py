@@ -20,29 +20,14 @@ import time
 from collections import deque
 from typing import Any, BinaryIO, Deque, Iterable, Iterator, List, Optional, Union
 
+from ..codec.formats import FrameFormat
+from ..errors import BufferTooSmallError, IncompleteFrameError, ProtocolError
 from .addresses import Address, AddressLike, connect_socket, parse_address
-from .errors import IncompleteFrameError, ProtocolError
-from .formats import FrameFormat
 from .protocols import FrameProtocol, Protocol, make_protocol
 from .tls import tolerate_bare_eof
 from .transport import ConnectionClosed, OutputQueue, close_socket
 
 __all__ = ["BufferTooSmallError", "Client", "connect"]
-
-
-class BufferTooSmallError(ValueError):
-    """recv_into()'s buffer cannot hold the next frame, which stays queued.
-
-    ``needed`` is the frame's size, ``available`` the room the buffer had.
-    """
-
-    def __init__(self, needed: int, available: int) -> None:
-        super().__init__(
-            f"the next frame is {needed} bytes but the buffer has room for {available}; "
-            "the frame is kept for the next call"
-        )
-        self.needed = needed
-        self.available = available
 
 
 class Client:
@@ -308,7 +293,7 @@ def connect(
     format: Union[str, FrameFormat, None] = None,
     **options: Any,
 ) -> Client:
-    """Connect to ``address`` (see framecodec.addresses) and return a Client.
+    """Connect to ``address`` (see framecodec.net.addresses) and return a Client.
 
     ``protocol`` is "frames" (``format`` preset plus frame options) or
     "messages".  With ``ssl_context`` the connection is TLS;

@@ -9,10 +9,11 @@ Three handler shapes, all turned into a ConnectionHandler per connection:
 - a ConnectionHandler subclass, for handlers that keep state or send several
   frames (``self.connection.send``) per request.
 
-An exception from a handler is logged and closes that connection only.  The
-backends ("selector", one thread for all connections; "threads", a thread per
-connection from a bounded pool) live in server_selector.py and
-server_threads.py.
+An exception from a handler is logged and closes that connection only.
+This module holds what the backends share (Server, Connection, the handler
+shapes); the backends ("selector", one thread for all connections;
+"threads", a thread per connection from a bounded pool) live in selector.py
+and threads.py, and ``serve()`` in this package's __init__.
 """
 
 from __future__ import annotations
@@ -22,16 +23,15 @@ import selectors
 import socket
 import ssl
 import time
-from typing import Any, Callable, Iterable, List, Optional, Union
+from typing import Any, Callable, Iterable, List, Optional
 
-from .addresses import Address, AddressLike, BoundSocket, bind_socket
-from .errors import IncompleteFrameError, ProtocolError
-from .formats import FrameFormat
-from .protocols import Protocol, make_protocol
-from .service import Service, logger
-from .tls import tolerate_bare_eof
+from ...errors import HandlerError, IncompleteFrameError, ProtocolError
+from ..addresses import Address, BoundSocket
+from ..protocols import Protocol
+from ..service import Service, logger
+from ..tls import tolerate_bare_eof
 
-__all__ = ["Connection", "ConnectionHandler", "HandlerError", "Server", "serve"]
+__all__ = ["Connection", "ConnectionHandler", "HandlerError", "Server"]
 
 DEFAULT_HIGH_WATER = 1024 * 1024
 # Connections taken per wake-up of the listening socket.
@@ -40,11 +40,6 @@ ACCEPT_BATCH = 64
 FD_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 # After such a failure accepting pauses this long, or until a connection ends.
 ACCEPT_PAUSE = 0.5
-
-
-class HandlerError(Exception):
-    """Wraps an exception raised by a handler (its ``__cause__``), so that it
-    is never mistaken for a network error of the connection."""
 
 
 class Connection:
@@ -177,6 +172,7 @@ class Server(Service):
     """
 
     backend = ""
+    default_max_connections = 0  # each backend sets its own
     _selector: selectors.BaseSelector  # set by _listen(), when serving starts
 
     def __init__(
@@ -392,84 +388,3 @@ def _tls_hint(exc: ssl.SSLError) -> str:
     if reason == "UNEXPECTED_EOF_WHILE_READING":
         return " (the client hung up during the handshake)"
     return ""
-
-
-def serve(
-    address: AddressLike,
-    handler: Any,
-    *,
-    backend: str = "selector",
-    protocol: Union[str, Protocol] = "frames",
-    batch: bool = False,
-    ssl_context: Optional[ssl.SSLContext] = None,
-    max_connections: Optional[int] = None,
-    overflow: str = "wait",
-    idle_timeout: Optional[float] = None,
-    frame_timeout: Optional[float] = 60.0,
-    high_water: int = DEFAULT_HIGH_WATER,
-    backlog: int = 512,
-    reuse_address: bool = True,
-    format: Union[str, FrameFormat, None] = None,
-    workers: int = 1,
-    **options: Any,
-) -> Server:
-    """Bind ``address`` and return a Server ready to run (serve_forever or start).
-
-    ``handler``: see the module docstring.  ``protocol``: "frames" (with a
-    ``format`` preset and frame options such as max_frame_size) or
-    "messages" (options max_header_size, max_content_size, ...).
-
-    ``max_connections`` (default 1024 for "selector", 64 for "threads", the
-    size of its pool): when reached, ``overflow="wait"`` stops accepting, so
-    new clients wait in the listen backlog until a connection ends, and
-    ``overflow="reject"`` accepts and closes them at once.  Running out of
-    file descriptors pauses accepting too, never crashing or spinning.
-
-    ``idle_timeout`` closes a connection without traffic for that long;
-    ``frame_timeout`` closes one whose frame has begun to arrive but is not
-    complete that long after (a slow-loris peer), and bounds TLS handshakes.
-
-    ``high_water`` is each connection's memory budget in bytes (input
-    buffered plus replies unsent): above it, with replies waiting, the
-    selector backend stops reading from the connection until the peer has
-    taken them down to half; the threads backend never reads while replies
-    wait, and writes a handler's replies out as soon as they exceed it.  So
-    a peer that never reads holds at most high_water plus the replies to one
-    read (``read_size`` bytes of requests) plus one partial frame
-    (``max_frame_size``).
-
-    ``workers`` above 1 runs that many server processes on the address, one
-    per core, each with all the settings above; the Server returned is
-    their supervisor (see framecodec.workers).
-    """
-    proto = make_protocol(protocol, format, **options)
-    if backend == "selector":
-        from .server_selector import SelectorServer as cls
-    elif backend == "threads":
-        from .server_threads import ThreadingServer as cls  # type: ignore[assignment]
-    else:
-        raise ValueError(f"backend must be 'selector' or 'threads', not {backend!r}")
-    if max_connections is None:
-        max_connections = cls.default_max_connections
-    settings: dict[str, Any] = dict(
-        protocol=proto,
-        batch=batch,
-        ssl_context=ssl_context,
-        max_connections=max_connections,
-        overflow=overflow,
-        idle_timeout=idle_timeout,
-        frame_timeout=frame_timeout,
-        high_water=high_water,
-    )
-    if workers != 1:
-        from .workers import WorkerPool
-
-        return WorkerPool(
-            address, handler, cls, workers, backlog=backlog, reuse_address=reuse_address, **settings
-        )
-    bound = bind_socket(address, socket.SOCK_STREAM, backlog=backlog, reuse_address=reuse_address)
-    try:
-        return cls(bound, handler, **settings)
-    except BaseException:
-        bound.close()
-        raise

@@ -27,8 +27,8 @@ import ssl
 import time
 from typing import Any, Callable, Iterator, List, Optional, Set, Tuple, Union
 
+from ..codec.formats import FrameFormat
 from .addresses import Address, AddressLike, candidates, parse_address, tune
-from .formats import FrameFormat
 from .protocols import Protocol, make_protocol
 from .tls import tolerate_bare_eof
 from .transport import ConnectionClosed, Stream

@@ -17,7 +17,7 @@ from collections import deque
 from itertools import islice
 from typing import Any, Deque, Iterable, List, Optional
 
-from .errors import ProtocolError
+from ..errors import ConnectionClosed, ProtocolError
 from .tls import clear_openssl_errors
 
 __all__ = ["ConnectionClosed", "OutputQueue", "Stream", "close_socket"]
@@ -32,10 +32,6 @@ if IOV_MAX <= 0:  # pragma: no cover - "no limit" reported as -1
 TLS_WRITE = 256 * 1024
 # Windows sockets have no sendmsg: write joined chunks there, as under TLS.
 HAS_SENDMSG = hasattr(socket.socket, "sendmsg")
-
-
-class ConnectionClosed(ConnectionError):
-    """The connection ended cleanly, between two frames (or was closed here)."""
 
 
 def close_socket(sock: socket.socket) -> None:

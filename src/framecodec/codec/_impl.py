@@ -1,9 +1,9 @@
 """Chooses the codec core: the compiled extension, or its pure-Python twin.
 
 Both are built from the same file, src/framecodec/_codec.py.  Importing
-``framecodec._codec`` finds the compiled extension first when it was built
+``framecodec.codec._codec`` finds the compiled extension first when it was built
 (extension modules take precedence over .py files); the twin is loaded from
-the .py file itself under the name ``framecodec._codec_py``, so both can be
+the .py file itself under the name ``framecodec.codec._codec_py``, so both can be
 used side by side (the tests and benchmarks do).
 
 FRAMECODEC_PURE_PYTHON=1 in the environment forces the twin.
@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 import sys
 import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Dict
 
-_TWIN_NAME = "framecodec._codec_py"
+from .._env import flag
+
+_TWIN_NAME = "framecodec.codec._codec_py"
 _loaded: Dict[str, ModuleType] = {}
 
 
@@ -29,7 +30,7 @@ def load(implementation: str) -> ModuleType:
     if implementation in _loaded:
         return _loaded[implementation]
     if implementation == "cython":
-        module = importlib.import_module("framecodec._codec")
+        module = importlib.import_module("framecodec.codec._codec")
         if not module.COMPILED:
             raise ImportError("framecodec's compiled extension is not built")
     elif implementation == "python":
@@ -58,12 +59,7 @@ def _load_twin() -> ModuleType:
 
 
 def pure_python_forced() -> bool:
-    return os.environ.get("FRAMECODEC_PURE_PYTHON", "").strip().lower() not in (
-        "",
-        "0",
-        "false",
-        "no",
-    )
+    return flag("FRAMECODEC_PURE_PYTHON")
 
 
 def select() -> ModuleType:

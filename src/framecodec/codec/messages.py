@@ -17,7 +17,7 @@ import struct
 import sys
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from .errors import FrameTooLargeError, MalformedHeaderError
+from ..errors import FrameTooLargeError, MalformedHeaderError
 
 __all__ = [
     "MAX_HEADER_DEPTH",

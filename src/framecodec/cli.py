@@ -12,8 +12,8 @@ import sys
 import threading
 from typing import Any, Dict
 
+from .codec.formats import PRESETS
 from .errors import ProtocolError
-from .formats import PRESETS
 
 __all__ = ["add_parsers"]
 
@@ -98,8 +98,8 @@ def _echo(item: Any) -> Any:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from .server import serve
-    from .tls import server_context
+    from .net.server import serve
+    from .net.tls import server_context
 
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
@@ -146,8 +146,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_send(args: argparse.Namespace) -> int:
-    from .client import connect
-    from .tls import client_context
+    from .net.client import connect
+    from .net.tls import client_context
 
     try:
         options = _protocol_options(args)

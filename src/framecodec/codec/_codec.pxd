@@ -6,7 +6,7 @@ import cython
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
 
-from framecodec._primitives cimport (
+from framecodec.codec._primitives cimport (
     concat,
     copy_bytes,
     fill_buffer,

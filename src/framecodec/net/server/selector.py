@@ -14,9 +14,9 @@ import socket
 import time
 from typing import Any, List, Optional, cast
 
-from .addresses import tune
-from .server import Connection, Server, call_handler
-from .transport import ConnectionClosed, Stream
+from ..addresses import tune
+from ..transport import ConnectionClosed, Stream
+from .base import Connection, Server, call_handler
 
 __all__ = ["SelectorServer"]
 

@@ -2,7 +2,7 @@
 
 One source, two implementations.  Run as it stands, this file is the
 pure-Python twin.  setup.py also compiles this very file with Cython into an
-extension module of the same name (framecodec._codec), reading the C types
+extension module of the same name (framecodec.codec._codec), reading the C types
 from the augmenting _codec.pxd beside it.  The twins cannot disagree on
 behaviour because they are the same text: every limit, state transition and
 error message is written once.  Where C wants a different primitive than
@@ -24,7 +24,7 @@ try:
 except ImportError:  # the twin on a machine without Cython installed
     from . import _cython_shim as cython
 
-from .errors import FrameTooLargeError, IncompleteFrameError, MalformedHeaderError, ProtocolError
+from ..errors import FrameTooLargeError, IncompleteFrameError, MalformedHeaderError, ProtocolError
 from .formats import MAX_FRAME_SIZE_LIMIT, RAW_LENGTH_LIMIT, resolve_format
 from .messages import (
     DEFAULT_MAX_CONTENT_SIZE,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable, List, Mapping, Optional, Union
 
-from . import _impl
-from .formats import FrameFormat, resolve_format
-from .messages import DEFAULT_MAX_HEADER_SIZE, REQUIRED_HEADER_KEYS, Message, MessageEncoder
+from ..codec import _impl
+from ..codec.formats import FrameFormat, resolve_format
+from ..codec.messages import DEFAULT_MAX_HEADER_SIZE, REQUIRED_HEADER_KEYS, Message, MessageEncoder
 
 __all__ = ["FrameProtocol", "MessageProtocol", "Protocol", "make_protocol"]
 

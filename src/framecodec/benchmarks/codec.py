@@ -22,9 +22,9 @@ import platform
 import struct
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
-from . import _impl
+from ..codec import _impl
 
 SIZES = [16, 64, 1024, 64 * 1024, 1024 * 1024]
 QUICK_SIZES = [16, 64, 1024, 1024 * 1024]
@@ -278,9 +278,3 @@ def main(args: argparse.Namespace) -> int:
         with open(args.json, "w") as out:
             json.dump({"meta": meta, "rows": rows}, out, indent=1)
     return 0
-
-
-def cli(argv: Optional[List[str]] = None) -> int:  # pragma: no cover - convenience
-    from .__main__ import main as entry
-
-    return entry(["bench", "--codec", *(argv or [])])

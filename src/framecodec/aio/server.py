@@ -1,0 +1,472 @@
+"""framecodec.aio's server side: start_server(), the Server it returns, and
+the connections that hand frames to the handler."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import socket
+import ssl
+from typing import (
+    Any,
+    Deque,
+    List,
+    Optional,
+    Set,
+    Union,
+)
+
+from ..codec.formats import FrameFormat
+from ..errors import ConnectionClosed, ProtocolError
+from ..net.addresses import Address, AddressLike, BoundSocket, bind_socket
+from ..net.protocols import Protocol, make_protocol
+from ..net.service import logger
+from .connection import DEFAULT_HIGH_WATER, Connection, _with_read_size
+
+__all__ = ["Server", "start_server"]
+
+# Server handler modes.
+_FRAME, _BATCH, _ASYNC_FRAME, _ASYNC_BATCH, _PER_CONNECTION = range(5)
+
+
+class _ServerConnection(Connection):
+    """A server's connection: frames go to the handler instead of a queue
+    (except per_connection handlers, which read with recv())."""
+
+    _stop_reading_while_writes_wait = True
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(server.protocol, high_water=server.high_water)
+        self.server = server
+        self._mode = server._mode
+        self._handler = server._handler
+        self._pending: Deque[Any] = collections.deque()
+        self._task: Optional[asyncio.Task[None]] = None
+        self._close_when_idle = False
+
+    @property
+    def label(self) -> str:
+        return str(self.peer) if self.peer else f"unnamed peer of {self.server.address}"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.server._added(self)
+        if self._mode == _PER_CONNECTION:
+            self._start(self._run_per_connection())
+
+    def _start(self, work: Any) -> None:
+        task = self._loop.create_task(work)
+        task.add_done_callback(self._work_done)
+        self._task = task
+
+    # -- frames to the handler -------------------------------------------------------
+
+    def _deliver(self, frames: List[Any]) -> None:
+        mode = self._mode
+        if mode == _FRAME:
+            handler = self._handler
+            try:
+                replies = [reply for reply in map(handler, frames) if reply is not None]
+                if replies:
+                    self._reply(self.protocol.encode_many(replies))
+            except Exception as exc:
+                self._handler_failed(exc)
+        elif mode == _BATCH:
+            try:
+                replies = self._handler(frames)
+                if replies:
+                    self._reply(self.protocol.encode_many(replies))
+            except Exception as exc:
+                self._handler_failed(exc)
+        elif mode == _PER_CONNECTION:
+            super()._deliver(frames)
+        else:
+            self._pending.extend(frames)
+            self._backlog_extra += sum(map(self._size, frames))
+            if self._task is None:
+                self._start(self._run_async())
+            if self._backlog_extra > self.high_water:
+                self._update_reading()
+
+    def _reply(self, buffers: List[Any]) -> None:
+        """A plain handler's replies to one read: written at once, one write."""
+        transport = self._transport
+        if transport is not None and not transport.is_closing():  # else the peer is gone
+            self._write_to(transport, buffers)
+
+    def _reply_later(self, buffers: List[Any]) -> None:
+        """A coroutine handler's reply: joined with the others of this loop pass."""
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            self._queue(buffers)
+
+    async def _run_async(self) -> None:
+        pending = self._pending
+        handler = self._handler
+        encode_many = self.protocol.encode_many
+        batch = self._mode == _ASYNC_BATCH
+        while pending:
+            if batch:
+                frames = list(pending)
+                pending.clear()
+                self._backlog_extra = 0
+            else:
+                frame = pending.popleft()
+                self._backlog_extra -= self._size(frame)
+            if self._reading_paused:
+                self._update_reading()
+            try:
+                if batch:
+                    replies = await handler(frames)
+                else:
+                    reply = await handler(frame)
+                    replies = [reply] if reply is not None else None
+                if replies:
+                    self._reply_later(encode_many(replies))
+            except Exception as exc:
+                self._handler_failed(exc)
+                return
+            if self._writing_paused and not self._lost.done():
+                try:
+                    await self._drain()
+                except ConnectionClosed:
+                    pass  # what is still pending runs; its replies are dropped
+        # Done, with no await since the last look at pending: frames that
+        # arrive from now on start a new task.
+        self._task = None
+
+    async def _run_per_connection(self) -> None:
+        try:
+            await self._handler(self)
+        except (ConnectionClosed, ProtocolError):
+            pass  # the connection ended under the handler: already logged
+        except Exception as exc:
+            self._handler_failed(exc)
+
+    def _work_done(self, task: asyncio.Task[None]) -> None:
+        if self._task is task:
+            self._task = None
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(
+                "%s: internal error on %s",
+                self.server.address,
+                self.label,
+                exc_info=task.exception(),
+            )
+            self.abort()
+        if self._task is not None:
+            return  # a newer task carries on
+        if self._mode == _PER_CONNECTION or self._close_when_idle:
+            self._close_transport()
+        else:
+            self._flush()  # the last replies, now rather than at the end of the pass
+        if self._lost.done():
+            self.server._forget(self)
+
+    # -- endings ------------------------------------------------------------------
+
+    def _handler_failed(self, exc: Exception) -> None:
+        self.server.count("handler_errors")
+        logger.error(
+            "%s: handler failed on %s; closing it", self.server.address, self.label, exc_info=exc
+        )
+        self._pending.clear()
+        self._backlog_extra = 0
+        if not self._input_over:
+            self._end_input()
+        self.abort()
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        self.server.count("protocol_errors")
+        logger.warning(
+            "%s: protocol error from %s, closing it: %s", self.server.address, self.label, exc
+        )
+        self._set_error(exc)
+        self._close_after_work()
+
+    def _peer_finished(self) -> Optional[bool]:
+        self._set_error(ConnectionClosed("the peer closed the connection"))
+        if self._task is None or self._tls:
+            return False  # the transport closes once our replies are sent
+        self._close_when_idle = True
+        return True  # half-open: the handler's replies still go out
+
+    def _close_after_work(self) -> None:
+        if self._task is None:
+            self._close_transport()
+        else:
+            self._close_when_idle = True
+
+    def _server_closing(self) -> None:
+        """The server is closing: stop reading, finish the work in hand, close."""
+        if not self._input_over:
+            transport = self._transport
+            if transport is not None and not transport.is_closing() and not self._tls:
+                # Not under TLS: the TLS layer must still read the peer's
+                # close_notify to finish closing (asyncio before 3.11 pauses
+                # the socket itself, and then waits for it until aborted).
+                # What is read after this goes to the scratch buffer.
+                transport.pause_reading()
+            self._end_input()
+        self._set_error(ConnectionClosed("the server is closing"))
+        self._close_after_work()
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        super().connection_lost(exc)
+        self.server._lost_connection(self, exc)
+        if self._task is None:
+            self.server._forget(self)
+
+    def _cancel(self) -> None:
+        self.abort()
+        if self._task is not None:
+            self._task.cancel()
+
+
+class Server:
+    """A listening asyncio server; make one with start_server().
+
+    ``address`` is the bound address (the real port when 0 was asked for),
+    ``connections`` the open connections, ``stats`` a Counter (accepted,
+    closed, handler_errors, protocol_errors).  ``close()`` stops accepting
+    and closes each connection once the work in hand is done and its
+    replies are sent, aborting what remains after ``shutdown_timeout``;
+    ``await wait_closed()`` waits for that.  ``await serve_forever()`` runs
+    until close() or cancellation.  ``async with`` closes on exit.
+    """
+
+    def __init__(
+        self,
+        bound: BoundSocket,
+        handler: Any,
+        mode: int,
+        *,
+        protocol: Protocol,
+        ssl_context: Optional[ssl.SSLContext],
+        high_water: int,
+        shutdown_timeout: float,
+    ) -> None:
+        self._bound = bound
+        self._handler = handler
+        self._mode = mode
+        self.protocol = protocol
+        self.ssl_context = ssl_context
+        self.high_water = high_water
+        self.shutdown_timeout = shutdown_timeout
+        self.stats: collections.Counter[str] = collections.Counter()
+        self._open: Set[_ServerConnection] = set()
+        self._server: Optional[asyncio.AbstractServer] = None
+        self._closing = False
+        self._close_requested = asyncio.Event()
+        self._all_closed = asyncio.Event()
+        self._abort_timer: Optional[asyncio.TimerHandle] = None
+
+    def __repr__(self) -> str:
+        tls = " TLS" if self.ssl_context is not None else ""
+        return f"<aio{tls} Server {self.protocol.name} {self.address}>"
+
+    @property
+    def address(self) -> Address:
+        return self._bound.address
+
+    @property
+    def connections(self) -> List[Connection]:
+        return list(self._open)
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.stats[key] += n
+
+    async def _start(self, backlog: int, handshake_timeout: Optional[float]) -> None:
+        loop = asyncio.get_running_loop()
+        options: dict[str, Any] = {"backlog": backlog}
+        if self.ssl_context is not None:
+            options["ssl"] = self.ssl_context
+            options["ssl_handshake_timeout"] = handshake_timeout
+        sock = self._bound.sock
+        if sock.family == socket.AF_UNIX:
+            self._server = await loop.create_unix_server(
+                lambda: _ServerConnection(self), sock=sock, **options
+            )
+        else:
+            self._server = await loop.create_server(
+                lambda: _ServerConnection(self), sock=sock, **options
+            )
+
+    # -- bookkeeping -----------------------------------------------------------------
+
+    def _added(self, conn: _ServerConnection) -> None:
+        self._open.add(conn)
+        self.stats["accepted"] += 1
+        logger.info("%s: connection from %s", self.address, conn.label)
+        if self._closing:  # its TLS handshake finished after close(): close it too
+            self._all_closed.clear()
+            conn._server_closing()
+            self._arm_abort_timer()
+
+    def _lost_connection(self, conn: _ServerConnection, exc: Optional[BaseException]) -> None:
+        self.stats["closed"] += 1
+        if exc is None:
+            logger.info("%s: %s closed", self.address, conn.label)
+        else:
+            logger.info("%s: %s lost: %r", self.address, conn.label, exc)
+
+    def _forget(self, conn: _ServerConnection) -> None:
+        self._open.discard(conn)
+        if self._closing and not self._open:
+            self._finish()
+
+    # -- closing ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop accepting; close every connection once its work is done."""
+        if self._closing:
+            return
+        self._closing = True
+        self._close_requested.set()
+        if self._server is not None:
+            self._server.close()
+        self._bound.close()  # removes a Unix socket file
+        for conn in list(self._open):
+            conn._server_closing()
+        if self._open:
+            self._arm_abort_timer()
+        else:
+            self._finish()
+
+    def _arm_abort_timer(self) -> None:
+        """Abort what is still open shutdown_timeout seconds from now."""
+        if self._abort_timer is None:
+            self._abort_timer = asyncio.get_running_loop().call_later(
+                self.shutdown_timeout, self._abort_all
+            )
+
+    def _abort_all(self) -> None:
+        if self._open:
+            logger.warning(
+                "%s: %d connections still busy after %s s; aborting them",
+                self.address,
+                len(self._open),
+                self.shutdown_timeout,
+            )
+        for conn in list(self._open):
+            conn._cancel()
+
+    def _finish(self) -> None:
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
+            self._abort_timer = None
+        self._all_closed.set()
+
+    async def wait_closed(self) -> None:
+        """Wait until close() has finished: listener and connections gone.
+
+        A TLS handshake still under way at close() is invisible until it
+        completes (asyncio shows no connection before); that connection is
+        then closed at once, and wait_closed() called later waits for it.
+        """
+        await self._all_closed.wait()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def serve_forever(self) -> None:
+        """Serve until close() is called; cancelling it closes the server."""
+        try:
+            await self._close_requested.wait()
+        except asyncio.CancelledError:
+            self.close()
+            await self.wait_closed()
+            raise
+        await self.wait_closed()
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.close()
+        await self.wait_closed()
+
+
+def _is_coroutine_function(function: Any) -> bool:
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        getattr(function, "__call__", None)  # noqa: B004 - an object with async __call__
+    )
+
+
+def _handler_mode(handler: Any, batch: bool, per_connection: bool) -> int:
+    if not callable(handler) or isinstance(handler, type):
+        raise TypeError(
+            f"handler must be a function or coroutine function, not {handler!r} "
+            "(ConnectionHandler classes are for framecodec.serve)"
+        )
+    asynchronous = _is_coroutine_function(handler)
+    if per_connection:
+        if batch:
+            raise ValueError("batch=True and per_connection=True do not combine")
+        if not asynchronous:
+            raise TypeError("per_connection=True needs a coroutine function (async def)")
+        return _PER_CONNECTION
+    if asynchronous:
+        return _ASYNC_BATCH if batch else _ASYNC_FRAME
+    return _BATCH if batch else _FRAME
+
+
+async def start_server(
+    address: Union[AddressLike, socket.socket],
+    handler: Any,
+    *,
+    protocol: Union[str, Protocol] = "frames",
+    batch: bool = False,
+    per_connection: bool = False,
+    ssl_context: Optional[ssl.SSLContext] = None,
+    ssl_handshake_timeout: Optional[float] = 60.0,
+    high_water: int = DEFAULT_HIGH_WATER,
+    shutdown_timeout: float = 5.0,
+    backlog: int = 512,
+    reuse_address: bool = True,
+    reuse_port: bool = False,
+    format: Union[str, FrameFormat, None] = None,
+    **options: Any,
+) -> Server:
+    """Bind ``address``, start accepting, and return the Server.
+
+    ``address`` may also be a bound socket (listening or not), which the
+    server takes over and closes when it closes.  ``reuse_port=True`` lets
+    servers in several processes share a TCP port, the kernel spreading
+    connections over them (SO_REUSEPORT; see framecodec.net.server.workers).
+
+    ``handler``, ``batch`` and ``per_connection``: see the module docstring.
+    ``protocol``, ``format`` and the options are those of framecodec.serve;
+    ``ssl_context`` (framecodec.server_context) serves TLS.  ``high_water``
+    is each connection's budget in bytes for frames waiting for a
+    coroutine handler and for unsent replies (see Flow control above).
+    """
+    mode = _handler_mode(handler, batch, per_connection)
+    if high_water < 2:
+        raise ValueError("high_water must be at least 2 bytes")
+    proto = make_protocol(protocol, format, **_with_read_size(protocol, options))
+    if isinstance(address, socket.socket):
+        bound = BoundSocket(address)
+    else:
+        bound = bind_socket(
+            address,
+            socket.SOCK_STREAM,
+            backlog=backlog,
+            reuse_address=reuse_address,
+            reuse_port=reuse_port,
+        )
+    try:
+        server = Server(
+            bound,
+            handler,
+            mode,
+            protocol=proto,
+            ssl_context=ssl_context,
+            high_water=high_water,
+            shutdown_timeout=shutdown_timeout,
+        )
+        await server._start(backlog, ssl_handshake_timeout if ssl_context is not None else None)
+    except BaseException:
+        bound.close()
+        raise
+    return server

@@ -1,0 +1,107 @@
+"""Stream servers: ``serve(address, handler, ...)``.
+
+The handler shapes and what the backends share are in base.py; the
+backends are selector.py (one thread for all connections) and threads.py (a
+thread per connection from a bounded pool); workers.py runs several server
+processes on one address.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from typing import Any, Dict, Optional, Type, Union
+
+from ...codec.formats import FrameFormat
+from ..addresses import AddressLike, bind_socket
+from ..protocols import Protocol, make_protocol
+from .base import (
+    DEFAULT_HIGH_WATER,
+    Connection,
+    ConnectionHandler,
+    HandlerError,
+    Server,
+)
+from .selector import SelectorServer
+from .threads import ThreadingServer
+from .workers import WorkerPool
+
+__all__ = ["BACKENDS", "Connection", "ConnectionHandler", "HandlerError", "Server", "serve"]
+
+BACKENDS: Dict[str, Type[Server]] = {"selector": SelectorServer, "threads": ThreadingServer}
+
+
+def serve(
+    address: AddressLike,
+    handler: Any,
+    *,
+    backend: str = "selector",
+    protocol: Union[str, Protocol] = "frames",
+    batch: bool = False,
+    ssl_context: Optional[ssl.SSLContext] = None,
+    max_connections: Optional[int] = None,
+    overflow: str = "wait",
+    idle_timeout: Optional[float] = None,
+    frame_timeout: Optional[float] = 60.0,
+    high_water: int = DEFAULT_HIGH_WATER,
+    backlog: int = 512,
+    reuse_address: bool = True,
+    format: Union[str, FrameFormat, None] = None,
+    workers: int = 1,
+    **options: Any,
+) -> Server:
+    """Bind ``address`` and return a Server ready to run (serve_forever or start).
+
+    ``handler``: see the module docstring.  ``protocol``: "frames" (with a
+    ``format`` preset and frame options such as max_frame_size) or
+    "messages" (options max_header_size, max_content_size, ...).
+
+    ``max_connections`` (default 1024 for "selector", 64 for "threads", the
+    size of its pool): when reached, ``overflow="wait"`` stops accepting, so
+    new clients wait in the listen backlog until a connection ends, and
+    ``overflow="reject"`` accepts and closes them at once.  Running out of
+    file descriptors pauses accepting too, never crashing or spinning.
+
+    ``idle_timeout`` closes a connection without traffic for that long;
+    ``frame_timeout`` closes one whose frame has begun to arrive but is not
+    complete that long after (a slow-loris peer), and bounds TLS handshakes.
+
+    ``high_water`` is each connection's memory budget in bytes (input
+    buffered plus replies unsent): above it, with replies waiting, the
+    selector backend stops reading from the connection until the peer has
+    taken them down to half; the threads backend never reads while replies
+    wait, and writes a handler's replies out as soon as they exceed it.  So
+    a peer that never reads holds at most high_water plus the replies to one
+    read (``read_size`` bytes of requests) plus one partial frame
+    (``max_frame_size``).
+
+    ``workers`` above 1 runs that many server processes on the address, one
+    per core, each with all the settings above; the Server returned is
+    their supervisor (see framecodec.net.server.workers).
+    """
+    proto = make_protocol(protocol, format, **options)
+    cls = BACKENDS.get(backend)
+    if cls is None:
+        raise ValueError(f"backend must be 'selector' or 'threads', not {backend!r}")
+    if max_connections is None:
+        max_connections = cls.default_max_connections
+    settings: dict[str, Any] = dict(
+        protocol=proto,
+        batch=batch,
+        ssl_context=ssl_context,
+        max_connections=max_connections,
+        overflow=overflow,
+        idle_timeout=idle_timeout,
+        frame_timeout=frame_timeout,
+        high_water=high_water,
+    )
+    if workers != 1:
+        return WorkerPool(
+            address, handler, cls, workers, backlog=backlog, reuse_address=reuse_address, **settings
+        )
+    bound = bind_socket(address, socket.SOCK_STREAM, backlog=backlog, reuse_address=reuse_address)
+    try:
+        return cls(bound, handler, **settings)
+    except BaseException:
+        bound.close()
+        raise
