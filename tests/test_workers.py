@@ -18,8 +18,8 @@ import pytest
 
 import framecodec
 from framecodec import ConnectionClosed, IncompleteFrameError
-from framecodec.net.server import workers
 from framecodec.net.addresses import REUSE_PORT_OPTION
+from framecodec.net.server import workers
 
 from .net_support import TIMEOUT, unix_path, wait_until
 

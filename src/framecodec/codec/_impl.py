@@ -1,6 +1,6 @@
 """Chooses the codec core: the compiled extension, or its pure-Python twin.
 
-Both are built from the same file, src/framecodec/_codec.py.  Importing
+Both are built from the same file, src/framecodec/codec/_codec.py.  Importing
 ``framecodec.codec._codec`` finds the compiled extension first when it was built
 (extension modules take precedence over .py files); the twin is loaded from
 the .py file itself under the name ``framecodec.codec._codec_py``, so both can be
@@ -12,10 +12,9 @@ FRAMECODEC_PURE_PYTHON=1 in the environment forces the twin.
 from __future__ import annotations
 
 import importlib
-import importlib.util
+import os
 import sys
 import warnings
-from pathlib import Path
 from types import ModuleType
 from typing import Dict
 
@@ -44,7 +43,9 @@ def load(implementation: str) -> ModuleType:
 def _load_twin() -> ModuleType:
     if _TWIN_NAME in sys.modules:
         return sys.modules[_TWIN_NAME]
-    source = Path(__file__).with_name("_codec.py")
+    import importlib.util  # only here: the compiled core's import needs none of it
+
+    source = os.path.join(os.path.dirname(__file__), "_codec.py")
     spec = importlib.util.spec_from_file_location(_TWIN_NAME, source)
     if spec is None or spec.loader is None:  # pragma: no cover - a broken install
         raise ImportError(f"cannot load the pure-Python codec from {source}")
