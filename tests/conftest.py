@@ -8,12 +8,12 @@ testing the twin twice.  Where it cannot exist (PyPy, or a build made
 without it on purpose) they are skipped with that reason, never silently.
 """
 
-import os
 import sys
 from typing import Optional
 
 import pytest
 
+from framecodec._env import flag
 from framecodec.codec import _impl
 
 
@@ -24,7 +24,7 @@ def no_compiled_core_reason() -> Optional[str]:
             f"{sys.implementation.name} runs the pure-Python twin: "
             "the compiled core is built for CPython only"
         )
-    if os.environ.get("FRAMECODEC_NO_EXTENSION", "") not in ("", "0"):
+    if flag("FRAMECODEC_NO_EXTENSION"):
         return "FRAMECODEC_NO_EXTENSION=1: this build has no compiled core by design"
     return None
 

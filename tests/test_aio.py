@@ -848,3 +848,48 @@ def test_closing_a_tls_server_with_an_idle_client_is_prompt(
     with caplog.at_level(logging.WARNING, logger="framecodec.server"):
         run(main)
     assert "still busy" not in caplog.text
+
+
+def test_endings_are_counted_and_logged_as_the_blocking_servers_do(run: Any, caplog: Any) -> None:
+    """One vocabulary: the same stats keys and log words as framecodec.serve."""
+
+    def fragile(frame: bytes) -> bytes:
+        if frame == b"boom":
+            raise RuntimeError("handler bug")
+        return frame
+
+    async def main() -> None:
+        async with await aio.start_server("127.0.0.1:0", fragile, max_frame_size=100) as server:
+            clean = await aio.open_connection(server.address)
+            assert await clean.request(b"ok") == b"ok"
+            await clean.close()
+            failing = await aio.open_connection(server.address)
+            with pytest.raises((ConnectionError, IncompleteFrameError)):
+                await failing.request(b"boom")
+            await failing.close()
+            broken = await aio.open_connection(server.address)
+            broken.transport.write(encoder.header(1000))  # type: ignore[union-attr]
+            with pytest.raises(ConnectionClosed):
+                await broken.recv()
+            await broken.close()
+            await until(lambda: server.stats["closed"] == 3, "all three ends counted")
+            assert {
+                k: server.stats[k] for k in ("clean_closes", "handler_errors", "protocol_errors")
+            } == {
+                "clean_closes": 1,
+                "handler_errors": 1,
+                "protocol_errors": 1,
+            }
+
+    with caplog.at_level(logging.INFO, "framecodec.server"):
+        run(main)
+    assert "closed" in caplog.text
+    assert "handler failed on" in caplog.text and "handler bug" in caplog.text
+    assert "protocol error from" in caplog.text
+
+
+def test_the_blocking_server_refuses_coroutine_handlers_and_names_aio() -> None:
+    import framecodec
+
+    with pytest.raises(TypeError, match=r"framecodec\.aio\.start_server does"):
+        framecodec.serve("127.0.0.1:0", per_connection_upper)

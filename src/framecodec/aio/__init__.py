@@ -64,7 +64,8 @@ are dropped.  Plain connections stay open for those replies.
 
 from __future__ import annotations
 
-from .connection import CORK_BYTES, DEFAULT_HIGH_WATER, READ_SIZE, Connection, open_connection
+from ..net.server.endings import DEFAULT_HIGH_WATER
+from .connection import CORK_BYTES, READ_SIZE, Connection, open_connection
 from .server import Server, start_server
 
 __all__ = [

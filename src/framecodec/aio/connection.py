@@ -25,10 +25,10 @@ from ..codec.messages import Message
 from ..errors import ConnectionClosed, IncompleteFrameError, ProtocolError
 from ..net.addresses import Address, AddressLike, parse_address
 from ..net.protocols import FrameProtocol, Protocol, make_protocol
+from ..net.server.endings import DEFAULT_HIGH_WATER
 
 __all__ = ["Connection", "open_connection"]
 
-DEFAULT_HIGH_WATER = 1024 * 1024
 # Frames sent in one pass of the event loop are joined into one write at the
 # end of the pass, or at once when this much is waiting: a loop of small
 # sends costs a system call per batch, not per frame.

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import inspect
 import socket
 import ssl
 from typing import (
@@ -21,13 +20,13 @@ from ..codec.formats import FrameFormat
 from ..errors import ConnectionClosed, ProtocolError
 from ..net.addresses import Address, AddressLike, BoundSocket, bind_socket
 from ..net.protocols import Protocol, make_protocol
+from ..net.server.base import handler_failed
+from ..net.server.endings import DEFAULT_HIGH_WATER, count_ending, log_ending, peer_label
+from ..net.server.handlers import ASYNC_SHAPES, HandlerShape, handler_shape
 from ..net.service import logger
-from .connection import DEFAULT_HIGH_WATER, Connection, _with_read_size
+from .connection import Connection, _with_read_size
 
 __all__ = ["Server", "start_server"]
-
-# Server handler modes.
-_FRAME, _BATCH, _ASYNC_FRAME, _ASYNC_BATCH, _PER_CONNECTION = range(5)
 
 
 class _ServerConnection(Connection):
@@ -44,15 +43,16 @@ class _ServerConnection(Connection):
         self._pending: Deque[Any] = collections.deque()
         self._task: Optional[asyncio.Task[None]] = None
         self._close_when_idle = False
+        self._ending: Optional[BaseException] = None  # why it ends, when not the transport's word
 
     @property
     def label(self) -> str:
-        return str(self.peer) if self.peer else f"unnamed peer of {self.server.address}"
+        return peer_label(self.peer, self.server.address)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.server._added(self)
-        if self._mode == _PER_CONNECTION:
+        if self._mode == HandlerShape.PER_CONNECTION:
             self._start(self._run_per_connection())
 
     def _start(self, work: Any) -> None:
@@ -64,7 +64,7 @@ class _ServerConnection(Connection):
 
     def _deliver(self, frames: List[Any]) -> None:
         mode = self._mode
-        if mode == _FRAME:
+        if mode == HandlerShape.FRAME:
             handler = self._handler
             try:
                 replies = [reply for reply in map(handler, frames) if reply is not None]
@@ -72,14 +72,14 @@ class _ServerConnection(Connection):
                     self._reply(self.protocol.encode_many(replies))
             except Exception as exc:
                 self._handler_failed(exc)
-        elif mode == _BATCH:
+        elif mode == HandlerShape.BATCH:
             try:
                 replies = self._handler(frames)
                 if replies:
                     self._reply(self.protocol.encode_many(replies))
             except Exception as exc:
                 self._handler_failed(exc)
-        elif mode == _PER_CONNECTION:
+        elif mode == HandlerShape.PER_CONNECTION:
             super()._deliver(frames)
         else:
             self._pending.extend(frames)
@@ -105,7 +105,7 @@ class _ServerConnection(Connection):
         pending = self._pending
         handler = self._handler
         encode_many = self.protocol.encode_many
-        batch = self._mode == _ASYNC_BATCH
+        batch = self._mode == HandlerShape.ASYNC_BATCH
         while pending:
             if batch:
                 frames = list(pending)
@@ -157,7 +157,7 @@ class _ServerConnection(Connection):
             self.abort()
         if self._task is not None:
             return  # a newer task carries on
-        if self._mode == _PER_CONNECTION or self._close_when_idle:
+        if self._mode == HandlerShape.PER_CONNECTION or self._close_when_idle:
             self._close_transport()
         else:
             self._flush()  # the last replies, now rather than at the end of the pass
@@ -167,10 +167,9 @@ class _ServerConnection(Connection):
     # -- endings ------------------------------------------------------------------
 
     def _handler_failed(self, exc: Exception) -> None:
-        self.server.count("handler_errors")
-        logger.error(
-            "%s: handler failed on %s; closing it", self.server.address, self.label, exc_info=exc
-        )
+        error = handler_failed(self._handler)
+        error.__cause__ = exc
+        self._ending = error  # counted and logged as the connection ends
         self._pending.clear()
         self._backlog_extra = 0
         if not self._input_over:
@@ -178,10 +177,7 @@ class _ServerConnection(Connection):
         self.abort()
 
     def _protocol_error(self, exc: ProtocolError) -> None:
-        self.server.count("protocol_errors")
-        logger.warning(
-            "%s: protocol error from %s, closing it: %s", self.server.address, self.label, exc
-        )
+        self._ending = exc
         self._set_error(exc)
         self._close_after_work()
 
@@ -214,7 +210,7 @@ class _ServerConnection(Connection):
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         super().connection_lost(exc)
-        self.server._lost_connection(self, exc)
+        self.server._lost_connection(self, self._ending or exc)
         if self._task is None:
             self.server._forget(self)
 
@@ -240,7 +236,7 @@ class Server:
         self,
         bound: BoundSocket,
         handler: Any,
-        mode: int,
+        mode: HandlerShape,
         *,
         protocol: Protocol,
         ssl_context: Optional[ssl.SSLContext],
@@ -305,11 +301,9 @@ class Server:
             self._arm_abort_timer()
 
     def _lost_connection(self, conn: _ServerConnection, exc: Optional[BaseException]) -> None:
-        self.stats["closed"] += 1
-        if exc is None:
-            logger.info("%s: %s closed", self.address, conn.label)
-        else:
-            logger.info("%s: %s lost: %r", self.address, conn.label, exc)
+        """Count and log how ``conn`` ended, as the blocking servers do."""
+        count_ending(self.stats, exc)
+        log_ending(self.address, conn.label, exc, stopping=self._closing)
 
     def _forget(self, conn: _ServerConnection) -> None:
         self._open.discard(conn)
@@ -387,30 +381,6 @@ class Server:
         await self.wait_closed()
 
 
-def _is_coroutine_function(function: Any) -> bool:
-    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
-        getattr(function, "__call__", None)  # noqa: B004 - an object with async __call__
-    )
-
-
-def _handler_mode(handler: Any, batch: bool, per_connection: bool) -> int:
-    if not callable(handler) or isinstance(handler, type):
-        raise TypeError(
-            f"handler must be a function or coroutine function, not {handler!r} "
-            "(ConnectionHandler classes are for framecodec.serve)"
-        )
-    asynchronous = _is_coroutine_function(handler)
-    if per_connection:
-        if batch:
-            raise ValueError("batch=True and per_connection=True do not combine")
-        if not asynchronous:
-            raise TypeError("per_connection=True needs a coroutine function (async def)")
-        return _PER_CONNECTION
-    if asynchronous:
-        return _ASYNC_BATCH if batch else _ASYNC_FRAME
-    return _BATCH if batch else _FRAME
-
-
 async def start_server(
     address: Union[AddressLike, socket.socket],
     handler: Any,
@@ -441,7 +411,13 @@ async def start_server(
     is each connection's budget in bytes for frames waiting for a
     coroutine handler and for unsent replies (see Flow control above).
     """
-    mode = _handler_mode(handler, batch, per_connection)
+    mode = handler_shape(
+        handler,
+        batch=batch,
+        per_connection=per_connection,
+        accepted=ASYNC_SHAPES,
+        server="framecodec.aio.start_server",
+    )
     if high_water < 2:
         raise ValueError("high_water must be at least 2 bytes")
     proto = make_protocol(protocol, format, **_with_read_size(protocol, options))

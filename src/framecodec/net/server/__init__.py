@@ -1,9 +1,10 @@
 """Stream servers: ``serve(address, handler, ...)``.
 
-The handler shapes and what the backends share are in base.py; the
-backends are selector.py (one thread for all connections) and threads.py (a
-thread per connection from a bounded pool); workers.py runs several server
-processes on one address.
+handlers.py tells the handler shapes apart and endings.py counts and logs
+how connections end (both shared with framecodec.aio); base.py holds what
+the backends share; the backends are selector.py (one thread for all
+connections) and threads.py (a thread per connection from a bounded pool);
+workers.py runs several server processes on one address.
 """
 
 from __future__ import annotations
@@ -13,15 +14,12 @@ import ssl
 from typing import Any, Dict, Optional, Type, Union
 
 from ...codec.formats import FrameFormat
+from ...errors import HandlerError
 from ..addresses import AddressLike, bind_socket
 from ..protocols import Protocol, make_protocol
-from .base import (
-    DEFAULT_HIGH_WATER,
-    Connection,
-    ConnectionHandler,
-    HandlerError,
-    Server,
-)
+from .base import Connection, Server
+from .endings import DEFAULT_HIGH_WATER
+from .handlers import ConnectionHandler
 from .selector import SelectorServer
 from .threads import ThreadingServer
 from .workers import WorkerPool

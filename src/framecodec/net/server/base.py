@@ -25,15 +25,16 @@ import ssl
 import time
 from typing import Any, Callable, Iterable, List, Optional
 
-from ...errors import HandlerError, IncompleteFrameError, ProtocolError
+from ...errors import HandlerError
 from ..addresses import Address, BoundSocket
 from ..protocols import Protocol
 from ..service import Service, logger
 from ..tls import tolerate_bare_eof
+from .endings import count_ending, log_ending, peer_label
+from .handlers import ConnectionHandler, handler_factory
 
 __all__ = ["Connection", "ConnectionHandler", "HandlerError", "Server"]
 
-DEFAULT_HIGH_WATER = 1024 * 1024
 # Connections taken per wake-up of the listening socket.
 ACCEPT_BATCH = 64
 # accept() failures that mean "no file descriptor or memory for now".
@@ -64,7 +65,7 @@ class Connection:
 
     @property
     def label(self) -> str:
-        return str(self.peer) if self.peer else f"unnamed peer of {self.server.address}"
+        return peer_label(self.peer, self.server.address)
 
     @property
     def memory(self) -> int:
@@ -83,69 +84,6 @@ class Connection:
 
     def _queue(self, buffers: List[Any]) -> None:
         raise NotImplementedError
-
-
-class ConnectionHandler:
-    """A handler with a life per connection: subclass it, pass the class.
-
-    The server makes one instance per connection and calls, in order,
-    connection_made, then frames_received for each read that completed
-    frames, then eof_received if the peer half-closed, and always
-    connection_lost (``exc`` None after a clean end).
-    """
-
-    connection: Connection
-
-    def connection_made(self, connection: Connection) -> None:
-        self.connection = connection
-
-    def frame_received(self, frame: Any) -> Any:
-        """One frame (a Message for protocol="messages"); return a reply or None."""
-        return None
-
-    def frames_received(self, frames: List[Any]) -> None:
-        """All the frames one read completed; override to handle a batch at once."""
-        replies = [reply for reply in map(self.frame_received, frames) if reply is not None]
-        if replies:
-            self.connection.send_many(replies)
-
-    def eof_received(self) -> None:
-        """The peer sent its last frame; replies sent now are still delivered."""
-
-    def connection_lost(self, exc: Optional[BaseException]) -> None:
-        """The connection is closed; ``exc`` says why, None after a clean end."""
-
-
-class _BatchHandler(ConnectionHandler):
-    def __init__(self, function: Callable[[List[Any]], Optional[List[Any]]]) -> None:
-        self._function = function
-
-    def frames_received(self, frames: List[Any]) -> None:
-        replies = self._function(frames)
-        if replies:
-            self.connection.send_many(replies)
-
-
-def _handler_factory(handler: Any, batch: bool) -> Callable[[], ConnectionHandler]:
-    if isinstance(handler, type) and issubclass(handler, ConnectionHandler):
-        if batch:
-            raise ValueError(
-                "batch=True is for function handlers; override frames_received instead"
-            )
-        return handler
-    if not callable(handler):
-        raise TypeError(
-            f"handler must be callable or a ConnectionHandler subclass, not {handler!r}"
-        )
-    if batch:
-        return lambda: _BatchHandler(handler)
-
-    def per_frame() -> ConnectionHandler:
-        instance = ConnectionHandler()
-        instance.frame_received = handler  # type: ignore[method-assign]
-        return instance
-
-    return per_frame
 
 
 def call_handler(method: Callable[..., Any], *args: Any) -> Any:
@@ -196,7 +134,7 @@ class Server(Service):
         for name, value in (("idle_timeout", idle_timeout), ("frame_timeout", frame_timeout)):
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive or None")
-        self.new_handler = _handler_factory(handler, batch)
+        self.new_handler = handler_factory(handler, batch)
         super().__init__(bound)
         self.kind = f"{self.backend}{' TLS' if ssl_context is not None else ''} server"
         self.protocol = protocol
@@ -306,8 +244,7 @@ class Server(Service):
         the backlog, say) as accepted and ended, as every other one is."""
         with self._lock:
             self.stats["accepted"] += 1
-            self.stats["closed"] += 1
-            self.stats[_failure_kind(exc)] += 1
+            count_ending(self.stats, exc)
         logger.info(
             "%s: connection from %s lost before it was set up: %s",
             self.address,
@@ -339,52 +276,13 @@ class Server(Service):
         with self._lock:
             self._open.pop(id(conn), None)
             self._resume_at = None  # a descriptor is free again
-            self.stats["closed"] += 1
-            self.stats[_failure_kind(exc)] += 1
+            count_ending(self.stats, exc)
         label = conn.label
-        if exc is None:
-            logger.info("%s: %s closed", self.address, label)
-        elif isinstance(exc, HandlerError):
-            logger.error(
-                "%s: handler failed on %s; closing it", self.address, label, exc_info=exc.__cause__
-            )
-        elif isinstance(exc, IncompleteFrameError) and self.stopping:
-            logger.info("%s: %s closed at shutdown inside a frame", self.address, label)
-        elif isinstance(exc, ProtocolError):
-            logger.warning("%s: protocol error from %s, closing it: %s", self.address, label, exc)
-        elif isinstance(exc, ssl.SSLError) and conn.handler is None:
-            logger.warning(
-                "%s: TLS handshake with %s failed: %s%s", self.address, label, exc, _tls_hint(exc)
-            )
-        elif isinstance(exc, (TimeoutError, socket.timeout)):
-            logger.info("%s: %s timed out: %s", self.address, label, exc)
-        else:
-            logger.info("%s: %s lost: %r", self.address, label, exc)
+        log_ending(
+            self.address, label, exc, stopping=self.stopping, handshaking=conn.handler is None
+        )
         if conn.handler is not None:
             try:
                 conn.handler.connection_lost(exc)
             except Exception:
                 logger.exception("%s: connection_lost of %s failed", self.address, label)
-
-
-def _failure_kind(exc: Optional[BaseException]) -> str:
-    if exc is None:
-        return "clean_closes"
-    if isinstance(exc, HandlerError):
-        return "handler_errors"
-    if isinstance(exc, ProtocolError):
-        return "protocol_errors"
-    if isinstance(exc, ssl.SSLError):
-        return "tls_failures"
-    if isinstance(exc, (TimeoutError, socket.timeout)):
-        return "timeouts"
-    return "network_errors"
-
-
-def _tls_hint(exc: ssl.SSLError) -> str:
-    reason = getattr(exc, "reason", "") or ""
-    if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST"):
-        return " (is the client speaking plain TCP?)"
-    if reason == "UNEXPECTED_EOF_WHILE_READING":
-        return " (the client hung up during the handshake)"
-    return ""

@@ -1,0 +1,101 @@
+"""How a server's connection is named, counted and logged as it ends: the
+one vocabulary of the blocking servers and framecodec.aio's.
+
+Every connection that ends adds 1 to ``closed`` and 1 to the kind of its
+ending (clean_closes, handler_errors, protocol_errors, tls_failures,
+timeouts, network_errors), and logs one line on the "framecodec.server"
+logger, in the same words whichever server ran it.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from typing import Any, MutableMapping, Optional
+
+from ...errors import HandlerError, IncompleteFrameError, ProtocolError
+from ..addresses import Address
+from ..service import logger
+
+__all__ = [
+    "DEFAULT_HIGH_WATER",
+    "ENDING_KINDS",
+    "count_ending",
+    "ending_kind",
+    "log_ending",
+    "peer_label",
+]
+
+# Each connection's budget in bytes, for every server (see their high_water).
+DEFAULT_HIGH_WATER = 1024 * 1024
+
+ENDING_KINDS = (
+    "clean_closes",
+    "handler_errors",
+    "protocol_errors",
+    "tls_failures",
+    "timeouts",
+    "network_errors",
+)
+
+
+def peer_label(peer: Optional[Address], server_address: Any) -> str:
+    """How logs name a connection: its peer's address, when it has one."""
+    return str(peer) if peer else f"unnamed peer of {server_address}"
+
+
+def ending_kind(exc: Optional[BaseException]) -> str:
+    """The stats key of a connection that ended with ``exc`` (None: cleanly)."""
+    if exc is None:
+        return "clean_closes"
+    if isinstance(exc, HandlerError):
+        return "handler_errors"
+    if isinstance(exc, ProtocolError):
+        return "protocol_errors"
+    if isinstance(exc, ssl.SSLError):
+        return "tls_failures"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "timeouts"
+    return "network_errors"
+
+
+def count_ending(stats: MutableMapping[str, int], exc: Optional[BaseException]) -> None:
+    stats["closed"] += 1
+    stats[ending_kind(exc)] += 1
+
+
+def log_ending(
+    address: Any,
+    label: str,
+    exc: Optional[BaseException],
+    *,
+    stopping: bool = False,
+    handshaking: bool = False,
+) -> None:
+    """The one log line of a connection's end.  A HandlerError's traceback
+    is its cause's: the handler's own exception."""
+    if exc is None:
+        logger.info("%s: %s closed", address, label)
+    elif isinstance(exc, HandlerError):
+        logger.error("%s: handler failed on %s; closing it", address, label, exc_info=exc.__cause__)
+    elif isinstance(exc, IncompleteFrameError) and stopping:
+        logger.info("%s: %s closed at shutdown inside a frame", address, label)
+    elif isinstance(exc, ProtocolError):
+        logger.warning("%s: protocol error from %s, closing it: %s", address, label, exc)
+    elif isinstance(exc, ssl.SSLError) and handshaking:
+        logger.warning(
+            "%s: TLS handshake with %s failed: %s%s", address, label, exc, _tls_hint(exc)
+        )
+    elif isinstance(exc, (TimeoutError, socket.timeout)):
+        logger.info("%s: %s timed out: %s", address, label, exc)
+    else:
+        logger.info("%s: %s lost: %r", address, label, exc)
+
+
+def _tls_hint(exc: ssl.SSLError) -> str:
+    reason = getattr(exc, "reason", "") or ""
+    if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST"):
+        return " (is the client speaking plain TCP?)"
+    if reason == "UNEXPECTED_EOF_WHILE_READING":
+        return " (the client hung up during the handshake)"
+    return ""

@@ -1,0 +1,155 @@
+"""The handler shapes every server accepts, told apart in one place.
+
+- FRAME: a function of one frame (or Message) returning the reply, or None;
+- BATCH (``batch=True``): a function of the list of frames one read
+  completed, returning a list of replies (or None);
+- ASYNC_FRAME, ASYNC_BATCH: the same as coroutine functions (framecodec.aio);
+- PER_CONNECTION (``per_connection=True``): a coroutine function given each
+  connection, for conversations of any shape (framecodec.aio);
+- CLASS: a ConnectionHandler subclass, one instance per connection (the
+  blocking servers).
+
+Each server says which shapes it runs; a handler of another shape is a
+TypeError that names the server that does run it.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+from typing import TYPE_CHECKING, Any, Callable, Collection, List, Optional
+
+if TYPE_CHECKING:
+    from .base import Connection
+
+__all__ = ["ConnectionHandler", "HandlerShape", "handler_factory", "handler_shape"]
+
+
+class HandlerShape(enum.IntEnum):
+    FRAME = 0
+    BATCH = 1
+    ASYNC_FRAME = 2
+    ASYNC_BATCH = 3
+    PER_CONNECTION = 4
+    CLASS = 5
+
+
+BLOCKING_SHAPES = (HandlerShape.FRAME, HandlerShape.BATCH, HandlerShape.CLASS)
+ASYNC_SHAPES = (
+    HandlerShape.FRAME,
+    HandlerShape.BATCH,
+    HandlerShape.ASYNC_FRAME,
+    HandlerShape.ASYNC_BATCH,
+    HandlerShape.PER_CONNECTION,
+)
+
+
+def _is_coroutine_function(function: Any) -> bool:
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        getattr(function, "__call__", None)  # noqa: B004 - an object with async __call__
+    )
+
+
+def handler_shape(
+    handler: Any,
+    *,
+    batch: bool,
+    per_connection: bool,
+    accepted: Collection[HandlerShape],
+    server: str,
+) -> HandlerShape:
+    """The shape of ``handler`` with these options, if ``server`` runs it."""
+    if isinstance(handler, type) and issubclass(handler, ConnectionHandler):
+        if batch or per_connection:
+            raise ValueError(
+                "batch=True and per_connection=True are for function handlers; "
+                "a ConnectionHandler overrides frames_received instead"
+            )
+        shape = HandlerShape.CLASS
+    elif not callable(handler) or isinstance(handler, type):
+        raise TypeError(
+            f"handler must be a function, a coroutine function or a ConnectionHandler "
+            f"subclass, not {handler!r}"
+        )
+    elif per_connection:
+        if batch:
+            raise ValueError("batch=True and per_connection=True do not combine")
+        if not _is_coroutine_function(handler):
+            raise TypeError("per_connection=True needs a coroutine function (async def)")
+        shape = HandlerShape.PER_CONNECTION
+    elif _is_coroutine_function(handler):
+        shape = HandlerShape.ASYNC_BATCH if batch else HandlerShape.ASYNC_FRAME
+    else:
+        shape = HandlerShape.BATCH if batch else HandlerShape.FRAME
+    if shape not in accepted:
+        runs_it = (
+            "framecodec.serve" if shape is HandlerShape.CLASS else "framecodec.aio.start_server"
+        )
+        kind = shape.name.lower().replace("_", " ")
+        raise TypeError(f"{server} does not run {kind} handlers; {runs_it} does")
+    return shape
+
+
+class ConnectionHandler:
+    """A handler with a life per connection: subclass it, pass the class.
+
+    The server makes one instance per connection and calls, in order,
+    connection_made, then frames_received for each read that completed
+    frames, then eof_received if the peer half-closed, and always
+    connection_lost (``exc`` None after a clean end).
+    """
+
+    connection: Connection
+
+    def connection_made(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def frame_received(self, frame: Any) -> Any:
+        """One frame (a Message for protocol="messages"); return a reply or None."""
+        return None
+
+    def frames_received(self, frames: List[Any]) -> None:
+        """All the frames one read completed; override to handle a batch at once."""
+        replies = [reply for reply in map(self.frame_received, frames) if reply is not None]
+        if replies:
+            self.connection.send_many(replies)
+
+    def eof_received(self) -> None:
+        """The peer sent its last frame; replies sent now are still delivered."""
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        """The connection is closed; ``exc`` says why, None after a clean end."""
+
+
+class BatchHandler(ConnectionHandler):
+    """A batch function as a ConnectionHandler."""
+
+    def __init__(self, function: Callable[[List[Any]], Optional[List[Any]]]) -> None:
+        self._function = function
+
+    def frames_received(self, frames: List[Any]) -> None:
+        replies = self._function(frames)
+        if replies:
+            self.connection.send_many(replies)
+
+
+def handler_factory(handler: Any, batch: bool) -> Callable[[], ConnectionHandler]:
+    """What a blocking server calls for each connection's ConnectionHandler."""
+    shape = handler_shape(
+        handler,
+        batch=batch,
+        per_connection=False,
+        accepted=BLOCKING_SHAPES,
+        server="framecodec.serve",
+    )
+    if shape is HandlerShape.CLASS:
+        return handler  # type: ignore[no-any-return]
+    if shape is HandlerShape.BATCH:
+        return lambda: BatchHandler(handler)
+
+    def per_frame() -> ConnectionHandler:
+        instance = ConnectionHandler()
+        instance.frame_received = handler  # type: ignore[method-assign]
+        return instance
+
+    return per_frame
