@@ -220,6 +220,19 @@ def test_a_failed_decoder_keeps_failing(codec):
         assert info.value.frames == []
 
 
+def test_a_failed_decoder_raises_again_with_the_cause_and_its_fields(codec):
+    decoder = codec.FrameDecoder()
+    decoder.feed(codec.FrameEncoder().encode(b"whole") + struct.pack(">I", 10) + b"abc")
+    with pytest.raises(IncompleteFrameError) as first:
+        decoder.eof()
+    assert (first.value.missing, first.value.buffered) == (7, 7)
+    with pytest.raises(IncompleteFrameError, match="decoder failed earlier") as again:
+        decoder.feed(b"more")
+    assert again.value.__cause__ is first.value
+    assert (again.value.missing, again.value.buffered) == (7, 7)
+    assert again.value.frames == []
+
+
 def test_discard_oversized_skips_the_frame_and_goes_on(codec):
     encoder = codec.FrameEncoder()
     decoder = codec.FrameDecoder(max_frame_size=10, discard_oversized=True)

@@ -7,6 +7,7 @@ catches the same class whichever one is loaded.  The network layers' follow.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Sequence
 
 
@@ -22,6 +23,14 @@ class ProtocolError(ValueError):
     def __init__(self, message: str, frames: Sequence[Any] = ()) -> None:
         super().__init__(message)
         self.frames: list[Any] = list(frames)
+
+    def again(self) -> ProtocolError:
+        """What a decoder broken by this error raises at every later call:
+        the same type and fields, no frames; raise it ``from`` this one."""
+        repeated = copy.copy(self)  # the class and every field (missing, buffered...)
+        repeated.args = (f"decoder failed earlier: {self.args[0]}",)
+        repeated.frames = []
+        return repeated
 
 
 class FrameTooLargeError(ProtocolError):

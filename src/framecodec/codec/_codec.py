@@ -364,7 +364,7 @@ class _StreamDecoder:
             )
         if self._error is not None:
             error = self._error
-            raise type(error)(f"decoder failed earlier: {error.args[0]}")
+            raise error.again() from error
         view = self._view
         if view is not None:
             self._view = None

@@ -25,7 +25,7 @@ from ..errors import BufferTooSmallError, IncompleteFrameError, ProtocolError
 from .addresses import Address, AddressLike, connect_socket, parse_address
 from .protocols import FrameProtocol, Protocol, make_protocol
 from .tls import tolerate_bare_eof
-from .transport import ConnectionClosed, OutputQueue, close_socket
+from .transport import ConnectionClosed, OutputQueue, close_socket, receive
 
 __all__ = ["BufferTooSmallError", "Client", "connect"]
 
@@ -213,11 +213,10 @@ class Client:
                     raise TimeoutError(f"no complete frame within {self._timeout} s")
                 sock.settimeout(remaining)
             try:
-                n = sock.recv_into(decoder.get_buffer())
-                if n:
-                    frames.extend(decoder.buffer_updated(n))
+                completed = receive(sock, decoder)
+                if completed is not None:
+                    frames.extend(completed)
                     continue
-                decoder.eof()
                 self._fail(ConnectionClosed("the peer closed the connection"))
             except TimeoutError:
                 raise TimeoutError(f"no complete frame within {self._timeout} s") from None

@@ -46,6 +46,8 @@ class _OnePerDatagram:
     def receive(self, sock: socket.socket) -> Tuple[Optional[Message], Any, Optional[str]]:
         """One datagram: (message, sender, None), or (None, sender, why it was dropped)."""
         decoder = self._decoder
+        # Not transport.receive(): a datagram is one whole message, read
+        # with recvfrom, and never joined to the next.
         # One byte of room beyond the limit tells an oversized datagram
         # (truncated by the kernel) from one exactly at the limit.
         n, sender = sock.recvfrom_into(decoder.get_buffer(self._max + 1), self._max + 1)

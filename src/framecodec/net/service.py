@@ -9,6 +9,7 @@ and a Waker interrupts it, so nothing polls.
 from __future__ import annotations
 
 import collections
+import enum
 import logging
 import socket
 import threading
@@ -20,6 +21,16 @@ from .addresses import Address, BoundSocket
 __all__ = ["Service", "Waker"]
 
 logger = logging.getLogger("framecodec.server")
+
+
+class Lifecycle(enum.Enum):
+    """A service runs once: NEW, then RUNNING, then STOPPED (or NEW -> STOPPED
+    when shut down before it ran)."""
+
+    NEW = "new"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
 
 # How long shutdown() waits, beyond its timeout, for the loop to finish closing.
 SHUTDOWN_GRACE = 5.0
@@ -67,7 +78,7 @@ class Service:
         self._bound = bound
         self._waker = Waker()
         self._lock = threading.Lock()
-        self._state = "new"  # "running", "stopped"
+        self._state = Lifecycle.NEW
         self._done = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._inside = threading.local()  # .yes in the threads that run the service
@@ -108,8 +119,8 @@ class Service:
         including a handler (then it returns at once and the loop stops after
         the handler returns)."""
         with self._lock:
-            if self._state == "new":
-                self._state = "stopped"
+            if self._state is Lifecycle.NEW:
+                self._state = Lifecycle.STOPPED
                 self._close_resources()
                 self._done.set()
                 return
@@ -135,9 +146,9 @@ class Service:
 
     def _claim(self) -> None:
         with self._lock:
-            if self._state != "new":
-                raise RuntimeError(f"{self.kind} is already {self._state}")
-            self._state = "running"
+            if self._state is not Lifecycle.NEW:
+                raise RuntimeError(f"{self.kind} is already {self._state.value}")
+            self._state = Lifecycle.RUNNING
 
     def _run(self) -> None:
         self._inside.yes = True
@@ -146,7 +157,7 @@ class Service:
         finally:
             self._inside.yes = False
             with self._lock:
-                self._state = "stopped"
+                self._state = Lifecycle.STOPPED
             self._close_resources()
             self._done.set()
 

@@ -1,8 +1,10 @@
 """Moving bytes between sockets and the codec, for clients and servers alike.
 
-Receiving is always ``n = sock.recv_into(decoder.get_buffer())`` then
-``decoder.buffer_updated(n)``: bytes land in the decoder's memory and the
-compiled core does the per-byte work.  Sending goes through an OutputQueue
+Receiving is always receive(): ``n = sock.recv_into(decoder.get_buffer())``
+then ``decoder.buffer_updated(n)`` (or ``eof()``): bytes land in the
+decoder's memory and the compiled core does the per-byte work.  Every
+stream reader (the selector server's and multi-client's Stream, the
+threads server's worker, the blocking Client) goes through it.  Sending goes through an OutputQueue
 flushed with vectored ``sendmsg`` (a joined write under TLS, whose sockets
 have no sendmsg).  Nothing here parses a byte.
 """
@@ -20,7 +22,7 @@ from typing import Any, Deque, Iterable, List, Optional
 from ..errors import ConnectionClosed, ProtocolError
 from .tls import clear_openssl_errors
 
-__all__ = ["ConnectionClosed", "OutputQueue", "Stream", "close_socket"]
+__all__ = ["ConnectionClosed", "OutputQueue", "Stream", "close_socket", "receive"]
 
 try:
     IOV_MAX = os.sysconf("SC_IOV_MAX")
@@ -32,6 +34,23 @@ if IOV_MAX <= 0:  # pragma: no cover - "no limit" reported as -1
 TLS_WRITE = 256 * 1024
 # Windows sockets have no sendmsg: write joined chunks there, as under TLS.
 HAS_SENDMSG = hasattr(socket.socket, "sendmsg")
+
+
+def receive(sock: socket.socket, decoder: Any) -> Optional[List[Any]]:
+    """One read from ``sock`` into ``decoder``: the frames it completed, or
+    None at the end of the stream.
+
+    A stream that ended inside a frame raises IncompleteFrameError; bytes
+    that break the format raise their ProtocolError, whose ``frames`` holds
+    the frames completed before them.  The socket's own exceptions (a
+    timeout, BlockingIOError, SSLWant*Error, a reset) propagate untouched.
+    """
+    n = sock.recv_into(decoder.get_buffer())
+    if n:
+        frames: List[Any] = decoder.buffer_updated(n)
+        return frames
+    decoder.eof()
+    return None
 
 
 def close_socket(sock: socket.socket) -> None:
@@ -214,17 +233,16 @@ class Stream:
         try:
             while True:
                 try:
-                    n = sock.recv_into(decoder.get_buffer())
+                    completed = receive(sock, decoder)
                 except (BlockingIOError, ssl.SSLWantReadError):
                     break
                 except ssl.SSLWantWriteError:
                     self._read_wants_write = True
                     break
-                if not n:
+                if completed is None:
                     self.at_eof = True
-                    decoder.eof()
                     break
-                frames += decoder.buffer_updated(n)
+                frames += completed
                 # Decrypted bytes that OpenSSL holds are invisible to select():
                 # take them now.  A plain socket gets one read per event, which
                 # keeps one busy peer from starving the others.

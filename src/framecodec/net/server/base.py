@@ -18,6 +18,7 @@ and threads.py, and ``serve()`` in this package's __init__.
 
 from __future__ import annotations
 
+import enum
 import errno
 import selectors
 import socket
@@ -43,6 +44,19 @@ FD_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 ACCEPT_PAUSE = 0.5
 
 
+class ConnectionState(enum.Enum):
+    """A server connection's life: OPEN, CLOSING (once its queued replies
+    are sent; no more reading), CLOSED."""
+
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+# Module-level names: the backends compare them on every request.
+OPEN, CLOSING, CLOSED = ConnectionState.OPEN, ConnectionState.CLOSING, ConnectionState.CLOSED
+
+
 class Connection:
     """One client connection, as handlers see it.
 
@@ -57,8 +71,7 @@ class Connection:
         self.sock = sock
         self.peer: Optional[Address] = Address.from_sockaddr(peer) if peer else None
         self.handler: Optional[ConnectionHandler] = None
-        self.closing = False
-        self.closed = False
+        self.state = OPEN
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.label}>"
@@ -79,8 +92,14 @@ class Connection:
     def send_many(self, items: Iterable[Any]) -> None:
         self._queue(self.server.protocol.encode_many(items))
 
+    @property
+    def closed(self) -> bool:
+        return self.state is CLOSED
+
     def close(self) -> None:
-        self.closing = True
+        """Close once the replies queued are sent."""
+        if self.state is OPEN:
+            self.state = CLOSING
 
     def _queue(self, buffers: List[Any]) -> None:
         raise NotImplementedError
@@ -272,7 +291,7 @@ class Server(Service):
 
     def _ended(self, conn: Connection, exc: Optional[BaseException]) -> None:
         """Log why a connection ended, count it, tell its handler, forget it."""
-        conn.closed = True
+        conn.state = CLOSED
         with self._lock:
             self._open.pop(id(conn), None)
             self._resume_at = None  # a descriptor is free again

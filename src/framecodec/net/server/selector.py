@@ -16,7 +16,7 @@ from typing import Any, List, Optional, cast
 
 from ..addresses import tune
 from ..transport import ConnectionClosed, Stream
-from .base import Connection, Server, call_handler
+from .base import CLOSED, OPEN, Connection, Server, call_handler
 
 __all__ = ["SelectorServer"]
 
@@ -39,7 +39,7 @@ class SelectorConnection(Connection):
         return buffered + self.stream.output.size
 
     def _queue(self, buffers: List[Any]) -> None:
-        if self.closed:
+        if self.state is CLOSED:
             raise ConnectionClosed(f"connection from {self.label} is closed")
         self.stream.output.push(buffers)
 
@@ -129,7 +129,7 @@ class SelectorServer(Server):
                 self._start_handler(conn)
                 mask |= EVENT_READ  # the first frames may already sit inside OpenSSL
             readable = mask & EVENT_READ or (mask & EVENT_WRITE and stream.read_wants_write)
-            if readable and not (stream.at_eof or conn.paused or conn.closing):
+            if readable and not (stream.at_eof or conn.paused or conn.state is not OPEN):
                 self._read(conn, now)
             self._after_io(conn, now)
         except Exception as exc:
@@ -163,7 +163,7 @@ class SelectorServer(Server):
             if output.size != before:
                 conn.last_activity = now
         if stream.watched == EVENT_READ and not (
-            output.size or conn.paused or conn.closing or stream.at_eof or stream.tls
+            output.size or conn.paused or conn.state is not OPEN or stream.at_eof or stream.tls
         ):
             return  # all sent and reading on, as registered: the usual end of a request
         # Only unsent output pauses reading: input alone never does, or a
@@ -174,13 +174,13 @@ class SelectorServer(Server):
             conn.paused = output.size > 0 and memory > self.low_water
         elif output.size and memory > self.high_water:
             conn.paused = True
-        if (stream.at_eof or conn.closing) and not output:
+        if (stream.at_eof or conn.state is not OPEN) and not output:
             self._close(conn, stream.error)
         else:
-            stream.watch(self._selector, not (conn.paused or conn.closing), conn)
+            stream.watch(self._selector, not (conn.paused or conn.state is not OPEN), conn)
 
     def _close(self, conn: SelectorConnection, exc: Optional[BaseException]) -> None:
-        if not conn.closed:
+        if conn.state is not CLOSED:
             conn.stream.close(self._selector)
             self._ended(conn, exc)
 
@@ -215,7 +215,7 @@ class SelectorServer(Server):
         replies are sent."""
         self._stop_accepting()
         for conn in self._connections():
-            conn.closing = True
+            conn.close()
             try:
                 self._after_io(conn, time.monotonic())
             except Exception as exc:

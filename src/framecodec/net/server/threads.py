@@ -25,8 +25,8 @@ from typing import Any, List, Optional, cast
 from ...errors import ProtocolError
 from ..addresses import tune
 from ..service import SHUTDOWN_GRACE, logger
-from ..transport import ConnectionClosed, OutputQueue, close_socket
-from .base import Connection, Server, call_handler, handler_failed
+from ..transport import ConnectionClosed, OutputQueue, close_socket, receive
+from .base import CLOSED, OPEN, Connection, Server, call_handler, handler_failed
 
 __all__ = ["ThreadingServer"]
 
@@ -44,7 +44,7 @@ class ThreadConnection(Connection):
         return buffered + self.output.size
 
     def _queue(self, buffers: List[Any]) -> None:
-        if self.closed:
+        if self.state is CLOSED:
             raise ConnectionClosed(f"connection from {self.label} is closed")
         self.output.push(buffers)
         if self.output.size > self.server.high_water:
@@ -169,7 +169,7 @@ class ThreadingServer(Server):
         # How far past a frame deadline a read may wait: re-arming the socket
         # on every read of a stream would cost a system call each.
         slack = min(1.0, self.frame_timeout / 4) if self.frame_timeout is not None else 0.0
-        while not conn.closing:
+        while conn.state is OPEN:
             if output.size:
                 output.flush(sock)
             wanted = self.idle_timeout
@@ -193,13 +193,7 @@ class ThreadingServer(Server):
             if self.stop_deadline is not None:
                 break
             try:
-                # read_frames(), inline: this is the hot path
-                n = sock.recv_into(decoder.get_buffer())
-                if n:
-                    frames = decoder.buffer_updated(n)
-                else:
-                    decoder.eof()
-                    frames = None
+                frames = receive(sock, decoder)
             except TimeoutError:
                 if frame_started is not None and self.frame_timeout is not None:
                     if time.monotonic() < frame_started + self.frame_timeout:
