@@ -28,6 +28,7 @@ cdef int _MESSAGE_CONTENT
 
 
 cdef object _bytes_like(object data)
+cdef Py_ssize_t _stop(Py_ssize_t position) noexcept
 
 
 cdef class _FrameStorage:
@@ -116,7 +117,6 @@ cdef class FrameDecoder(_StreamDecoder):
     cdef Py_ssize_t _strip             # bytes cut from each frame's front
     cdef unsigned long long _min_raw   # length fields in [_min_raw, _max_raw] take the fast path
     cdef unsigned long long _max_raw
-    cdef bint _stalled                 # _unusual_frame stopped parsing
     cdef object _unpack_length         # the twin's struct reader; None when compiled
     cdef long long _adjustment         # added to the field to give the body length
     cdef long long _max_frame_size     # largest body accepted
@@ -132,8 +132,9 @@ cdef class FrameDecoder(_StreamDecoder):
 
     @cython.locals(avail=Py_ssize_t, head=Py_ssize_t, body="long long", skip="long long",
                    total=Py_ssize_t, strip=Py_ssize_t)
+    # Its answer may be negative (a stop, see _stop): only -1 with an exception set is an error.
     cdef Py_ssize_t _unusual_frame(self, const unsigned char *p, Py_ssize_t pos, Py_ssize_t end,
-                                   unsigned long long raw, list out) except -1
+                                   unsigned long long raw, list out) except? -1
 
 
 cdef class FrameEncoder:

@@ -114,6 +114,13 @@ def _frame_too_large(body, limit, frames):
 # Receive buffering shared by both decoders
 
 
+def _stop(position):
+    """_unusual_frame's answer "stop parsing at ``position``": a negative
+    number, which no position is, so the hot loop tells it apart with one
+    comparison and reads the position back as ``-answer - 1``."""
+    return -position - 1
+
+
 class _FrameStorage:
     """Where one large frame is received in place.
 
@@ -541,7 +548,6 @@ class FrameDecoder(_StreamDecoder):
         self._max_frame_size = fmt.max_frame_size
         self._discard = fmt.discard_oversized
         self._escape = fmt.large_length_escape
-        self._stalled = False
         self._unpack_length = None if cython.compiled else _unpacker(fmt.width, fmt.byteorder)
         # Length fields in [_min_raw, _max_raw] give an ordinary frame; any
         # other value (negative or oversized after adjustment, the
@@ -578,8 +584,8 @@ class FrameDecoder(_StreamDecoder):
                 raw = unpack(p, pos + offset)[0]
             if raw > max_raw or raw < min_raw:
                 pos = self._unusual_frame(p, pos, end, raw, out)
-                if self._stalled:
-                    return pos
+                if pos < 0:  # parsing stops here: see _stop
+                    return -pos - 1
                 continue
             stop = pos + raw + head_adjust  # where this frame ends
             if stop > end:
@@ -596,9 +602,9 @@ class FrameDecoder(_StreamDecoder):
 
         Raises for a negative or oversized length, skips an oversized frame
         when discarding, and reads multiprocessing's escaped 8-byte length.
-        Returns the new position; sets ``_stalled`` when parsing must stop.
+        Returns the position to go on parsing from, or ``_stop(position)``
+        when parsing must stop there until more bytes arrive.
         """
-        self._stalled = False
         avail = end - pos
         head = self._header_size
         if self._escape and raw > _INT32_MAX:
@@ -609,8 +615,7 @@ class FrameDecoder(_StreamDecoder):
             head += 8
             if avail < head:
                 self._need = head
-                self._stalled = True
-                return pos
+                return _stop(pos)
             if cython.compiled:
                 raw = load_uint(p, pos + self._header_size, 8, False)
             else:
@@ -637,8 +642,7 @@ class FrameDecoder(_StreamDecoder):
             skip = head + body
             if avail < skip:
                 self._discard_left = skip - avail
-                self._stalled = True
-                return end
+                return _stop(end)
             return pos + skip
         # An escaped length within the limits: an ordinary frame with a longer header.
         total = head + body
@@ -646,12 +650,11 @@ class FrameDecoder(_StreamDecoder):
         if avail >= total:
             out.append(p[pos + strip : pos + total])
             return pos + total
-        self._stalled = True
         if total - strip >= BIG_FRAME:
             self._start_big(p, pos + strip, end, total - strip)
-            return end
+            return _stop(end)
         self._need = total
-        return pos
+        return _stop(pos)
 
     def _deliver_big(self, data, out):
         out.append(data)
