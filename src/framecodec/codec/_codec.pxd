@@ -27,6 +27,7 @@ cdef int _MESSAGE_HEAD
 cdef int _MESSAGE_CONTENT
 
 
+cdef object window(object exporter, Py_ssize_t start, Py_ssize_t stop)
 cdef object _bytes_like(object data)
 cdef Py_ssize_t _stop(Py_ssize_t position) noexcept
 

@@ -99,6 +99,15 @@ def as_bytes_view(data):
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
+def window(exporter, start, stop):
+    """A view of ``exporter[start:stop]`` whose release() leaves no export
+    behind: the whole-object view it is cut from is released at once.  (A
+    bytearray refuses to resize while any view of it lives, and PyPy frees
+    views only when its garbage collector runs: every view is released.)"""
+    with memoryview(exporter) as whole:
+        return whole[start:stop]
+
+
 def _bytes_like(data):
     """``data`` as bytes or bytearray, copying only other buffer types."""
     if type(data) is bytes or type(data) is bytearray:
@@ -165,7 +174,7 @@ class _FrameStorage:
     def view(self, size):
         """A writable view of the next ``size`` bytes to fill."""
         exporter = self if cython.compiled else self._data
-        return memoryview(exporter)[self.filled : self.filled + size]
+        return window(exporter, self.filled, self.filled + size)
 
     def finish(self):
         """The completed frame as bytes."""
@@ -289,10 +298,10 @@ class _StreamDecoder:
                     # and no further, or its first read would land here and be copied.
                     wanted = max(1, max(self._need, self._frame_start) - (self._end - self._pos))
                     self._reserve(wanted)
-                    view = memoryview(self._buf)[self._end : self._end + wanted]
+                    view = window(self._buf, self._end, self._end + wanted)
                 else:
                     self._reserve(sizehint if sizehint > 0 else self._read_size)
-                    view = memoryview(self._buf)[self._end :]
+                    view = window(self._buf, self._end, len(self._buf))
                 self._view = view
                 self._view_room = len(view)
                 return view
@@ -407,7 +416,8 @@ class _StreamDecoder:
             if big is not None:
                 # A large frame in progress: its bytes go straight to its storage.
                 take = min(size - pos, big.room(size - pos))
-                big.view(take)[:] = memoryview(data)[pos : pos + take]
+                with big.view(take) as target:
+                    target[:] = memoryview(data)[pos : pos + take]
                 big.filled += take
                 pos += take
                 self._advance(out)
@@ -462,7 +472,8 @@ class _StreamDecoder:
         big = _FrameStorage(size, self._prealloc_limit)
         have = end - start
         big.room(have)
-        big.view(have)[:] = p[start:end]
+        with big.view(have) as target:
+            target[:] = p[start:end]
         big.filled = have
         self._big = big
 
@@ -491,7 +502,8 @@ class _StreamDecoder:
                 self._pos = self._parse(self._buf, self._pos, self._end, out)
             else:
                 # Parse from bytes, whose slices are bytes: one copy per frame.
-                chunk = bytes(memoryview(self._buf)[self._pos : self._end])
+                with window(self._buf, self._pos, self._end) as received:
+                    chunk = bytes(received)
                 self._pos += self._parse(chunk, 0, len(chunk), out)
             if len(out) > delivered:
                 self._exact = False  # small frames follow: back to full reads

@@ -43,16 +43,21 @@ def load(implementation: str) -> ModuleType:
 def _load_twin() -> ModuleType:
     if _TWIN_NAME in sys.modules:
         return sys.modules[_TWIN_NAME]
-    import importlib.util  # only here: the compiled core's import needs none of it
+    # importlib.machinery, not importlib.util: the latter imports threading
+    # (on PyPy), and the codec's import loads no such module.
+    from importlib.machinery import ModuleSpec, SourceFileLoader
 
     source = os.path.join(os.path.dirname(__file__), "_codec.py")
-    spec = importlib.util.spec_from_file_location(_TWIN_NAME, source)
-    if spec is None or spec.loader is None:  # pragma: no cover - a broken install
-        raise ImportError(f"cannot load the pure-Python codec from {source}")
-    module = importlib.util.module_from_spec(spec)
+    loader = SourceFileLoader(_TWIN_NAME, source)
+    module = ModuleType(_TWIN_NAME)
+    module.__spec__ = ModuleSpec(_TWIN_NAME, loader, origin=source)
+    module.__spec__.has_location = True
+    module.__file__ = source
+    module.__loader__ = loader
+    module.__package__ = __package__
     sys.modules[_TWIN_NAME] = module
     try:
-        spec.loader.exec_module(module)
+        loader.exec_module(module)
     except BaseException:
         del sys.modules[_TWIN_NAME]
         raise

@@ -136,6 +136,11 @@ def parse_message_header(raw: bytes, max_content_size: int) -> Tuple[Dict[str, A
         )
     if content_type.startswith("text/"):
         try:
+            # Encoding names are printable ASCII; checked here because
+            # lookup() tells others apart differently on each Python (PyPy
+            # takes "utf\ud800" for utf-8, CPython refuses it).
+            if not (encoding.isascii() and encoding.isprintable()):
+                raise ValueError(encoding)
             codecs.lookup(encoding)
         except (LookupError, ValueError):  # ValueError: a NUL or lone surrogate in the name
             raise MalformedHeaderError(

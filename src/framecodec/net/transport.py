@@ -15,6 +15,7 @@ import os
 import selectors
 import socket
 import ssl
+import sys
 from collections import deque
 from itertools import islice
 from typing import Any, Deque, Iterable, List, Optional
@@ -33,7 +34,11 @@ if IOV_MAX <= 0:  # pragma: no cover - "no limit" reported as -1
 # TLS writes are joined up to this size; larger buffers go in slices of it.
 TLS_WRITE = 256 * 1024
 # Windows sockets have no sendmsg: write joined chunks there, as under TLS.
-HAS_SENDMSG = hasattr(socket.socket, "sendmsg")
+# Nor does PyPy get it: its sendmsg on a socket with a timeout can send part
+# of the buffers and then raise TimeoutError, losing the count (seen with
+# PyPy 3.11), after which the stream would be out of step; its send() does
+# report a partial write.
+HAS_SENDMSG = hasattr(socket.socket, "sendmsg") and sys.implementation.name != "pypy"
 
 
 def receive(sock: socket.socket, decoder: Any) -> Optional[List[Any]]:
