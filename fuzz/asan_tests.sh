@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The codec test suite against the AddressSanitizer + UBSan build of the core.
 #
-#   fuzz/asan_tests.sh               # tests/test_codec*.py tests/test_interop*.py
-#                                    # tests/test_implementation.py
+#   fuzz/asan_tests.sh               # the codec tests: tests/codec
 #   fuzz/asan_tests.sh -k frames     # extra arguments go to pytest
 #
 # Uses build/asan from fuzz/build_sanitized.sh (building it if missing; rebuild
@@ -25,7 +24,7 @@ source "$out/env.sh"
 logs=$here/logs/asan-tests-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$logs"
 cd "$root"
-tests=(tests/test_codec*.py tests/test_interop*.py tests/test_implementation.py)
+tests=(tests/codec)
 echo "asan-tests: $(ls "$out"/src/framecodec/codec/_codec*.so), source $(head -1 "$out/SOURCE_REVISION")"
 echo "asan-tests: logs in $logs"
 started=$(date +%s)

@@ -10,8 +10,7 @@
 # real errors.  3.12 sets that digit; the extension's C is the same.  (The
 # ASan run, fuzz/asan_tests.sh, covers 3.11.)
 #
-#   fuzz/memcheck.sh                 # the codec tests: tests/test_codec*.py
-#                                    # tests/test_interop*.py tests/test_implementation.py
+#   fuzz/memcheck.sh                 # the codec tests: tests/codec
 #   fuzz/memcheck.sh -k frames       # extra arguments go to pytest
 #
 # Builds the extension OUT OF TREE in build/memcheck (gcc, -O1 -g, no
@@ -62,7 +61,7 @@ copy_sources "$root" "$out"
 logs=$here/logs/memcheck-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$logs"
 cd "$root"
-tests=(tests/test_codec*.py tests/test_interop*.py tests/test_implementation.py)
+tests=(tests/codec)
 echo "memcheck: $(ls "$out"/src/framecodec/codec/_codec*.so), source $(head -1 "$out/SOURCE_REVISION")"
 echo "memcheck: $("$venv/bin/python" -VV | head -1)"
 echo "memcheck: logs in $logs"

@@ -16,6 +16,10 @@ import pytest
 from framecodec._env import flag
 from framecodec.codec import _impl
 
+# The network tests' fixtures (no_leaks, pki, the net matrix): tests/net,
+# tests/aio and the top-level network tests use them.
+pytest_plugins = ["tests.net_fixtures"]
+
 
 def no_compiled_core_reason() -> Optional[str]:
     """Why this run has no compiled core by design, or None when it must have one."""

@@ -1,5 +1,5 @@
-"""Fixtures of the network tests, loaded by each tests/test_net_*.py with
-``pytest_plugins = ["tests.net_fixtures"]``; every one of those tests uses
+"""Fixtures of the network tests (tests/net, tests/aio, ...), loaded for the
+whole suite by tests/conftest.py; every network test module uses
 ``no_leaks``, which fails a test that leaves a thread, a socket or a
 selector behind.
 """

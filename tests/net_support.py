@@ -1,4 +1,4 @@
-"""Helpers shared by the network tests (tests/test_net_*.py); their
+"""Helpers shared by the network tests (tests/net, tests/aio, ...); their
 fixtures are in net_fixtures.py."""
 
 from __future__ import annotations

@@ -11,9 +11,8 @@ import pytest
 from framecodec import Address, parse_address
 from framecodec.net.addresses import bind_socket, connect_socket
 
-from .net_support import TIMEOUT, has_ipv6_loopback, unix_path
+from ..net_support import TIMEOUT, has_ipv6_loopback, unix_path
 
-pytest_plugins = ["tests.net_fixtures"]
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
 

@@ -21,9 +21,8 @@ from framecodec import ConnectionClosed, IncompleteFrameError
 from framecodec.net.addresses import REUSE_PORT_OPTION
 from framecodec.net.server import workers
 
-from .net_support import TIMEOUT, unix_path, wait_until
+from ..net_support import TIMEOUT, unix_path, wait_until
 
-pytest_plugins = ["tests.net_fixtures"]
 pytestmark = [
     pytest.mark.usefixtures("no_leaks", "no_children"),
     pytest.mark.skipif(not hasattr(os, "fork"), reason="workers need os.fork"),

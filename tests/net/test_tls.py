@@ -14,12 +14,11 @@ import pytest
 import framecodec
 from framecodec import ConnectionHandler, FrameDecoder, FrameEncoder, ProtocolError
 
-from .net_fixtures import require_trustme
-from .net_support import TIMEOUT, wait_until
+from ..net_fixtures import require_trustme
+from ..net_support import TIMEOUT, wait_until
 
 trustme = require_trustme(allow_module_level=True)
 
-pytest_plugins = ["tests.net_fixtures"]
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
 

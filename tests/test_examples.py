@@ -15,7 +15,6 @@ import framecodec
 
 from .net_support import TIMEOUT
 
-pytest_plugins = ["tests.net_fixtures"]
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"

@@ -13,9 +13,8 @@ from multiprocessing.reduction import ForkingPickler
 
 import pytest
 
-from .net_support import TIMEOUT
+from ..net_support import TIMEOUT
 
-pytest_plugins = ["tests.net_fixtures"]
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
 

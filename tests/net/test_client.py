@@ -20,9 +20,8 @@ from framecodec import (
     IncompleteFrameError,
 )
 
-from .net_support import TIMEOUT, recv_exactly, reset, wait_until
+from ..net_support import TIMEOUT, recv_exactly, reset, wait_until
 
-pytest_plugins = ["tests.net_fixtures"]
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
 encoder = FrameEncoder()

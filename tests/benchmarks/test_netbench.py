@@ -23,7 +23,7 @@ from framecodec.benchmarks.contenders import BY_KEY, CONTENDERS
 from framecodec.benchmarks.runner import Plan, make_plan, paired_ratio, percentile
 from framecodec.benchmarks.workers import Worker, WorkerError
 
-from .net_support import TIMEOUT
+from ..net_support import TIMEOUT
 
 # The pure-Python contender runs the selector contender's code, in processes
 # started with FRAMECODEC_PURE_PYTHON=1: in-process it would repeat "selector".

@@ -23,9 +23,8 @@ import pytest
 import framecodec
 from framecodec import FrameEncoder, MessageEncoder
 
-from .net_support import TIMEOUT, reset, thread, wait_until
+from ..net_support import TIMEOUT, reset, thread, wait_until
 
-pytest_plugins = ["tests.net_fixtures"]
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
 encoder = FrameEncoder()

@@ -12,9 +12,8 @@ import pytest
 import framecodec
 from framecodec import DatagramClient, FrameTooLargeError, MessageEncoder
 
-from .net_support import FAMILIES, TIMEOUT, bind_address, wait_until
+from ..net_support import FAMILIES, TIMEOUT, bind_address, wait_until
 
-pytest_plugins = ["tests.net_fixtures"]
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
 messages = MessageEncoder()

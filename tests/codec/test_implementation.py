@@ -10,7 +10,7 @@ import pytest
 import framecodec
 from framecodec.codec import _impl
 
-from .conftest import pure_build_expected
+from ..conftest import pure_build_expected
 
 
 def test_compiled_core_is_what_a_normal_build_loads():

@@ -17,9 +17,8 @@ import pytest
 import framecodec
 from framecodec import ConnectionClosed, ConnectionHandler, FrameDecoder, FrameEncoder
 
-from .net_support import FAMILIES, TIMEOUT, recv_exactly, reset, thread, wait_until
+from ..net_support import FAMILIES, TIMEOUT, recv_exactly, reset, thread, wait_until
 
-pytest_plugins = ["tests.net_fixtures"]
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
 encoder = FrameEncoder()

@@ -25,7 +25,7 @@ import pytest
 
 from framecodec.errors import MalformedHeaderError
 
-FUZZ_DIR = Path(__file__).resolve().parent.parent / "fuzz"
+FUZZ_DIR = Path(__file__).resolve().parents[2] / "fuzz"
 HARNESSES = ("fuzz_frames", "fuzz_messages", "fuzz_differential")
 
 # (harness, input as hex, what it found): inputs that made a harness report a

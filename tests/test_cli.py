@@ -16,7 +16,6 @@ from framecodec.__main__ import main
 
 from .net_support import TIMEOUT, unix_path
 
-pytest_plugins = ["tests.net_fixtures"]
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
 

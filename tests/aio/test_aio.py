@@ -20,9 +20,8 @@ from framecodec.net.addresses import REUSE_PORT_OPTION
 from framecodec.net.protocols import FrameProtocol
 from framecodec.net.transport import ConnectionClosed
 
-from .net_support import bind_address, unix_path
+from ..net_support import bind_address, unix_path
 
-pytest_plugins = ["tests.net_fixtures"]
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
 encoder = FrameEncoder()
@@ -788,7 +787,7 @@ def test_servers_share_a_port_with_reuse_port(run: Any) -> None:
 
 
 def test_readme_example_runs() -> None:
-    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("\n## asyncio\n", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     result = subprocess.run(

@@ -10,9 +10,8 @@ import pytest
 import framecodec
 from framecodec import MultiClient
 
-from .net_support import TIMEOUT, unix_path, wait_until
+from ..net_support import TIMEOUT, unix_path, wait_until
 
-pytest_plugins = ["tests.net_fixtures"]
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
 

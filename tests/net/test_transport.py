@@ -13,7 +13,6 @@ from framecodec.net import transport
 from framecodec.net.protocols import FrameProtocol, MessageProtocol, make_protocol
 from framecodec.net.transport import IOV_MAX, TLS_WRITE, OutputQueue
 
-pytest_plugins = ["tests.net_fixtures"]
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
 
