@@ -119,15 +119,15 @@ def _frame_too_large(body, limit, frames):
     return FrameTooLargeError(f"frame of {body} bytes exceeds max_frame_size ({limit})", frames)
 
 
-# ---------------------------------------------------------------------------
-# Receive buffering shared by both decoders
-
-
 def _stop(position):
     """_unusual_frame's answer "stop parsing at ``position``": a negative
     number, which no position is, so the hot loop tells it apart with one
     comparison and reads the position back as ``-answer - 1``."""
     return -position - 1
+
+
+# ---------------------------------------------------------------------------
+# Receive buffering shared by both decoders
 
 
 class _FrameStorage:
