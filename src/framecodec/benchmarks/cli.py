@@ -58,6 +58,29 @@ def add_parser(commands: Any) -> None:
         action="store_true",
         help="run the in-memory codec micro-benchmark instead (--quick, --json, --sizes apply)",
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="with --codec: count instructions per frame under valgrind's callgrind "
+        "(noise-free; needs valgrind)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="FILE",
+        help="with --instructions: compare with this baseline; exit 1 if a framecodec "
+        "figure is more than --tolerance worse",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.10,
+        help="with --baseline: the allowed worsening, as a fraction (default: 0.10)",
+    )
+    parser.add_argument(
+        "--save-baseline",
+        metavar="FILE",
+        help="with --instructions: write the figures as a baseline",
+    )
     parser.set_defaults(run=main)
 
 
@@ -143,9 +166,15 @@ def main(args: argparse.Namespace) -> int:
     if args.codec:
         if args.plot:
             raise SystemExit("--plot draws the socket benchmark; leave out --codec")
+        if args.instructions:
+            from . import instructions
+
+            return instructions.main(args)
         from . import codec as codec_bench
 
         return codec_bench.main(args)
+    if args.instructions or args.baseline or args.save_baseline:
+        raise SystemExit("--instructions, --baseline and --save-baseline go with --codec")
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise SystemExit("--plot needs matplotlib: pip install 'framecodec[bench]'")
     plan = make_plan(args.quick)
