@@ -8,12 +8,15 @@ from cpython.ref cimport Py_DECREF, Py_INCREF
 
 from framecodec.codec._primitives cimport (
     concat,
-    copy_bytes,
     fill_buffer,
+    length_packer,
+    length_reader,
     load_uint,
-    new_bytearray,
+    longest,
     new_bytes,
+    new_storage,
     resize_bytearray,
+    storage_frame,
     store_uint,
     write_bytes,
     write_header,
@@ -23,8 +26,11 @@ cdef Py_ssize_t BIG_FRAME          # frames this large are received in their own
 cdef unsigned long long _INT32_MAX
 cdef unsigned long long _ESCAPE
 cdef unsigned long long _RAW_LIMIT
-cdef int _MESSAGE_HEAD
-cdef int _MESSAGE_CONTENT
+cdef int _HEADER                   # the phases of a decoder (see _codec.py)
+cdef int _BODY
+cdef int _IN_PLACE
+cdef int _DISCARDING
+cdef int _FAILED
 
 
 cdef object window(object exporter, Py_ssize_t start, Py_ssize_t stop)
@@ -49,11 +55,18 @@ cdef extern from "Python.h":
     int _PyBytes_Resize(PyObject **bytes, Py_ssize_t newsize)
 
 
-cdef inline int resize_storage(_FrameStorage storage, Py_ssize_t size) except -1:
+cdef inline object storage_exporter(_FrameStorage storage):
+    return storage  # it exports its bytes object's memory writable (__getbuffer__)
+
+
+cdef inline int grow_storage(_FrameStorage storage, Py_ssize_t size) except -1:
     # Realloc the storage's bytes object, keeping its contents: for large
     # blocks realloc remaps pages instead of copying them.  _PyBytes_Resize
-    # needs the only reference (callers check that no view is exported).
+    # needs the only reference, so no view may be exported (the twin's
+    # bytearray refuses with the same error).
     cdef PyObject *obj = <PyObject *>storage._data
+    if storage._exports:
+        raise BufferError("Existing exports of data: object cannot be re-sized")
     Py_INCREF(<object>obj)  # our own reference...
     storage._data = None  # ...now the only one
     if _PyBytes_Resize(&obj, size) < 0:
@@ -64,6 +77,7 @@ cdef inline int resize_storage(_FrameStorage storage, Py_ssize_t size) except -1
 
 
 cdef class _StreamDecoder:
+    cdef int _phase                 # _HEADER, _BODY, _IN_PLACE, _DISCARDING or _FAILED
     cdef bytearray _buf             # received bytes: [_pos:_end] undelivered, [_end:] spare room
     cdef Py_ssize_t _pos            # first undelivered byte in _buf
     cdef Py_ssize_t _end            # end of received bytes in _buf
@@ -74,21 +88,19 @@ cdef class _StreamDecoder:
     cdef Py_ssize_t _prealloc_limit  # most a header can make us reserve up front
     cdef object _view               # memoryview handed out by get_buffer, released next call
     cdef Py_ssize_t _view_room      # its length, or -1 when none is outstanding
-    cdef _FrameStorage _big         # storage of a large frame being received in place, or None
-    cdef long long _discard_left    # bytes of an oversized frame still to drop
-    cdef object _error              # the ProtocolError that broke this decoder, or None
+    cdef _FrameStorage _big         # _IN_PLACE: the storage the frame is received in
+    cdef long long _discard_left    # _DISCARDING: bytes of the oversized frame still to drop
+    cdef object _error              # _FAILED: the ProtocolError that broke this decoder
     cdef bint _busy                 # a public call is in progress (see _begin_call)
 
     cdef _begin_call(self)
 
     cdef bint _between_frames(self)
 
-    cdef bint _at_frame_start(self)
-
     cdef _fail(self, exc, list out)
 
     @cython.locals(size=Py_ssize_t, pos=Py_ssize_t, take=Py_ssize_t, skip="long long",
-                   big=_FrameStorage)
+                   big=_FrameStorage, phase=int)
     cdef _feed(self, bytes data, list out)
 
     cdef _append(self, bytes data, Py_ssize_t pos, Py_ssize_t size)
@@ -98,6 +110,10 @@ cdef class _StreamDecoder:
     cdef _start_big(self, const unsigned char *p, Py_ssize_t start, Py_ssize_t end,
                     Py_ssize_t size)
 
+    cdef _start_discard(self, long long left)
+
+    cdef _end_discard(self)
+
     @cython.locals(skip="long long", big=_FrameStorage)
     cdef _advance(self, list out)
 
@@ -105,6 +121,11 @@ cdef class _StreamDecoder:
                            list out) except -1
 
     cdef _deliver_big(self, bytes data, list out)
+
+
+cdef inline Py_ssize_t parse_received(_StreamDecoder decoder, list out) except -1:
+    # Parse the buffered bytes in place; return the new position.
+    return decoder._parse(decoder._buf, decoder._pos, decoder._end, out)
 
 
 cdef class FrameDecoder(_StreamDecoder):
@@ -169,8 +190,7 @@ cdef class FrameEncoder:
 cdef class MessageDecoder(_StreamDecoder):
     cdef Py_ssize_t _max_header_size
     cdef Py_ssize_t _max_content_size
-    cdef int _state                    # _MESSAGE_HEAD or _MESSAGE_CONTENT
-    cdef object _header                # parsed JSON header while its content arrives
+    cdef object _header                # _BODY: the parsed JSON header whose content arrives
     cdef Py_ssize_t _content_length    # that content's length
 
     @cython.locals(avail=Py_ssize_t, length=Py_ssize_t, header_length=Py_ssize_t)

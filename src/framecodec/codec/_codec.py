@@ -8,9 +8,11 @@ behaviour because they are the same text: every limit, state transition and
 error message is written once.  Where C wants a different primitive than
 Python (reading an integer, cutting bytes out of a buffer), the code tests
 ``cython.compiled``, which Cython resolves at compile time: the extension
-carries no Python-path code and the twin no C-path code.  The C primitives
-come from _primitives.pxd under the same names as their Python versions
-defined below.  (The alternative, a separate .pyx and .py, is known to drift.)
+carries no Python-path code and the twin no C-path code.  Method bodies keep
+two such branches, where speed needs them (the hot loop's length read and
+encode_many's strategy); every other difference is a named primitive, given
+in Python below and in C by _primitives.pxd and _codec.pxd under the same
+name.  (The alternative, a separate .pyx and .py, is known to drift.)
 
 The core never touches a socket: bytes in, frames out.
 """
@@ -46,15 +48,15 @@ _INT32_MAX = 0x7FFFFFFF
 _ESCAPE = 0xFFFFFFFF  # multiprocessing.connection: an 8-byte length follows
 _RAW_LIMIT = RAW_LENGTH_LIMIT
 
-# Message decoder states.
-_MESSAGE_HEAD = 0  # expecting the 2-byte header length and the JSON header
-_MESSAGE_CONTENT = 1  # header parsed, expecting content-length bytes
+# A decoder's phase: where in the stream its next byte falls.
+_HEADER = 0  # between frames, or inside a frame's header
+_BODY = 1  # the header is read; the body is being buffered
+_IN_PLACE = 2  # a large body is being received in its own storage (_big)
+_DISCARDING = 3  # an oversized frame's bytes are being dropped (_discard_left)
+_FAILED = 4  # a protocol error ended the stream (_error); every call raises it again
 
 if not cython.compiled:
     # Python versions of the primitives that _primitives.pxd gives in C.
-
-    def new_bytearray(size):
-        return bytearray(size)
 
     def resize_bytearray(buf, size):
         # Growing a bytearray that a live memoryview exports raises
@@ -73,24 +75,56 @@ if not cython.compiled:
     def concat(head, payload):
         return head + payload
 
-    def copy_bytes(data):
-        return bytes(bytearray(data))
+    def length_reader(width, byteorder):
+        # A struct unpack_from: twice as fast as load_uint's slice and
+        # int.from_bytes.  (C reads the field in place and needs no reader.)
+        code = _STRUCT_CODES.get(width)
+        if code is None:  # 3 bytes: no struct code
+            little = byteorder == "little"
+            return lambda p, pos: (load_uint(p, pos, 3, little),)
+        return struct.Struct((">" if byteorder == "big" else "<") + code).unpack_from
+
+    def length_packer(width, byteorder):
+        # A struct pack for encode_many's header cache; None for 3 bytes.
+        code = _STRUCT_CODES.get(width)
+        if code is None:
+            return None
+        return struct.Struct((">" if byteorder == "big" else "<") + code).pack
+
+    def longest(items):
+        return max(map(len, items))
+
+    # A large frame's storage: a bytearray here, filled through its own
+    # views and copied into bytes at the end (Python cannot export writable
+    # memory of a bytes object); a bytes object exported in C.
+
+    def new_storage(capacity):
+        return bytearray(capacity)
+
+    def grow_storage(storage, capacity):
+        resize_bytearray(storage._data, capacity)
+
+    def storage_exporter(storage):
+        return storage._data
+
+    def storage_frame(data, exports):
+        return bytes(data)  # the twin's storage is never exported
+
+    def parse_received(decoder, out):
+        # Parse from bytes, whose slices are bytes: one copy per call (C
+        # parses the bytearray in place).  Returns the new position.
+        with window(decoder._buf, decoder._pos, decoder._end) as received:
+            chunk = bytes(received)
+        return decoder._pos + decoder._parse(chunk, 0, len(chunk), out)
 
     def _compiled_only(*args):
         # Building bytes in place and exporting writable memory of them are
         # C-only; the twin's paths never reach these names.
         raise AssertionError("a compiled-only primitive was called by the pure-Python core")
 
-    new_bytes = resize_storage = write_bytes = write_header = fill_buffer = _compiled_only
+    new_bytes = write_bytes = write_header = fill_buffer = _compiled_only
 
-
-def _unpacker(width, byteorder):
-    """The twin's fast reader of a length field: a struct unpack_from."""
-    code = {1: "B", 2: "H", 4: "I", 8: "Q"}.get(width)
-    if code is None:  # 3 bytes: no struct code
-        little = byteorder == "little"
-        return lambda p, pos: (load_uint(p, pos, 3, little),)
-    return struct.Struct((">" if byteorder == "big" else "<") + code).unpack_from
+    _STRUCT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 
 def as_bytes_view(data):
@@ -156,39 +190,30 @@ class _FrameStorage:
         self.filled = 0
         self._exports = 0
         capacity = min(size, prealloc_limit)
-        self._data = new_bytes(capacity) if cython.compiled else new_bytearray(capacity)
+        self._data = new_storage(capacity)
 
     def room(self, wanted):
         """Make room for up to ``wanted`` more bytes (never past the frame); return the room."""
         needed = min(self.size, self.filled + wanted)
         if needed > len(self._data):
-            capacity = min(self.size, max(needed, 4 * self.filled))
-            if not cython.compiled:
-                resize_bytearray(self._data, capacity)
-            elif self._exports:
-                raise BufferError("Existing exports of data: object cannot be re-sized")
-            else:
-                resize_storage(self, capacity)
+            # Raises BufferError while a view of the storage is alive.
+            grow_storage(self, min(self.size, max(needed, 4 * self.filled)))
         return len(self._data) - self.filled
 
     def view(self, size):
         """A writable view of the next ``size`` bytes to fill."""
-        exporter = self if cython.compiled else self._data
-        return window(exporter, self.filled, self.filled + size)
+        return window(storage_exporter(self), self.filled, self.filled + size)
 
     def finish(self):
-        """The completed frame as bytes."""
-        data = self._data
-        if not cython.compiled:
+        """The completed frame as bytes: the storage itself where it can be.
+
+        While the caller still holds a view of the storage, the frame is a
+        copy, and the storage stays alive for as long as the views are.
+        """
+        frame = storage_frame(self._data, self._exports)
+        if not self._exports:
             self._data = None
-            return bytes(data)
-        if self._exports:
-            # The caller still holds a view of data: deliver a copy (bytes()
-            # of a bytes object would be the same object, not a copy), and
-            # keep data alive for as long as this object's views are.
-            return copy_bytes(data)
-        self._data = None
-        return data
+        return frame
 
     # Py_buffer is a C type Cython knows; Python never evaluates these annotations.
     def __getbuffer__(self, buffer: cython.pointer[Py_buffer], flags: cython.int):  # noqa: F821
@@ -219,6 +244,7 @@ class _StreamDecoder:
     """
 
     def __init__(self, read_size, prealloc_limit, frame_start):
+        self._phase = _HEADER
         self._buf = bytearray()
         self._pos = 0
         self._end = 0
@@ -248,7 +274,8 @@ class _StreamDecoder:
     def mid_frame(self):
         """True while a frame has begun and is not complete: part of its
         header or payload has arrived, or an oversized frame is still being
-        discarded.  A frame deadline starts when this becomes true."""
+        discarded; and after a protocol error, which leaves a frame that
+        never completes.  A frame deadline starts when this becomes true."""
         return not self._between_frames()
 
     def feed(self, data):
@@ -290,10 +317,10 @@ class _StreamDecoder:
                     raise OverflowError(
                         f"sizehint {sizehint} is larger than any buffer this decoder makes"
                     )
-                big = self._big
-                if big is not None:
+                if self._phase == _IN_PLACE:
+                    big = self._big
                     view = big.view(big.room(self._read_size if sizehint <= 0 else sizehint))
-                elif self._exact and not self._discard_left:
+                elif self._exact and self._phase != _DISCARDING:
                     # Large frames come in runs: read up to the next one's payload
                     # and no further, or its first read would land here and be copied.
                     wanted = max(1, max(self._need, self._frame_start) - (self._end - self._pos))
@@ -322,7 +349,7 @@ class _StreamDecoder:
                     )
                 out = []
                 try:
-                    if self._big is not None:
+                    if self._phase == _IN_PLACE:
                         self._big.filled += nbytes
                     else:
                         self._end += nbytes
@@ -341,9 +368,9 @@ class _StreamDecoder:
                 if self._between_frames():
                     return
                 buffered = self.buffered
-                if self._big is not None:
+                if self._phase == _IN_PLACE:
                     missing = self._big.size - self._big.filled
-                elif self._discard_left:
+                elif self._phase == _DISCARDING:
                     missing = self._discard_left
                 else:
                     missing = self._need - buffered
@@ -354,8 +381,7 @@ class _StreamDecoder:
                     missing,
                     buffered,
                 )
-                self._error = error
-                raise error
+                self._fail(error, [])
             finally:
                 self._busy = False
 
@@ -378,7 +404,7 @@ class _StreamDecoder:
                 f"{type(self).__name__} is already in a call from another thread: "
                 "a decoder reads one stream, one call at a time"
             )
-        if self._error is not None:
+        if self._phase == _FAILED:
             error = self._error
             raise error.again() from error
         view = self._view
@@ -395,38 +421,32 @@ class _StreamDecoder:
         """Keep the frames completed before the error on it; stay failed."""
         exc.frames = out
         self._error = exc
+        self._phase = _FAILED
         raise exc
 
     def _between_frames(self):
-        return (
-            self._end == self._pos
-            and self._big is None
-            and self._discard_left == 0
-            and self._at_frame_start()
-        )
-
-    def _at_frame_start(self):
-        return True
+        return self._phase == _HEADER and self._end == self._pos
 
     def _feed(self, data, out):
         size = len(data)
         pos = 0
         while pos < size:
-            big = self._big
-            if big is not None:
+            phase = self._phase
+            if phase == _IN_PLACE:
                 # A large frame in progress: its bytes go straight to its storage.
+                big = self._big
                 take = min(size - pos, big.room(size - pos))
                 with big.view(take) as target:
                     target[:] = memoryview(data)[pos : pos + take]
                 big.filled += take
                 pos += take
                 self._advance(out)
-            elif self._discard_left:
+            elif phase == _DISCARDING:
                 skip = min(size - pos, self._discard_left)
                 self._discard_left -= skip
                 pos += skip
                 if not self._discard_left:
-                    self._need = 1
+                    self._end_discard()
             elif self._end > self._pos:
                 # Part of a frame is buffered: move over only what its next
                 # step needs, so the rest of data can be parsed in place.
@@ -439,8 +459,9 @@ class _StreamDecoder:
                 pos = size
             else:
                 # Nothing buffered: parse in place, keep only an incomplete tail.
+                # (A frame received in place or discarded takes all of data.)
                 pos = self._parse(data, pos, size, out)
-                if pos < size and self._big is None and not self._discard_left:
+                if pos < size:
                     self._append(data, pos, size - pos)
                     pos = size
 
@@ -476,38 +497,43 @@ class _StreamDecoder:
             target[:] = p[start:end]
         big.filled = have
         self._big = big
+        self._phase = _IN_PLACE
+
+    def _start_discard(self, left):
+        """Drop the next ``left`` bytes: the rest of an oversized frame."""
+        self._discard_left = left
+        self._phase = _DISCARDING
+
+    def _end_discard(self):
+        self._phase = _HEADER
+        self._need = 1  # parse whatever comes next
 
     def _advance(self, out):
         """Deliver whatever the received bytes complete, appending to ``out``."""
-        big = self._big
-        if big is not None:
+        if self._phase == _IN_PLACE:
+            big = self._big
             if big.filled < big.size:
                 return
             self._big = None
+            self._phase = _HEADER
             self._need = self._frame_start
             self._exact = True
             self._deliver_big(big.finish(), out)
-        while self._big is None:
-            if self._discard_left:
+        while True:
+            if self._phase == _DISCARDING:
                 skip = min(self._discard_left, self._end - self._pos)
                 self._discard_left -= skip
                 self._pos += skip
                 if self._discard_left:
                     break
-                self._need = 1
+                self._end_discard()
             if self._end - self._pos < self._need:
                 break
             delivered = len(out)
-            if cython.compiled:
-                self._pos = self._parse(self._buf, self._pos, self._end, out)
-            else:
-                # Parse from bytes, whose slices are bytes: one copy per frame.
-                with window(self._buf, self._pos, self._end) as received:
-                    chunk = bytes(received)
-                self._pos += self._parse(chunk, 0, len(chunk), out)
+            self._pos = parse_received(self, out)
             if len(out) > delivered:
                 self._exact = False  # small frames follow: back to full reads
-            if not self._discard_left:
+            if self._phase != _DISCARDING:
                 break
         if self._pos == self._end:
             self._pos = self._end = 0
@@ -516,9 +542,10 @@ class _StreamDecoder:
         """Append the frames that ``p[pos:end]`` completes; return the new position.
 
         ``p`` is bytes (a C pointer when compiled).  Before returning with an
-        incomplete frame, set ``_need`` to the bytes needed at that position
-        to make progress, or start an in-place storage (``_start_big``) or
-        set ``_discard_left``, and return ``end``.
+        incomplete frame, set the phase (_HEADER or _BODY) and ``_need``, the
+        bytes needed at that position to make progress; or start an in-place
+        storage (``_start_big``) or a discard (``_start_discard``) and return
+        ``end``.
         """
         raise NotImplementedError
 
@@ -560,7 +587,7 @@ class FrameDecoder(_StreamDecoder):
         self._max_frame_size = fmt.max_frame_size
         self._discard = fmt.discard_oversized
         self._escape = fmt.large_length_escape
-        self._unpack_length = None if cython.compiled else _unpacker(fmt.width, fmt.byteorder)
+        self._unpack_length = length_reader(fmt.width, fmt.byteorder)
         # Length fields in [_min_raw, _max_raw] give an ordinary frame; any
         # other value (negative or oversized after adjustment, the
         # multiprocessing escape) takes the slow path, _unusual_frame.
@@ -588,6 +615,7 @@ class FrameDecoder(_StreamDecoder):
         unpack = self._unpack_length
         while True:
             if pos > last:
+                self._phase = _HEADER
                 self._need = header_size
                 return pos
             if cython.compiled:
@@ -604,6 +632,9 @@ class FrameDecoder(_StreamDecoder):
                 if stop - pos - strip >= BIG_FRAME:
                     self._start_big(p, pos + strip, end, stop - pos - strip)
                     return end
+                # The header stays buffered and is read again when the body is
+                # complete: cheaper than remembering what it said.
+                self._phase = _BODY
                 self._need = stop - pos
                 return pos
             out.append(p[pos + strip : stop])
@@ -626,12 +657,10 @@ class FrameDecoder(_StreamDecoder):
                 )
             head += 8
             if avail < head:
+                self._phase = _HEADER
                 self._need = head
                 return _stop(pos)
-            if cython.compiled:
-                raw = load_uint(p, pos + self._header_size, 8, False)
-            else:
-                raw = int.from_bytes(p[pos + self._header_size : pos + head], "big")
+            raw = load_uint(p, pos + self._header_size, 8, False)
         if raw >= _RAW_LIMIT:
             # Too large to count, let alone discard; checked before any
             # arithmetic so the compiled core cannot overflow.
@@ -653,7 +682,7 @@ class FrameDecoder(_StreamDecoder):
             self.discarded += 1
             skip = head + body
             if avail < skip:
-                self._discard_left = skip - avail
+                self._start_discard(skip - avail)
                 return _stop(end)
             return pos + skip
         # An escaped length within the limits: an ordinary frame with a longer header.
@@ -665,6 +694,7 @@ class FrameDecoder(_StreamDecoder):
         if total - strip >= BIG_FRAME:
             self._start_big(p, pos + strip, end, total - strip)
             return _stop(end)
+        self._phase = _BODY
         self._need = total
         return _stop(pos)
 
@@ -702,11 +732,8 @@ class FrameEncoder:
         self._plain_min = max(0, fmt.length_adjustment)
         self._plain_max = plain_max
         self._plain_header_size = fmt.header_size
-        self._pack_length = None
+        self._pack_length = length_packer(fmt.width, fmt.byteorder)
         self._header_cache = {}
-        if not cython.compiled and fmt.width != 3:
-            code = {1: "B", 2: "H", 4: "I", 8: "Q"}[fmt.width]
-            self._pack_length = struct.Struct((">" if fmt.byteorder == "big" else "<") + code).pack
 
     def header(self, length, prefix=None):
         """The header of a frame whose payload is ``length`` bytes.
@@ -827,15 +854,7 @@ class FrameEncoder:
         items = payloads if type(payloads) is list else list(payloads)
         if not items:
             return []
-        if cython.compiled:
-            # One C loop; the twin's max(map(len)) costs ~15 ns a payload.
-            largest = 0
-            for payload in items:
-                size = len(payload)
-                if size > largest:
-                    largest = size
-        else:
-            largest = max(map(len, items))
+        largest = longest(items)
         # len() of an array of wider items counts items, not bytes: such a
         # payload may be joined when it could have been left in place, but
         # the bytes sent are right either way.
@@ -887,18 +906,15 @@ class MessageDecoder(_StreamDecoder):
         _StreamDecoder.__init__(self, read_size, prealloc_limit, 2)
         self._max_header_size = max_header_size
         self._max_content_size = max_content_size
-        self._state = _MESSAGE_HEAD
         self._header = None
         self._content_length = 0
-        self._need = 2
-
-    def _at_frame_start(self):
-        return self._state == _MESSAGE_HEAD
 
     def _parse(self, p, pos, end, out):
+        # Unlike FrameDecoder, the parsed JSON header is remembered (in
+        # _BODY) rather than parsed again when its content is complete.
         while True:
             avail = end - pos
-            if self._state == _MESSAGE_CONTENT:
+            if self._phase == _BODY:
                 length = self._content_length
                 if avail < length:
                     self._need = length
@@ -906,7 +922,7 @@ class MessageDecoder(_StreamDecoder):
                 out.append(Message(self._header, p[pos : pos + length]))
                 pos += length
                 self._header = None
-                self._state = _MESSAGE_HEAD
+                self._phase = _HEADER
                 continue
             if avail < 2:
                 self._need = 2
@@ -938,7 +954,7 @@ class MessageDecoder(_StreamDecoder):
                 continue
             self._header = header
             self._content_length = length
-            self._state = _MESSAGE_CONTENT
+            self._phase = _BODY
             if length >= BIG_FRAME:
                 self._start_big(p, pos, end, length)
                 return end
@@ -948,7 +964,6 @@ class MessageDecoder(_StreamDecoder):
     def _deliver_big(self, data, out):
         out.append(Message(self._header, data))
         self._header = None
-        self._state = _MESSAGE_HEAD
 
 
 # ---------------------------------------------------------------------------
