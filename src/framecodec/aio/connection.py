@@ -27,6 +27,7 @@ from ..errors import ConnectionClosed, IncompleteFrameError, ProtocolError
 from ..net.addresses import Address, AddressLike, parse_address
 from ..net.protocols import FrameProtocol, Protocol, explain_unsendable, make_protocol
 from ..net.server.endings import DEFAULT_HIGH_WATER
+from ..net.transport import keep_stream_start, stream_start
 
 __all__ = ["Connection", "open_connection"]
 
@@ -87,7 +88,11 @@ class Connection(asyncio.BufferedProtocol):
         self.low_water = high_water // 2
         self._decoder = protocol.new_decoder()
         # Swapped for a scratch buffer once input is over (see get_buffer).
-        self._get_buffer: Callable[[int], memoryview] = self._decoder.get_buffer
+        # Until the first bytes arrive, the view handed out is kept here, so
+        # that buffer_updated can keep them; then the loop reads straight
+        # into the decoder.
+        self._get_buffer: Callable[[int], memoryview] = self._get_first_buffer
+        self._first_view: Optional[memoryview] = None
         self._size: Callable[[Any], int] = (
             len if isinstance(protocol, FrameProtocol) else _message_size
         )
@@ -353,12 +358,24 @@ class Connection(asyncio.BufferedProtocol):
         # asyncio's TLS) keep the callable they are given at connection time.
         return self._get_buffer(sizehint)
 
+    def _get_first_buffer(self, sizehint: int) -> memoryview:
+        view: memoryview = self._decoder.get_buffer(sizehint)
+        self._first_view = view  # the latest: a read may fail and be retried
+        return view
+
     def buffer_updated(self, nbytes: int) -> None:
         if self._input_over:
             return  # scratch bytes after the end of input
+        start = None
+        if self._first_view is not None:  # the first read: keep the stream's first bytes
+            start = stream_start(self._first_view, nbytes)
+            self._first_view = None
+            self._get_buffer = self._decoder.get_buffer
         try:
             frames = self._decoder.buffer_updated(nbytes)
         except ProtocolError as exc:
+            if start is not None:
+                keep_stream_start(exc, start)
             self._end_input()
             if exc.frames:
                 self._deliver(exc.frames)
