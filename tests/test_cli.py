@@ -1,20 +1,30 @@
-"""``python -m framecodec serve`` in a subprocess, ``send`` in process."""
+"""``python -m framecodec serve`` in a subprocess, ``send`` in process; the
+program's help, version and exit statuses; errors that name what failed."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
+import logging
 import os
+import re
 import selectors
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 
 import pytest
 
-from framecodec.__main__ import main
+import framecodec
+from framecodec import aio
+from framecodec.__main__ import main, program_name
+from framecodec.net.protocols import MessageProtocol, explain_unsendable
 
-from .net_support import TIMEOUT, unix_path
+from .net_fixtures import require_trustme
+from .net_support import TIMEOUT, unix_path, wait_until
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -120,3 +130,266 @@ def test_errors_are_reported_without_tracebacks(capsysbinary):
     assert b"--tls-cert" in capsysbinary.readouterr().err
     with pytest.raises(SystemExit):
         main(["serve", "127.0.0.1:0", "--backend", "fork"])
+
+
+# -- the program: version, names, help --------------------------------------------
+
+
+def run_cli(*args, program=None):
+    """The CLI in a subprocess: ``python -m framecodec`` or the script ``program``."""
+    command = [program] if program else [sys.executable, "-m", "framecodec"]
+    return subprocess.run(
+        [*command, *args], capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+
+
+def test_version():
+    done = run_cli("--version")
+    expected = f"framecodec {framecodec.__version__} (core: {framecodec.IMPLEMENTATION})"
+    assert (done.returncode, done.stdout.strip()) == (0, expected)
+    assert framecodec.IMPLEMENTATION in ("cython", "python")
+
+
+def test_program_names():
+    assert program_name("/venv/bin/framecodec") == "framecodec"
+    assert program_name("C:\\venv\\Scripts\\framecodec.exe".replace("\\", os.sep)) == "framecodec"
+    assert program_name("/src/framecodec/__main__.py") == "python -m framecodec"
+    done = run_cli("--help")
+    assert done.returncode == 0 and done.stdout.startswith("usage: python -m framecodec [-h]")
+    assert run_cli("serve", "--help").stdout.startswith("usage: python -m framecodec serve")
+    script = os.path.join(os.path.dirname(sys.executable), "framecodec")
+    if not os.path.exists(script):
+        pytest.skip(f"no installed script at {script}")
+    done = run_cli("--help", program=script)
+    assert done.returncode == 0 and done.stdout.startswith("usage: framecodec [-h]")
+    assert "python -m" not in done.stdout
+
+
+def test_top_level_help_is_plain_text_with_the_exit_statuses(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["--help"])
+    assert stopped.value.code == 0
+    text = capsys.readouterr().out
+    assert "``" not in text and "::" not in text  # no reStructuredText
+    for command in ("bench", "serve", "send"):
+        assert f"    {command} " in text
+    statuses = text[text.index("exit status:") :]
+    for code, meaning in (("0", "success"), ("1", "error"), ("2", "usage"), ("130", "interrupt")):
+        assert re.search(rf"^\s+{code}\s+.*{meaning}", statuses, re.MULTILINE), code
+
+
+def option_help(text, option):
+    """The help of ``option`` in an argparse help text, on one line."""
+    match = re.search(rf"^  {re.escape(option)}\b(.*?)(?=^  -|\Z)", text, re.MULTILINE | re.DOTALL)
+    assert match, f"{option} not in the help"
+    return " ".join(match.group(1).split())
+
+
+@pytest.mark.parametrize(
+    "command, option, default",
+    [
+        ("serve", "--backend", "selector"),
+        ("serve", "--protocol", "frames"),
+        ("serve", "--max-frame-size", "16777216"),
+        ("serve", "--max-connections", "1024 for selector, 64 for threads"),
+        ("serve", "--idle-timeout", "never"),
+        ("serve", "--workers", "1"),
+        ("send", "--protocol", "frames"),
+        ("send", "--max-frame-size", "16777216"),
+        ("send", "--timeout", "10.0"),
+        ("send", "--content-type", "text/plain"),
+    ],
+)
+def test_help_shows_each_option_with_its_default(capsys, command, option, default):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    described = option_help(capsys.readouterr().out, option)
+    assert f"(default: {default})" in described
+    assert len(described.split("(default")[0].split()) > 2, "no help text beside the default"
+
+
+# -- errors that name what failed ----------------------------------------------------
+
+
+def closed_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_connection_refused_names_the_address(capsysbinary):
+    port = closed_port()
+    code, _, err = send(capsysbinary, f"127.0.0.1:{port}", "x", "--timeout", "2")
+    assert code == 1
+    assert err.startswith(f"framecodec send: cannot connect to 127.0.0.1:{port}: ".encode())
+    assert b"refused" in err and b"Traceback" not in err
+
+
+def test_missing_tls_files_are_named(capsys, tmp_path):
+    missing = str(tmp_path / "missing.pem")
+    assert main(["serve", "127.0.0.1:0", "--tls-cert", missing]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"framecodec serve: --tls-cert {missing}: ")
+    assert "No such file" in err
+    assert main(["send", "127.0.0.1:1", "--tls-ca", missing, "x"]) == 1
+    assert f"--tls-ca {missing}: " in capsys.readouterr().err
+
+
+def test_key_file_named_when_the_certificate_is_there(capsys, pki, tmp_path):
+    missing = str(tmp_path / "key.pem")
+    assert main(["serve", "127.0.0.1:0", "--tls-cert", pki.cert, "--tls-key", missing]) == 1
+    assert f"--tls-key {missing}: " in capsys.readouterr().err
+
+
+def test_a_url_is_not_an_address(capsysbinary):
+    for parse in (framecodec.parse_address, framecodec.connect):
+        with pytest.raises(ValueError, match="is a URL, not an address") as raised:
+            parse("http://127.0.0.1:9000")
+        assert "host:port" in str(raised.value) and "unix:/path" in str(raised.value)
+        assert "127.0.0.1:9000" in str(raised.value).split("address")[-1]  # what to write
+        assert "brackets" not in str(raised.value)
+    code, _, err = send(capsysbinary, "tcp://127.0.0.1:9000", "x")
+    assert code == 1 and b"is a URL" in err
+
+
+def test_json_content_must_be_json(capsysbinary):
+    port = closed_port()  # checked before connecting
+    args = ("--protocol", "messages", "--content-type", "text/json")
+    code, _, err = send(capsysbinary, f"127.0.0.1:{port}", *args, "notjson")
+    assert code == 1
+    assert b"'notjson' is not valid JSON" in err and b"text/json" in err
+    assert b"cannot connect" not in err
+
+
+STR_FRAME = r"frames are bytes-like objects .* not str: encode"
+
+
+def test_str_frames_raise_a_clear_type_error(tcp):
+    server = tcp.serve(lambda frame: frame)
+    client = tcp.connect(server)
+    with pytest.raises(TypeError, match=STR_FRAME):
+        client.send("text")
+    with pytest.raises(TypeError, match=STR_FRAME):
+        client.request("text")
+    with pytest.raises(TypeError, match=STR_FRAME):
+        client.send_many([b"fine", "text"])
+    with pytest.raises(TypeError, match=r"frames are bytes-like objects .* not int"):
+        client.send(3)
+    assert client.request(b"still usable") == b"still usable"  # nothing half sent
+    # Messages take str content: their TypeErrors are left as they are.
+    messages = MessageProtocol()
+    assert explain_unsendable(messages, ("text",), TypeError("theirs")) is None
+
+
+def test_str_frames_raise_a_clear_type_error_in_aio():
+    async def main_():
+        server = await aio.start_server("127.0.0.1:0", lambda frame: frame)
+        try:
+            conn = await aio.open_connection(server.address)
+            try:
+                for attempt in (conn.send("text"), conn.request("text")):
+                    with pytest.raises(TypeError, match=STR_FRAME):
+                        await attempt
+                with pytest.raises(TypeError, match=STR_FRAME):
+                    await conn.send_many(["text"])
+                return await asyncio.wait_for(conn.request(b"ok"), TIMEOUT)
+            finally:
+                await conn.close()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(main_()) == b"ok"
+
+
+# -- the hint for a TLS client at a plain server ---------------------------------------
+
+
+def tls_hello(address, pki):
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        framecodec.connect(address, ssl_context=framecodec.client_context(pki.ca), timeout=TIMEOUT)
+
+
+HINT = "seems to speak TLS"
+
+
+@pytest.mark.parametrize("backend", ["selector", "threads"])
+def test_tls_client_at_a_plain_server_is_hinted_in_the_log(pki, caplog, backend):
+    require_trustme()
+    caplog.set_level(logging.INFO, logger="framecodec.server")
+    with framecodec.serve("127.0.0.1:0", lambda frame: frame, backend=backend).start() as server:
+        tls_hello(server.address, pki)
+        wait_until(lambda: server.stats["protocol_errors"] == 1)
+        with socket.create_connection(server.address.sockaddr, TIMEOUT) as plain:
+            plain.sendall(b"\x7f\xff\xff\xff")  # too large too, but no TLS record
+            assert plain.recv(1) == b""
+        wait_until(lambda: server.stats["protocol_errors"] == 2)
+    errors = [r.getMessage() for r in caplog.records if "protocol error" in r.getMessage()]
+    assert len(errors) == 2
+    assert "exceeds max_frame_size" in errors[0] and HINT in errors[0]
+    assert HINT not in errors[1]
+
+
+def test_tls_client_at_a_plain_aio_server_is_hinted_in_the_log(pki, caplog):
+    require_trustme()
+    caplog.set_level(logging.INFO, logger="framecodec.server")
+
+    async def main_():
+        server = await aio.start_server("127.0.0.1:0", lambda frame: frame)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, tls_hello, server.address, pki)
+            for _ in range(int(TIMEOUT / 0.01)):
+                if server.stats["protocol_errors"]:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(main_())
+    assert any(HINT in r.getMessage() for r in caplog.records), caplog.text
+
+
+# -- Ctrl-C ---------------------------------------------------------------------------
+
+
+def test_ctrl_c_stops_serve_cleanly():
+    with serve_process("127.0.0.1:0") as (address, process):
+        with socket.create_connection(parse_host_port(address), TIMEOUT):
+            pass  # it listens
+        process.send_signal(signal.SIGINT)
+        assert process.wait(TIMEOUT) == 130
+        err = process.stderr.read()
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert err.splitlines()[-1] == "interrupted"
+    assert "shutting down" in err  # the server stopped as after SIGTERM
+
+
+def test_ctrl_c_stops_send_cleanly():
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(TIMEOUT)
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "framecodec", "send", address, "x", "--timeout", "30"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(TIMEOUT)
+                assert conn.recv(100)  # its frame came: now it waits for the reply
+                process.send_signal(signal.SIGINT)
+                assert process.wait(TIMEOUT) == 130
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(TIMEOUT)
+            out, err = process.communicate(timeout=TIMEOUT)
+    assert out == "" and err == "interrupted\n"
+
+
+def parse_host_port(address):
+    host, _, port = address.rpartition(":")
+    return host, int(port)

@@ -1,4 +1,6 @@
-"""``python -m framecodec serve`` (an echo service) and ``send`` (its client)."""
+"""``framecodec serve`` (an echo service) and ``send`` (its client), and
+what every command shares: the help format, the exit statuses, the one-line
+error reports that name the address or file concerned."""
 
 from __future__ import annotations
 
@@ -10,17 +12,54 @@ import signal
 import ssl
 import sys
 import threading
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Optional
 
-from .codec.formats import PRESETS
+from .codec.formats import DEFAULT_MAX_FRAME_SIZE, PRESETS
+from .codec.messages import DEFAULT_MAX_CONTENT_SIZE
 from .errors import ProtocolError
 
-__all__ = ["add_parsers"]
+__all__ = ["INTERRUPTED", "CommandParser", "HelpFormatter", "add_parsers"]
+
+FAILED = 1
+INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 ADDRESS_HELP = "host:port, [ipv6]:port, unix:/path or unix:@name (port 0: any free port)"
 # Presets whose frames arrive without their header, so that echoing one
 # frames it again identically.
+# What --max-frame-size is when not given: the codec's own defaults.
+MAX_FRAME_SIZE_DEFAULTS = (
+    str(DEFAULT_MAX_FRAME_SIZE)
+    if DEFAULT_MAX_FRAME_SIZE == DEFAULT_MAX_CONTENT_SIZE
+    else f"{DEFAULT_MAX_FRAME_SIZE} for frames, {DEFAULT_MAX_CONTENT_SIZE} for messages"
+)
 ECHO_FORMATS = sorted(name for name, fmt in PRESETS.items() if fmt.strip is None)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default shown, unless it has none worth showing (None,
+    False); text with line breaks (the exit statuses) kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> Optional[str]:
+        if action.default is None or action.default is False or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "\n".join(indent + line for line in text.splitlines())
+        return super()._fill_text(text, width, indent)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A command's parser: the root's help format."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+class Failure(Exception):
+    """A failure to report on one line, already worded."""
 
 
 def add_parsers(commands: Any) -> None:
@@ -30,13 +69,18 @@ def add_parsers(commands: Any) -> None:
         description="Echo every frame (or message, with the same content type) back to its sender.",
     )
     serve.add_argument("address", help=ADDRESS_HELP)
-    serve.add_argument("--backend", choices=("selector", "threads"), default="selector")
+    serve.add_argument(
+        "--backend",
+        choices=("selector", "threads"),
+        default="selector",
+        help="selector: one thread multiplexes every connection; threads: a thread each",
+    )
     serve.add_argument(
         "--workers",
         type=int,
         default=1,
         metavar="N",
-        help="run N server processes on the address, e.g. one per core (default 1)",
+        help="run N server processes on the address, e.g. one per core",
     )
     _add_protocol_options(serve)
     serve.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate (PEM)")
@@ -44,8 +88,19 @@ def add_parsers(commands: Any) -> None:
     serve.add_argument(
         "--tls-ca", metavar="FILE", help="require client certificates signed by this CA"
     )
-    serve.add_argument("--max-connections", type=int, metavar="N")
-    serve.add_argument("--idle-timeout", type=float, metavar="SECONDS")
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="connections served at once; more wait in the backlog "
+        "(default: 1024 for selector, 64 for threads)",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="close a connection silent for this long (default: never)",
+    )
     serve.add_argument("--quiet", action="store_true", help="log warnings only, not connections")
     serve.set_defaults(run=run_serve)
 
@@ -58,23 +113,46 @@ def add_parsers(commands: Any) -> None:
     send.add_argument("payload", nargs="+", help="a payload; - reads one from standard input")
     _add_protocol_options(send)
     send.add_argument(
-        "--content-type", help="messages: the payloads' content type (default text/plain)"
+        "--content-type",
+        default="text/plain",
+        metavar="TYPE",
+        help="messages: the payloads' content type (text/json payloads must be JSON)",
     )
     send.add_argument("--tls", action="store_true", help="use TLS, trusting the system's CAs")
     send.add_argument("--tls-ca", metavar="FILE", help="use TLS, trusting this CA (implies --tls)")
     send.add_argument("--tls-cert", metavar="FILE", help="client certificate, for mutual TLS")
     send.add_argument("--tls-key", metavar="FILE", help="its private key, if not in --tls-cert")
-    send.add_argument("--server-hostname", help="name to check the certificate against")
-    send.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS")
+    send.add_argument(
+        "--server-hostname",
+        metavar="NAME",
+        help="name to check the certificate against (default: the address's host)",
+    )
+    send.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="bound on connecting, and on the wait for each reply",
+    )
     send.set_defaults(run=run_send)
 
 
 def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--protocol", choices=("frames", "messages"), default="frames")
     parser.add_argument(
-        "--format", choices=ECHO_FORMATS, help="frame format (frames only; default uint32)"
+        "--protocol",
+        choices=("frames", "messages"),
+        default="frames",
+        help="frames: length-prefixed payloads; messages: JSON header, then content",
     )
-    parser.add_argument("--max-frame-size", type=int, metavar="BYTES")
+    parser.add_argument(
+        "--format", choices=ECHO_FORMATS, help="frame format (frames only; default: uint32)"
+    )
+    parser.add_argument(
+        "--max-frame-size",
+        type=int,
+        metavar="BYTES",
+        help=f"largest frame (or message content) accepted (default: {MAX_FRAME_SIZE_DEFAULTS})",
+    )
 
 
 def _protocol_options(args: argparse.Namespace) -> Dict[str, Any]:
@@ -90,7 +168,29 @@ def _protocol_options(args: argparse.Namespace) -> Dict[str, Any]:
 
 def _fail(command: str, exc: BaseException) -> int:
     print(f"framecodec {command}: {exc}", file=sys.stderr)
-    return 1
+    return FAILED
+
+
+def _concerning(what: str, exc: BaseException, name: Optional[str] = None) -> Failure:
+    """``exc`` worded with the address or file it concerned (``what``),
+    unless its own text names it (``name``, by default ``what``) already."""
+    text = str(exc) or type(exc).__name__
+    return Failure(text if (name or what) in text else f"{what}: {text}")
+
+
+def _tls_context(make: Callable[[], ssl.SSLContext], files: Dict[str, Optional[str]]) -> Any:
+    """The context ``make`` builds from ``files`` (option: path).  The ssl
+    module names no file when one is missing or unreadable: find it."""
+    try:
+        return make()
+    except OSError as exc:  # ssl.SSLError included: a file that is not PEM
+        given = {option: path for option, path in files.items() if path is not None}
+        for option, path in given.items():
+            if not os.access(path, os.R_OK):
+                detail = exc.strerror or str(exc)
+                raise Failure(f"{option} {path}: {detail}") from None
+        named = ", ".join(f"{option} {path}" for option, path in given.items()) or "TLS"
+        raise _concerning(named, exc) from None
 
 
 def _echo(item: Any) -> Any:
@@ -108,26 +208,39 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         if (args.tls_key or args.tls_ca) and not args.tls_cert:
             raise ValueError("--tls-key and --tls-ca need --tls-cert")
-        context = (
-            server_context(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None
-        )
-        server = serve(
-            args.address,
-            _echo,
-            backend=args.backend,
-            protocol=args.protocol,
-            ssl_context=context,
-            max_connections=args.max_connections,
-            idle_timeout=args.idle_timeout,
-            workers=args.workers,
-            **_protocol_options(args),
-        )
-    except (OSError, ValueError) as exc:
+        context = None
+        if args.tls_cert:
+            context = _tls_context(
+                lambda: server_context(args.tls_cert, args.tls_key, args.tls_ca),
+                {"--tls-cert": args.tls_cert, "--tls-key": args.tls_key, "--tls-ca": args.tls_ca},
+            )
+        options = _protocol_options(args)
+        try:
+            server = serve(
+                args.address,
+                _echo,
+                backend=args.backend,
+                protocol=args.protocol,
+                ssl_context=context,
+                max_connections=args.max_connections,
+                idle_timeout=args.idle_timeout,
+                workers=args.workers,
+                **options,
+            )
+        except OSError as exc:
+            raise _concerning(f"cannot listen on {args.address}", exc, args.address) from None
+    except (Failure, ValueError) as exc:
         return _fail("serve", exc)
+    # SIGTERM stops the service; so does SIGINT (Ctrl-C), which the exit
+    # status then reports.  Either way the server shuts down cleanly first.
     stop = threading.Event()
-    previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+    received = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with server.start():
             tls = " over TLS" if context else ""
@@ -142,41 +255,70 @@ def run_serve(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if received and received[0] == signal.SIGINT:
+        raise KeyboardInterrupt  # reported by main() as every command's interruption is
     return 0
 
 
 def run_send(args: argparse.Namespace) -> int:
+    from .net.addresses import parse_address
     from .net.client import connect
     from .net.tls import client_context
 
     try:
         options = _protocol_options(args)
+        target = parse_address(args.address)
         context = None
         if args.tls or args.tls_ca or args.tls_cert:
-            context = client_context(args.tls_ca, certfile=args.tls_cert, keyfile=args.tls_key)
-        payloads = [sys.stdin.buffer.read() if p == "-" else os.fsencode(p) for p in args.payload]
-        with connect(
-            args.address,
-            protocol=args.protocol,
-            timeout=args.timeout,
-            ssl_context=context,
-            server_hostname=args.server_hostname,
-            **options,
-        ) as client:
-            if args.protocol == "frames":
-                client.send_many(payloads)
-            else:
-                for payload in payloads:
-                    _send_message(client, payload, args.content_type)
-            for _ in payloads:
-                _print_reply(client.recv())
-    except (OSError, ValueError, ProtocolError, ssl.SSLError) as exc:
+            context = _tls_context(
+                lambda: client_context(args.tls_ca, certfile=args.tls_cert, keyfile=args.tls_key),
+                {"--tls-ca": args.tls_ca, "--tls-cert": args.tls_cert, "--tls-key": args.tls_key},
+            )
+        payloads = [_payload(text, args) for text in args.payload]
+        try:
+            client = connect(
+                target,
+                protocol=args.protocol,
+                timeout=args.timeout,
+                ssl_context=context,
+                server_hostname=args.server_hostname,
+                **options,
+            )
+        except OSError as exc:  # ssl.SSLError included
+            raise _concerning(f"cannot connect to {target}", exc, str(target)) from None
+        with client:
+            try:
+                if args.protocol == "frames":
+                    client.send_many(payloads)
+                else:
+                    for payload in payloads:
+                        _send_message(client, payload, args.content_type)
+                for _ in payloads:
+                    _print_reply(client.recv())
+            except (OSError, ProtocolError) as exc:
+                raise _concerning(str(target), exc) from None
+    except (Failure, ValueError) as exc:
         return _fail("send", exc)
     return 0
 
 
-def _send_message(client: Any, payload: bytes, content_type: Any) -> None:
-    content_type = content_type or "text/plain"
+def _payload(text: str, args: argparse.Namespace) -> bytes:
+    """A payload from the command line (- reads standard input), checked
+    against its content type: text/json must be JSON, or the reply cannot be
+    decoded either."""
+    payload = sys.stdin.buffer.read() if text == "-" else os.fsencode(text)
+    if args.protocol == "messages" and args.content_type == "text/json":
+        try:
+            json.loads(payload)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            shown = "standard input" if text == "-" else repr(text)
+            raise Failure(
+                f"payload {shown} is not valid JSON, which content type text/json requires: {exc}"
+            ) from None
+    return payload
+
+
+def _send_message(client: Any, payload: bytes, content_type: str) -> None:
     encoding = "utf-8" if content_type.startswith("text/") else "binary"
     client.send(payload, content_type=content_type, content_encoding=encoding)
 

@@ -13,6 +13,7 @@ from typing import (
     AsyncIterator,
     Callable,
     Deque,
+    Dict,
     List,
     Optional,
     Tuple,
@@ -24,8 +25,9 @@ from ..codec.formats import FrameFormat
 from ..codec.messages import Message
 from ..errors import ConnectionClosed, IncompleteFrameError, ProtocolError
 from ..net.addresses import Address, AddressLike, parse_address
-from ..net.protocols import FrameProtocol, Protocol, make_protocol
+from ..net.protocols import FrameProtocol, Protocol, explain_unsendable, make_protocol
 from ..net.server.endings import DEFAULT_HIGH_WATER
+from ..net.transport import keep_stream_start, stream_start
 
 __all__ = ["Connection", "open_connection"]
 
@@ -86,7 +88,11 @@ class Connection(asyncio.BufferedProtocol):
         self.low_water = high_water // 2
         self._decoder = protocol.new_decoder()
         # Swapped for a scratch buffer once input is over (see get_buffer).
-        self._get_buffer: Callable[[int], memoryview] = self._decoder.get_buffer
+        # Until the first bytes arrive, the view handed out is kept here, so
+        # that buffer_updated can keep them; then the loop reads straight
+        # into the decoder.
+        self._get_buffer: Callable[[int], memoryview] = self._get_first_buffer
+        self._first_view: Optional[memoryview] = None
         self._size: Callable[[Any], int] = (
             len if isinstance(protocol, FrameProtocol) else _message_size
         )
@@ -133,19 +139,24 @@ class Connection(asyncio.BufferedProtocol):
 
     async def send(self, item: Any, **options: Any) -> None:
         """Send one frame (or message: content or Message, with content_type=...)."""
-        self._write(self.protocol.encode(item, **options))
+        self._write(self._encode(item, options))
         if self._writing_paused:
             await self._drain()
 
     async def send_many(self, items: Any) -> None:
         """Send several frames with one write."""
-        self._write(self.protocol.encode_many(items))
+        try:
+            buffers = self.protocol.encode_many(items)
+        except TypeError as exc:
+            explain_unsendable(self.protocol, items, exc)
+            raise
+        self._write(buffers)
         if self._writing_paused:
             await self._drain()
 
     async def request(self, item: Any, **options: Any) -> Any:
         """Send ``item`` and return the reply: the next frame in receiving order."""
-        self._write(self.protocol.encode(item, **options))
+        self._write(self._encode(item, options))
         if self._frames:
             reply = self._take()
         else:
@@ -159,6 +170,13 @@ class Connection(asyncio.BufferedProtocol):
         if self._writing_paused:
             await self._drain()
         return reply
+
+    def _encode(self, item: Any, options: Dict[str, Any]) -> List[Any]:
+        try:
+            return self.protocol.encode(item, **options)
+        except TypeError as exc:
+            explain_unsendable(self.protocol, (item,), exc)
+            raise
 
     def _write(self, buffers: List[Any]) -> None:
         transport = self._transport
@@ -340,12 +358,24 @@ class Connection(asyncio.BufferedProtocol):
         # asyncio's TLS) keep the callable they are given at connection time.
         return self._get_buffer(sizehint)
 
+    def _get_first_buffer(self, sizehint: int) -> memoryview:
+        view: memoryview = self._decoder.get_buffer(sizehint)
+        self._first_view = view  # the latest: a read may fail and be retried
+        return view
+
     def buffer_updated(self, nbytes: int) -> None:
         if self._input_over:
             return  # scratch bytes after the end of input
+        start = None
+        if self._first_view is not None:  # the first read: keep the stream's first bytes
+            start = stream_start(self._first_view, nbytes)
+            self._first_view = None
+            self._get_buffer = self._decoder.get_buffer
         try:
             frames = self._decoder.buffer_updated(nbytes)
         except ProtocolError as exc:
+            if start is not None:
+                keep_stream_start(exc, start)
             self._end_input()
             if exc.frames:
                 self._deliver(exc.frames)

@@ -27,6 +27,8 @@ __all__ = ["Address", "BoundSocket", "bind_socket", "connect_socket", "parse_add
 
 AddressLike = Union["Address", str, Tuple[str, int]]
 
+FORMS = "host:port, [ipv6]:port, unix:/path or unix:@name"
+
 
 @dataclass(frozen=True)
 class Address:
@@ -102,6 +104,14 @@ def parse_address(address: AddressLike) -> Address:
                 "unix: needs a path (unix:/path/to.sock) or an abstract name (unix:@name)"
             )
         return Address(path=path)
+    scheme, sep, rest = address.partition("://")
+    if sep and scheme.isalnum():
+        where = rest.partition("/")[0]
+        hint = f"; here, {where}" if where.rpartition(":")[2].isdigit() else ""
+        raise ValueError(
+            f"{address!r} is a URL, not an address: an address has no scheme; "
+            f"its forms are {FORMS}{hint}"
+        )
     if address.startswith("["):
         host, sep, port = address[1:].partition("]:")
         if not sep or not host:

@@ -12,7 +12,7 @@ from ..codec import _impl
 from ..codec.formats import FrameFormat, resolve_format
 from ..codec.messages import DEFAULT_MAX_HEADER_SIZE, REQUIRED_HEADER_KEYS, Message, MessageEncoder
 
-__all__ = ["FrameProtocol", "MessageProtocol", "Protocol", "make_protocol"]
+__all__ = ["FrameProtocol", "MessageProtocol", "Protocol", "explain_unsendable", "make_protocol"]
 
 _core = _impl.select()
 
@@ -101,6 +101,33 @@ class MessageProtocol:
 
 
 Protocol = Union[FrameProtocol, MessageProtocol]
+
+
+def explain_unsendable(protocol: Protocol, items: Any, exc: TypeError) -> None:
+    """Raise a TypeError that says what is wrong when ``exc`` came from
+    encoding a frame that is no bytes-like object (a str, typically);
+    return, for the caller to raise ``exc`` itself, otherwise.
+
+    The clients' send methods call it from their ``except TypeError``, so
+    the sending path pays nothing for it; the codec's own message
+    ("memoryview: a bytes-like object is required") names neither frames
+    nor the fix.
+    """
+    if not isinstance(protocol, FrameProtocol) or not isinstance(items, (list, tuple)):
+        return  # messages take str and JSON content; an iterator is consumed
+    for item in items:
+        if isinstance(item, str):
+            raise TypeError(
+                "frames are bytes-like objects (bytes, bytearray, memoryview), not str: "
+                "encode the text first, e.g. text.encode()"
+            ) from None
+        try:
+            memoryview(item).release()
+        except TypeError:
+            raise TypeError(
+                "frames are bytes-like objects (bytes, bytearray, memoryview), "
+                f"not {type(item).__name__}"
+            ) from None
 
 
 def make_protocol(

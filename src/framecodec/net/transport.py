@@ -23,7 +23,16 @@ from typing import Any, Deque, Iterable, List, Optional
 from ..errors import ConnectionClosed, ProtocolError
 from .tls import clear_openssl_errors
 
-__all__ = ["ConnectionClosed", "OutputQueue", "Stream", "close_socket", "receive"]
+__all__ = [
+    "ConnectionClosed",
+    "OutputQueue",
+    "Stream",
+    "close_socket",
+    "keep_stream_start",
+    "receive",
+    "receive_first",
+    "stream_start",
+]
 
 try:
     IOV_MAX = os.sysconf("SC_IOV_MAX")
@@ -56,6 +65,43 @@ def receive(sock: socket.socket, decoder: Any) -> Optional[List[Any]]:
         return frames
     decoder.eof()
     return None
+
+
+# How many of a stream's first bytes a protocol error keeps, as its
+# ``stream_start``: enough for the servers' log to tell a peer that speaks
+# another protocol (TLS: see server.endings.peer_hint); nothing here reads them.
+STREAM_START_SIZE = 2
+
+
+def stream_start(view: memoryview, nbytes: int) -> bytes:
+    """The first bytes of the ``nbytes`` just read into ``view``, copied
+    through a slice released at once (PyPy would keep it until its garbage
+    collector runs, and the decoder could not resize its buffer meanwhile)."""
+    with view[: min(nbytes, STREAM_START_SIZE)] as head:
+        return head.tobytes()
+
+
+def keep_stream_start(exc: ProtocolError, start: bytes) -> None:
+    """Note on ``exc`` that the stream it broke began with ``start``."""
+    exc.stream_start = start  # type: ignore[attr-defined]
+
+
+def receive_first(sock: socket.socket, decoder: Any) -> Optional[List[Any]]:
+    """receive() for a connection's first read: a protocol error it raises
+    keeps the stream's first bytes (keep_stream_start).  A copy of two bytes
+    once per connection; every later read is receive()'s."""
+    buffer = decoder.get_buffer()
+    n = sock.recv_into(buffer)
+    if not n:
+        decoder.eof()
+        return None
+    start = stream_start(buffer, n)
+    try:
+        frames: List[Any] = decoder.buffer_updated(n)
+    except ProtocolError as exc:
+        keep_stream_start(exc, start)
+        raise
+    return frames
 
 
 def close_socket(sock: socket.socket) -> None:
@@ -187,6 +233,7 @@ class Stream:
         "at_eof",
         "decoder",
         "error",
+        "fresh",
         "handshaking",
         "output",
         "sock",
@@ -202,6 +249,7 @@ class Stream:
         self.handshaking = self.tls
         self.at_eof = False  # no more input: end of stream or a protocol error
         self.error: Optional[ProtocolError] = None
+        self.fresh = True  # no byte read yet: the next read is receive_first()'s
         self.watched = 0  # the events registered with the selector; 0 = none
         # TLS can need the other direction to progress (handshake, renegotiation).
         self._read_wants_write = False
@@ -238,7 +286,11 @@ class Stream:
         try:
             while True:
                 try:
-                    completed = receive(sock, decoder)
+                    if self.fresh:
+                        completed = receive_first(sock, decoder)
+                        self.fresh = False
+                    else:
+                        completed = receive(sock, decoder)
                 except (BlockingIOError, ssl.SSLWantReadError):
                     break
                 except ssl.SSLWantWriteError:

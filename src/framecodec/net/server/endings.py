@@ -23,6 +23,7 @@ __all__ = [
     "count_ending",
     "ending_kind",
     "log_ending",
+    "peer_hint",
     "peer_label",
 ]
 
@@ -81,7 +82,9 @@ def log_ending(
     elif isinstance(exc, IncompleteFrameError) and stopping:
         logger.info("%s: %s closed at shutdown inside a frame", address, label)
     elif isinstance(exc, ProtocolError):
-        logger.warning("%s: protocol error from %s, closing it: %s", address, label, exc)
+        logger.warning(
+            "%s: protocol error from %s, closing it: %s%s", address, label, exc, peer_hint(exc)
+        )
     elif isinstance(exc, ssl.SSLError) and handshaking:
         logger.warning(
             "%s: TLS handshake with %s failed: %s%s", address, label, exc, _tls_hint(exc)
@@ -90,6 +93,25 @@ def log_ending(
         logger.info("%s: %s timed out: %s", address, label, exc)
     else:
         logger.info("%s: %s lost: %r", address, label, exc)
+
+
+# What a TLS client sends first: a record of content type 22 (handshake)
+# whose version's major byte is 3 (SSL 3.0 up to TLS 1.3 alike).
+TLS_RECORD_START = b"\x16\x03"
+
+
+def peer_hint(exc: ProtocolError) -> str:
+    """A hint for a protocol error at a stream's start, from the first bytes
+    the network layer kept (transport.keep_stream_start): a TLS client
+    talking to a plain server.  (The other way round, a plain client at a
+    TLS server, fails the handshake: _tls_hint.)"""
+    start = getattr(exc, "stream_start", None)
+    if start is not None and start[:2] == TLS_RECORD_START:
+        return (
+            " (the peer seems to speak TLS: its first bytes, 0x16 0x03, begin a TLS "
+            "record; is it a TLS client of this plain server?)"
+        )
+    return ""
 
 
 def _tls_hint(exc: ssl.SSLError) -> str:

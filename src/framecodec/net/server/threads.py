@@ -25,7 +25,7 @@ from typing import Any, List, Optional, cast
 from ...errors import ProtocolError
 from ..addresses import tune
 from ..service import SHUTDOWN_GRACE, logger
-from ..transport import ConnectionClosed, OutputQueue, close_socket, receive
+from ..transport import ConnectionClosed, OutputQueue, close_socket, receive, receive_first
 from .base import CLOSED, OPEN, Connection, Server, call_handler, handler_failed
 
 __all__ = ["ThreadingServer"]
@@ -193,7 +193,11 @@ class ThreadingServer(Server):
             if self.stop_deadline is not None:
                 break
             try:
-                frames = receive(sock, decoder)
+                # None until the first read has returned: that one keeps the
+                # stream's first bytes on a protocol error (endings.peer_hint).
+                frames = (
+                    receive(sock, decoder) if frames is not None else receive_first(sock, decoder)
+                )
             except TimeoutError:
                 if frame_started is not None and self.frame_timeout is not None:
                     if time.monotonic() < frame_started + self.frame_timeout:
