@@ -318,7 +318,7 @@ async def serve(
     ssl_context: Optional[ssl.SSLContext] = None,
     max_connections: Optional[int] = None,
     idle_timeout: Optional[float] = None,
-    frame_timeout: Optional[float] = None,
+    frame_timeout: Optional[float] = 60.0,
     shutdown_timeout: float = 5.0,
     backlog: int = 512,
     reuse_port: bool = False,
@@ -336,7 +336,7 @@ async def serve(
     and so are ``max_connections`` (beyond it, new clients wait in the
     listen backlog), ``idle_timeout`` (seconds a connection may wait for a
     frame to begin) and ``frame_timeout`` (seconds a frame, or the TLS
-    handshake, may take).  ``ssl_context`` (framecodec.server_context)
+    handshake, may take: 60 as there, against peers that trickle bytes).  ``ssl_context`` (framecodec.server_context)
     serves TLS.  At shutdown each connection finishes the frame in hand;
     after ``shutdown_timeout`` seconds the rest are cancelled.
     """
