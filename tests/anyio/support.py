@@ -4,6 +4,7 @@ pair of byte streams."""
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any, AsyncIterator, Tuple
 
 import anyio
@@ -23,7 +24,7 @@ async def serving(
     (gracefully), and leaving the block does too."""
     with anyio.fail_after(TIMEOUT):
         async with anyio.create_task_group() as tg:
-            server = await tg.start(fa.serve, address, handler, *(), **options)
+            server = await tg.start(functools.partial(fa.serve, address, handler, **options))
             yield server, tg.cancel_scope
             tg.cancel_scope.cancel()
 

@@ -13,7 +13,7 @@ from ..codec.formats import FrameFormat
 from ..codec.messages import Message
 from ..net.addresses import AddressLike, parse_address
 from ..net.protocols import Protocol, make_protocol
-from .stream import FramedStream, check_timeouts, with_read_size
+from .stream import FramedStream, check_timeouts, stop_read_ahead, with_read_size
 
 __all__ = ["connect", "open_byte_stream"]
 
@@ -58,6 +58,7 @@ async def open_byte_stream(
         if isinstance(exc.__cause__, OSError):
             raise exc.__cause__ from None
         raise
+    await stop_read_ahead(stream)
     return stream
 
 

@@ -36,7 +36,7 @@ from ..net.server.endings import count_ending, log_ending, peer_label
 from ..net.server.handlers import ASYNC_SHAPES, HandlerShape, handler_shape
 from ..net.service import logger
 from ..net.tls import tolerate_bare_eof
-from .stream import FramedStream, check_timeouts, with_read_size
+from .stream import FramedStream, check_timeouts, stop_read_ahead, with_read_size
 
 __all__ = ["Server", "serve"]
 
@@ -167,6 +167,7 @@ class Server:
             if self.ssl_context is not None:
                 stream = await self._handshake(stream)
                 handshaking = False
+            await stop_read_ahead(stream)
             framed = conn.framed = FramedStream(
                 stream,
                 protocol=self.protocol,
@@ -336,9 +337,10 @@ async def serve(
     and so are ``max_connections`` (beyond it, new clients wait in the
     listen backlog), ``idle_timeout`` (seconds a connection may wait for a
     frame to begin) and ``frame_timeout`` (seconds a frame, or the TLS
-    handshake, may take: 60 as there, against peers that trickle bytes).  ``ssl_context`` (framecodec.server_context)
-    serves TLS.  At shutdown each connection finishes the frame in hand;
-    after ``shutdown_timeout`` seconds the rest are cancelled.
+    handshake, may take: 60 as there, against peers that trickle bytes).
+    ``ssl_context`` (framecodec.server_context) serves TLS.  At shutdown
+    each connection finishes the frame in hand; after ``shutdown_timeout``
+    seconds the rest are cancelled.
     """
     mode = handler_shape(
         handler,
@@ -378,9 +380,10 @@ async def serve(
             finally:
                 server.close()
     finally:
-        for listener in listeners:
-            await anyio.aclose_forcefully(listener)
-        bound.close()
+        with anyio.CancelScope(shield=True):  # serve() is most often left cancelled
+            for listener in listeners:
+                await anyio.aclose_forcefully(listener)
+            bound.close()
 
 
 async def _shielded(server: Server, listeners: List[anyio.abc.SocketListener]) -> None:

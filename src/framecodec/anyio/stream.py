@@ -43,7 +43,13 @@ from ..errors import ConnectionClosed, IncompleteFrameError, ProtocolError
 from ..net.addresses import Address
 from ..net.protocols import Protocol, make_protocol
 
-__all__ = ["READ_SIZE", "FramedStream", "check_timeouts", "with_read_size"]
+__all__ = [
+    "READ_SIZE",
+    "FramedStream",
+    "check_timeouts",
+    "stop_read_ahead",
+    "with_read_size",
+]
 
 ItemT = TypeVar("ItemT")
 
@@ -90,6 +96,27 @@ def raw_socket_of(stream: anyio.abc.AnyByteStream) -> Optional[socket.socket]:
         sock = stream.extra(SocketAttribute.raw_socket, None)
         return sock if isinstance(sock, socket.socket) else None
     return None
+
+
+async def stop_read_ahead(stream: anyio.abc.AnyByteStream) -> None:
+    """Make an asyncio-backed anyio stream stop reading until asked.
+
+    anyio's asyncio socket streams leave their transport reading from the
+    start, into a queue without bound, and pause it only once a receive()
+    has run.  A receive cancelled before it begins takes no byte (anyio's
+    rule) and leaves the transport paused: a connection whose handler does
+    not read then meets TCP's flow control instead of filling memory.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return  # trio reads nothing unasked
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        try:
+            await stream.receive()
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass  # ended already: the first read will say so
 
 
 def _network_error(exc: BaseException) -> BaseException:
