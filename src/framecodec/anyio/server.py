@@ -174,6 +174,7 @@ class Server:
                 idle_timeout=self.idle_timeout,
                 frame_timeout=self.frame_timeout,
             )
+            framed._interruptible = True  # close() ends the reads of idle connections
             if self._closing:
                 conn.stop()
             ending = await self._converse(conn, framed)
@@ -284,11 +285,16 @@ async def _close(stream: anyio.abc.ByteStream) -> None:
 
 
 async def _listen(
-    target: Address, backlog: int, reuse_port: bool
+    address: Union[AddressLike, socket.socket], backlog: int, reuse_port: bool
 ) -> Tuple[List[anyio.abc.SocketListener], BoundSocket]:
     """The listeners (one per address a host name resolves to), and the
     first one's socket as the blocking servers own theirs: the real
     address, and a Unix socket file removed at the end only if still ours."""
+    if isinstance(address, socket.socket):  # bound already, by the caller
+        address.listen(backlog)
+        bound = BoundSocket(address)
+        return [await anyio.abc.SocketListener.from_socket(address)], bound
+    target = parse_address(address)
     listeners: List[anyio.abc.SocketListener]
     if target.is_unix:
         path = target.sockaddr
@@ -310,7 +316,7 @@ async def _listen(
 
 
 async def serve(
-    address: AddressLike,
+    address: Union[AddressLike, socket.socket],
     handler: Any,
     *,
     protocol: Union[str, Protocol] = "frames",
@@ -330,7 +336,8 @@ async def serve(
     """Serve ``address`` until cancelled (or Server.close()), then shut down gracefully.
 
     Start it with ``server = await task_group.start(serve, address, handler)``
-    to get the Server once it listens.  ``handler``, ``batch`` and
+    to get the Server once it listens.  ``address`` may also be a bound
+    socket, which the server takes over and closes.  ``handler``, ``batch`` and
     ``per_connection`` take the shapes of framecodec.aio.start_server (the
     per-connection coroutine is given the connection's FramedStream);
     ``protocol``, ``format`` and the options are those of framecodec.serve,
@@ -353,10 +360,9 @@ async def serve(
         raise ValueError("max_connections must be at least 1")
     check_timeouts(idle_timeout, frame_timeout)
     proto = make_protocol(protocol, format, **with_read_size(protocol, options))
-    target = parse_address(address)
     if ssl_context is not None:
         ssl_context = tolerate_bare_eof(ssl_context)
-    listeners, bound = await _listen(target, backlog, reuse_port)
+    listeners, bound = await _listen(address, backlog, reuse_port)
     server = Server(
         bound.address,
         handler,

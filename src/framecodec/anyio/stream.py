@@ -81,21 +81,26 @@ def _read_size(protocol: Protocol) -> int:
 
 
 def raw_socket_of(stream: anyio.abc.AnyByteStream) -> Optional[socket.socket]:
-    """The socket to receive into and send from directly, if that is safe.
-
-    Only a plain anyio socket stream (TCP or Unix; a TLS stream is another
-    class) on a backend that reads its sockets only when asked: trio.  On
-    asyncio the stream's transport reads the socket into a queue of its
-    own, and reading beside it would reorder bytes.
-    """
+    """A plain anyio socket stream's socket (TCP or Unix; a TLS stream is
+    another class), to send from directly: anyio sends nothing of its own
+    there, and on asyncio it keeps no bytes in its transport between sends
+    (its write buffer limit is 0), so no byte can overtake another."""
     if not isinstance(stream, anyio.abc.SocketStream):
         return None
+    sock = stream.extra(SocketAttribute.raw_socket, None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def reads_on_demand() -> bool:
+    """Whether this backend's socket streams read only when asked (trio),
+    so that receiving from their socket directly is safe.  On asyncio the
+    stream's transport reads the socket into a queue of its own, and
+    reading beside it would reorder bytes."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        sock = stream.extra(SocketAttribute.raw_socket, None)
-        return sock if isinstance(sock, socket.socket) else None
-    return None
+        return True
+    return False
 
 
 async def stop_read_ahead(stream: anyio.abc.AnyByteStream) -> None:
@@ -221,16 +226,23 @@ class FramedStream(Generic[ItemT]):
         self.frame_timeout = frame_timeout
         self._decoder = self.protocol.new_decoder()
         self._read_size = _read_size(self.protocol)
-        self._sock = raw_socket_of(stream)
+        self._send_sock = raw_socket_of(stream)
+        self._sock = self._send_sock if reads_on_demand() else None  # to receive into
         self._frames: Deque[Any] = collections.deque()  # received, nobody's yet
         self._claims: Deque[_Claim] = collections.deque()  # receivers waiting, in order
         self._reading = False
-        self._read_done = anyio.Event()  # set as the current read ends
+        # Set as the current read ends; made by the first receiver that waits for it.
+        self._read_done: Optional[anyio.Event] = None
         self._read_scope: Optional[anyio.CancelScope] = None
         self._frame_began: Optional[float] = None  # when the frame in progress began
         self._error: Optional[BaseException] = None  # raised once _frames is empty
         self._input_shut = False  # shut_input() was called: stop reading
-        self._send_lock = anyio.Lock(fast_acquire=True)
+        # Whether reads run in a cancel scope that shut_input() may cancel (a
+        # server's streams); one costs a few microseconds per read (over ten
+        # on trio), so a client's reads have one only for its timeouts.
+        self._interruptible = False
+        self._sending = False  # a send is under way: the others wait for it
+        self._send_free: Optional[anyio.Event] = None  # set as it ends, if any waits
         self._send_error: Optional[BaseException] = None
         self._closed = False
 
@@ -266,39 +278,66 @@ class FramedStream(Generic[ItemT]):
     async def send(self, item: Any, **options: Any) -> None:
         """Send one frame (or message: content or Message, with content_type=...)."""
         buffers = self.protocol.encode(item, **options)
-        async with self._send_lock:
+        await self._acquire_send()
+        try:
             await self._send_bytes(buffers)
+        finally:
+            self._release_send()
 
     async def send_many(self, items: Any) -> None:
         """Send several frames with one write."""
         buffers = self.protocol.encode_many(items)
-        async with self._send_lock:
+        await self._acquire_send()
+        try:
             await self._send_bytes(buffers)
+        finally:
+            self._release_send()
 
     async def request(self, item: Any, **options: Any) -> ItemT:
         """Send ``item`` and return the reply: the next frame in receiving order."""
         buffers = self.protocol.encode(item, **options)
         claim = _Claim(request=True)
-        async with self._send_lock:
+        await self._acquire_send()
+        try:
             self._enlist(claim)  # our place in line, taken as our bytes leave
-            try:
-                await self._send_bytes(buffers)
-            except BaseException:
+            await self._send_bytes(buffers)
+        except BaseException:
+            if not claim.done:
                 if self._send_error is None:  # nothing left: no reply will come
                     self._withdraw(claim)
                 else:
                     claim.abandoned = True
-                raise
+            raise
+        finally:
+            self._release_send()
         return await self._wait(claim)  # type: ignore[no-any-return]
 
     async def send_eof(self) -> None:
         """End our direction of the stream (TCP and Unix sockets; not TLS):
         the peer sees a clean end while its replies can still come back."""
-        async with self._send_lock:
+        if not isinstance(self.stream, anyio.abc.ByteStream):
+            raise TypeError(f"{type(self.stream).__name__} cannot half-close")
+        await self._acquire_send()
+        try:
             self._check_sending()
-            if not isinstance(self.stream, anyio.abc.ByteStream):
-                raise TypeError(f"{type(self.stream).__name__} cannot half-close")
             await self.stream.send_eof()
+        finally:
+            self._release_send()
+
+    async def _acquire_send(self) -> None:
+        """One send at a time, so that frames never interleave: a flag and
+        an event, cheaper than a lock on the uncontended path."""
+        while self._sending:
+            if self._send_free is None:
+                self._send_free = anyio.Event()
+            await self._send_free.wait()
+        self._sending = True
+
+    def _release_send(self) -> None:
+        self._sending = False
+        free, self._send_free = self._send_free, None
+        if free is not None:
+            free.set()
 
     def _check_sending(self) -> None:
         if self._send_error is not None:
@@ -312,8 +351,8 @@ class FramedStream(Generic[ItemT]):
         self._check_sending()
         data = buffers[0] if len(buffers) == 1 else b"".join(buffers)
         try:
-            if self._sock is not None:
-                await self._send_raw(self._sock, data)
+            if self._send_sock is not None:
+                await self._send_raw(self._send_sock, data)
             else:
                 await anyio.lowlevel.checkpoint_if_cancelled()  # before anything leaves
                 try:
@@ -405,6 +444,8 @@ class FramedStream(Generic[ItemT]):
                 await anyio.lowlevel.checkpoint_if_cancelled()
             while not claim.done:
                 if self._reading:
+                    if self._read_done is None:
+                        self._read_done = anyio.Event()
                     await self._read_done.wait()
                 else:
                     await self._read()
@@ -479,18 +520,17 @@ class FramedStream(Generic[ItemT]):
     async def _read(self) -> None:
         """Read once and deliver what it completed, or end the input."""
         self._reading = True
-        self._read_done = done = anyio.Event()
         try:
-            with anyio.CancelScope(deadline=self._deadline()) as scope:
-                self._read_scope = scope
-                if self._sock is not None:
-                    frames = await self._read_into(self._sock)
-                else:
-                    frames = self._decoder.feed(await self._receive_chunk())
-            if scope.cancelled_caught:
-                if not self._input_shut:
-                    self._fail(self._timed_out())
-                return
+            if self._interruptible or self.idle_timeout or self.frame_timeout:
+                with anyio.CancelScope(deadline=self._deadline()) as scope:
+                    self._read_scope = scope
+                    frames = await self._read_chunk()
+                if scope.cancelled_caught:
+                    if not self._input_shut:
+                        self._fail(self._timed_out())
+                    return
+            else:
+                frames = await self._read_chunk()
         except anyio.EndOfStream:
             self._end_of_stream(None)
             return
@@ -508,7 +548,9 @@ class FramedStream(Generic[ItemT]):
         finally:
             self._read_scope = None
             self._reading = False
-            done.set()
+            done, self._read_done = self._read_done, None
+            if done is not None:
+                done.set()
         if self._decoder.mid_frame:
             if frames or self._frame_began is None:
                 self._frame_began = anyio.current_time()
@@ -516,6 +558,12 @@ class FramedStream(Generic[ItemT]):
             self._frame_began = None
         if frames:
             self._deliver(frames)
+
+    async def _read_chunk(self) -> List[Any]:
+        if self._sock is not None:
+            return await self._read_into(self._sock)
+        frames: List[Any] = self._decoder.feed(await self._receive_chunk())
+        return frames
 
     async def _receive_chunk(self) -> bytes:
         stream = self.stream
