@@ -13,7 +13,8 @@ from ..codec.formats import FrameFormat
 from ..codec.messages import Message
 from ..net.addresses import AddressLike, parse_address
 from ..net.protocols import Protocol, make_protocol
-from .stream import FramedStream, check_timeouts, stop_read_ahead, with_read_size
+from .stream import FramedStream, check_timeouts, with_read_size
+from .streams import stop_read_ahead
 
 __all__ = ["connect", "open_byte_stream"]
 

@@ -36,7 +36,8 @@ from ..net.server.endings import count_ending, log_ending, peer_label
 from ..net.server.handlers import ASYNC_SHAPES, HandlerShape, handler_shape
 from ..net.service import logger
 from ..net.tls import tolerate_bare_eof
-from .stream import FramedStream, check_timeouts, stop_read_ahead, with_read_size
+from .stream import FramedStream, check_timeouts, with_read_size
+from .streams import stop_read_ahead
 
 __all__ = ["Server", "serve"]
 

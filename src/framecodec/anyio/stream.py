@@ -16,7 +16,6 @@ request() drops its reply when it comes: nothing shifts the later replies.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import socket
 from typing import (
@@ -42,14 +41,9 @@ from ..codec.messages import Message
 from ..errors import ConnectionClosed, IncompleteFrameError, ProtocolError
 from ..net.addresses import Address
 from ..net.protocols import Protocol, make_protocol
+from .streams import network_error, raw_socket_of, reads_on_demand
 
-__all__ = [
-    "READ_SIZE",
-    "FramedStream",
-    "check_timeouts",
-    "stop_read_ahead",
-    "with_read_size",
-]
+__all__ = ["READ_SIZE", "FramedStream", "check_timeouts", "with_read_size"]
 
 ItemT = TypeVar("ItemT")
 
@@ -78,56 +72,6 @@ def _read_size(protocol: Protocol) -> int:
         return format.read_size
     size = getattr(protocol, "_options", {}).get("read_size", READ_SIZE)
     return int(size)
-
-
-def raw_socket_of(stream: anyio.abc.AnyByteStream) -> Optional[socket.socket]:
-    """A plain anyio socket stream's socket (TCP or Unix; a TLS stream is
-    another class), to send from directly: anyio sends nothing of its own
-    there, and on asyncio it keeps no bytes in its transport between sends
-    (its write buffer limit is 0), so no byte can overtake another."""
-    if not isinstance(stream, anyio.abc.SocketStream):
-        return None
-    sock = stream.extra(SocketAttribute.raw_socket, None)
-    return sock if isinstance(sock, socket.socket) else None
-
-
-def reads_on_demand() -> bool:
-    """Whether this backend's socket streams read only when asked (trio),
-    so that receiving from their socket directly is safe.  On asyncio the
-    stream's transport reads the socket into a queue of its own, and
-    reading beside it would reorder bytes."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return True
-    return False
-
-
-async def stop_read_ahead(stream: anyio.abc.AnyByteStream) -> None:
-    """Make an asyncio-backed anyio stream stop reading until asked.
-
-    anyio's asyncio socket streams leave their transport reading from the
-    start, into a queue without bound, and pause it only once a receive()
-    has run.  A receive cancelled before it begins takes no byte (anyio's
-    rule) and leaves the transport paused: a connection whose handler does
-    not read then meets TCP's flow control instead of filling memory.
-    """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return  # trio reads nothing unasked
-    with anyio.CancelScope() as scope:
-        scope.cancel()
-        try:
-            await stream.receive()
-        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass  # ended already: the first read will say so
-
-
-def _network_error(exc: BaseException) -> BaseException:
-    """What anyio wraps (BrokenResourceError from an OSError, say), unwrapped."""
-    cause = exc.__cause__
-    return cause if isinstance(cause, OSError) else exc
 
 
 class _Claim:
@@ -366,7 +310,7 @@ class FramedStream(Generic[ItemT]):
             if isinstance(cause, anyio.ClosedResourceError):
                 raise ConnectionClosed("the stream is closed") from None
             if isinstance(cause, anyio.BrokenResourceError):
-                raise _network_error(cause) from None
+                raise network_error(cause) from None
             raise cause from None
 
     async def _send_raw(self, sock: socket.socket, data: Any) -> None:
@@ -538,7 +482,7 @@ class FramedStream(Generic[ItemT]):
             self._fail(ConnectionClosed("the stream was closed here"))
             return
         except (anyio.BrokenResourceError, OSError) as exc:
-            self._end_of_stream(_network_error(exc))
+            self._end_of_stream(network_error(exc))
             return
         except ProtocolError as exc:
             if exc.frames:
