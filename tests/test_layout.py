@@ -1,4 +1,4 @@
-"""The package's layers, read from its own source: codec <- net <- aio, cli;
+"""The package's layers, read from its own source: codec <- net <- aio, anyio, cli;
 benchmarks on top; no import cycle, imports inside functions included."""
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ BELOW = {
     "codec": {"errors", "_env"},
     "net": {"codec", "errors", "_env"},
     "aio": {"net", "codec", "errors", "_env"},
+    # Beside aio, never on it: the codec, the errors and net's shared
+    # vocabulary (addresses, protocols, handler shapes, endings, TLS).
+    "anyio": {"net", "codec", "errors", "_env"},
     "cli": {"net", "codec", "errors", "_env"},
 }
 NETWORK_STDLIB = {"socket", "ssl", "selectors", "asyncio", "threading"}
@@ -141,6 +144,7 @@ def test_importing_the_codec_loads_no_network_module():
     )
     assert not loaded & NETWORK_STDLIB, loaded & NETWORK_STDLIB
     assert not {m for m in loaded if m.startswith(("framecodec.net", "framecodec.aio"))}
+    assert not {m for m in loaded if m == "anyio" or m.startswith(("anyio.", "framecodec.anyio"))}
 
 
 def test_the_network_names_load_on_first_use():

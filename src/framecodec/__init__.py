@@ -6,7 +6,8 @@ unpack_uint) is a Cython extension when built, else its pure-Python twin;
 FRAMECODEC_PURE_PYTHON=1 before import to force the twin.
 
 The layers, each importing only the ones below it: ``codec`` (sans-IO),
-``net`` (blocking sockets: connect, serve, ...), ``aio`` (asyncio), then
+``net`` (blocking sockets: connect, serve, ...), ``aio`` (asyncio) and
+``anyio`` (asyncio or trio through anyio, an optional extra), then
 ``cli`` and ``benchmarks``.  ``from framecodec import FrameDecoder`` loads
 the codec alone: the network names here load on first use.
 """
@@ -40,7 +41,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:  # what __getattr__ loads, for type checkers and IDEs
-    from . import aio, benchmarks, cli, net  # noqa: F401 - loaded by __getattr__
+    from . import aio, anyio, benchmarks, cli, net  # noqa: F401 - loaded by __getattr__
     from .net.addresses import Address, parse_address
     from .net.client import Client, connect
     from .net.datagram import DatagramClient, DatagramServer, serve_datagrams
@@ -66,7 +67,7 @@ _LAZY = {
     "client_context": "net.tls",
     "server_context": "net.tls",
 }
-_SUBPACKAGES = ("aio", "benchmarks", "cli", "codec", "net")
+_SUBPACKAGES = ("aio", "anyio", "benchmarks", "cli", "codec", "net")
 
 
 def __getattr__(name: str) -> Any:

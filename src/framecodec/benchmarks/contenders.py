@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 
 import framecodec
 
-from . import alternatives
+from . import alternatives, anyio_contenders
 from .base import (
     BATCH_BYTES,
     BIG_FRAME,
@@ -584,6 +584,7 @@ CONTENDERS: List[Contender] = [
         AioEchoClient,
         needs="framecodec.benchmarks.aio_roles",
     ),
+    *anyio_contenders.CONTENDERS,
     *alternatives.CONTENDERS,
 ]
 

@@ -1,0 +1,139 @@
+"""framecodec.anyio's client side: connect() opens a FramedStream."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any, Literal, Optional, Union, overload
+
+import anyio
+import anyio.abc
+from anyio.streams.tls import TLSStream
+
+from ..codec.formats import FrameFormat
+from ..codec.messages import Message
+from ..net.addresses import AddressLike, parse_address
+from ..net.protocols import Protocol, make_protocol
+from .stream import FramedStream, check_timeouts, with_read_size
+from .streams import stop_read_ahead
+
+__all__ = ["connect", "open_byte_stream"]
+
+
+async def open_byte_stream(
+    address: AddressLike,
+    *,
+    ssl_context: Optional[ssl.SSLContext] = None,
+    server_hostname: Optional[str] = None,
+    timeout: Optional[float] = None,
+) -> anyio.abc.ByteStream:
+    """The anyio byte stream connect() frames: TCP or Unix by the address
+    syntax, with TLS when ``ssl_context`` is given."""
+    target = parse_address(address)
+    try:
+        with anyio.fail_after(timeout):
+            stream: anyio.abc.ByteStream
+            if target.is_unix:
+                stream = await anyio.connect_unix(target.sockaddr)
+            else:
+                host, port = target.sockaddr[:2]
+                stream = await anyio.connect_tcp(host, port)
+            if ssl_context is not None:
+                hostname = server_hostname if server_hostname is not None else target.host
+                try:
+                    # Not standard_compatible: a peer's bare close is the end
+                    # of the stream (the framing still catches a cut inside a
+                    # frame), as for every other framecodec TLS endpoint.
+                    stream = await TLSStream.wrap(
+                        stream,
+                        hostname=hostname,
+                        ssl_context=ssl_context,
+                        standard_compatible=False,
+                    )
+                except BaseException:
+                    await anyio.aclose_forcefully(stream)
+                    raise
+    except TimeoutError:
+        raise TimeoutError(f"connecting to {target} timed out after {timeout} s") from None
+    except anyio.BrokenResourceError as exc:
+        # A failed handshake: the ssl.SSLError itself, as the other layers raise.
+        if isinstance(exc.__cause__, OSError):
+            raise exc.__cause__ from None
+        raise
+    await stop_read_ahead(stream)
+    return stream
+
+
+@overload
+async def connect(
+    address: AddressLike,
+    *,
+    protocol: Literal["frames"] = ...,
+    ssl_context: Optional[ssl.SSLContext] = ...,
+    server_hostname: Optional[str] = ...,
+    timeout: Optional[float] = ...,
+    format: Union[str, FrameFormat, None] = ...,
+    idle_timeout: Optional[float] = ...,
+    frame_timeout: Optional[float] = ...,
+    **options: Any,
+) -> FramedStream[bytes]: ...
+
+
+@overload
+async def connect(
+    address: AddressLike,
+    *,
+    protocol: Literal["messages"],
+    ssl_context: Optional[ssl.SSLContext] = ...,
+    server_hostname: Optional[str] = ...,
+    timeout: Optional[float] = ...,
+    format: None = ...,
+    idle_timeout: Optional[float] = ...,
+    frame_timeout: Optional[float] = ...,
+    **options: Any,
+) -> FramedStream[Message]: ...
+
+
+@overload
+async def connect(
+    address: AddressLike,
+    *,
+    protocol: Union[str, Protocol],
+    ssl_context: Optional[ssl.SSLContext] = ...,
+    server_hostname: Optional[str] = ...,
+    timeout: Optional[float] = ...,
+    format: Union[str, FrameFormat, None] = ...,
+    idle_timeout: Optional[float] = ...,
+    frame_timeout: Optional[float] = ...,
+    **options: Any,
+) -> FramedStream[Any]: ...
+
+
+async def connect(
+    address: AddressLike,
+    *,
+    protocol: Union[str, Protocol] = "frames",
+    ssl_context: Optional[ssl.SSLContext] = None,
+    server_hostname: Optional[str] = None,
+    timeout: Optional[float] = None,
+    format: Union[str, FrameFormat, None] = None,
+    idle_timeout: Optional[float] = None,
+    frame_timeout: Optional[float] = None,
+    **options: Any,
+) -> FramedStream[Any]:
+    """Connect to ``address`` and return a FramedStream.
+
+    ``protocol``, ``format`` and the options are those of framecodec.connect
+    (``idle_timeout`` and ``frame_timeout``: see FramedStream); with ``ssl_context``
+    the stream is TLS, checked against ``server_hostname`` (default: the
+    address's host; give it for Unix sockets).  ``timeout`` bounds
+    connecting and the TLS handshake (TimeoutError).
+    """
+    # The options are checked before connecting: a typo costs no connection.
+    proto = make_protocol(protocol, format, **with_read_size(protocol, options))
+    check_timeouts(idle_timeout, frame_timeout)
+    stream = await open_byte_stream(
+        address, ssl_context=ssl_context, server_hostname=server_hostname, timeout=timeout
+    )
+    return FramedStream(
+        stream, protocol=proto, idle_timeout=idle_timeout, frame_timeout=frame_timeout
+    )

@@ -1,0 +1,398 @@
+"""framecodec.anyio's server side: serve() and the Server it reports.
+
+serve() listens with anyio.create_tcp_listener or create_unix_listener and
+runs each connection as a task of its own task group.  Cancelling the
+scope serve() runs in (or calling Server.close()) is a graceful shutdown:
+accepting stops, each connection finishes the frame in hand and sends its
+reply, and after ``shutdown_timeout`` seconds what is still busy is
+cancelled.  Connections count and log their ends with the words of every
+other framecodec server (framecodec.net.server.endings).
+"""
+
+from __future__ import annotations
+
+import collections
+import socket
+import ssl
+from typing import Any, Callable, List, Optional, Set, Tuple, Union, cast
+
+import anyio
+import anyio.abc
+from anyio.abc import SocketAttribute
+from anyio.streams.tls import TLSStream
+
+from ..codec.formats import FrameFormat
+from ..errors import ConnectionClosed, HandlerError, ProtocolError
+from ..net.addresses import (
+    Address,
+    AddressLike,
+    BoundSocket,
+    _remove_stale_socket_file,
+    parse_address,
+)
+from ..net.protocols import Protocol, make_protocol
+from ..net.server.base import handler_failed
+from ..net.server.endings import count_ending, log_ending, peer_label
+from ..net.server.handlers import ASYNC_SHAPES, HandlerShape, handler_shape
+from ..net.service import logger
+from ..net.tls import tolerate_bare_eof
+from .stream import FramedStream, check_timeouts, with_read_size
+from .streams import stop_read_ahead
+
+__all__ = ["Server", "serve"]
+
+
+class _Connection:
+    """A server's connection as its task sees it: the FramedStream, and why it ended."""
+
+    def __init__(self, server: Server, stream: anyio.abc.ByteStream) -> None:
+        self.server = server
+        self.raw = stream
+        self.framed: Optional[FramedStream[Any]] = None
+        remote = stream.extra(SocketAttribute.remote_address, None)
+        self.peer: Optional[Address] = Address.from_sockaddr(remote) if remote else None
+        self.label = peer_label(self.peer, server.address)
+
+    def stop(self) -> None:
+        """The server is closing: no frame after the one in hand."""
+        if self.framed is not None:
+            self.framed.shut_input(ConnectionClosed("the server is closing"))
+
+
+class Server:
+    """What serve() reports through task_status: the bound ``address`` (the
+    real port when 0 was asked for), ``connections`` (their peers' labels),
+    ``stats`` (a Counter: accepted, closed, clean_closes, handler_errors,
+    protocol_errors, tls_failures, timeouts, network_errors), and
+    ``close()``, a graceful shutdown like cancelling serve()."""
+
+    def __init__(
+        self,
+        address: Address,
+        handler: Any,
+        mode: HandlerShape,
+        *,
+        protocol: Protocol,
+        ssl_context: Optional[ssl.SSLContext],
+        max_connections: Optional[int],
+        idle_timeout: Optional[float],
+        frame_timeout: Optional[float],
+        shutdown_timeout: float,
+    ) -> None:
+        self.address = address
+        self.protocol = protocol
+        self.ssl_context = ssl_context
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.frame_timeout = frame_timeout
+        self.shutdown_timeout = shutdown_timeout
+        self.stats: collections.Counter[str] = collections.Counter()
+        self._handler = handler
+        self._mode = mode
+        self._open: Set[_Connection] = set()
+        self._slots = anyio.Semaphore(max_connections) if max_connections else None
+        self._closing = False
+        self._close_requested = anyio.Event()
+        self._accepting: Optional[anyio.CancelScope] = None
+        self._drained = anyio.Event()  # set when closing and the last connection is gone
+
+    def __repr__(self) -> str:
+        tls = " TLS" if self.ssl_context is not None else ""
+        return f"<anyio{tls} Server {self.protocol.name} {self.address}>"
+
+    @property
+    def connections(self) -> List[str]:
+        return sorted(conn.label for conn in self._open)
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.stats[key] += n
+
+    def close(self) -> None:
+        """Stop accepting; each connection closes once its work in hand is done."""
+        if self._closing:
+            return
+        self._closing = True
+        self._close_requested.set()
+        if self._accepting is not None:
+            self._accepting.cancel()
+        for conn in list(self._open):
+            conn.stop()
+
+    # -- running ---------------------------------------------------------------------
+
+    async def _run(self, listeners: List[anyio.abc.SocketListener]) -> None:
+        """Accept and serve until close(); then drain for shutdown_timeout seconds."""
+        async with anyio.create_task_group() as connections:
+            with anyio.CancelScope() as self._accepting:
+                if not self._closing:
+                    async with anyio.create_task_group() as accepting:
+                        for listener in listeners:
+                            accepting.start_soon(self._accept_loop, listener, connections)
+            for listener in listeners:
+                await anyio.aclose_forcefully(listener)
+            with anyio.move_on_after(self.shutdown_timeout):
+                while self._open:
+                    await self._drained.wait()
+            if self._open:
+                logger.warning(
+                    "%s: %d connections still busy after %s s; aborting them",
+                    self.address,
+                    len(self._open),
+                    self.shutdown_timeout,
+                )
+                connections.cancel_scope.cancel()
+
+    async def _accept_loop(
+        self, listener: anyio.abc.SocketListener, connections: anyio.abc.TaskGroup
+    ) -> None:
+        while True:
+            if self._slots is not None:
+                # Full: new clients wait in the listen backlog.
+                await self._slots.acquire()
+            try:
+                stream = await listener.accept()
+            except BaseException:
+                if self._slots is not None:
+                    self._slots.release()
+                raise
+            connections.start_soon(self._serve_connection, stream)
+
+    async def _serve_connection(self, stream: anyio.abc.ByteStream) -> None:
+        conn = _Connection(self, stream)
+        self._open.add(conn)
+        self.stats["accepted"] += 1
+        logger.info("%s: connection from %s", self.address, conn.label)
+        ending: Optional[BaseException] = None
+        handshaking = self.ssl_context is not None
+        try:
+            if self.ssl_context is not None:
+                stream = await self._handshake(stream)
+                handshaking = False
+            await stop_read_ahead(stream)
+            framed = conn.framed = FramedStream(
+                stream,
+                protocol=self.protocol,
+                idle_timeout=self.idle_timeout,
+                frame_timeout=self.frame_timeout,
+            )
+            framed._interruptible = True  # close() ends the reads of idle connections
+            if self._closing:
+                conn.stop()
+            ending = await self._converse(conn, framed)
+        except (ProtocolError, HandlerError, OSError, TimeoutError) as exc:
+            ending = exc
+        except anyio.BrokenResourceError as exc:
+            ending = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+        finally:
+            with anyio.CancelScope(shield=True):
+                if ending is None:
+                    await _close(stream)
+                else:
+                    await anyio.aclose_forcefully(stream)
+                self._open.discard(conn)
+                if self._slots is not None:
+                    self._slots.release()
+                count_ending(self.stats, ending)
+                log_ending(
+                    self.address,
+                    conn.label,
+                    ending,
+                    stopping=self._closing,
+                    handshaking=handshaking,
+                )
+                if self._closing and not self._open:
+                    self._drained.set()
+
+    async def _handshake(self, stream: anyio.abc.ByteStream) -> anyio.abc.ByteStream:
+        """A TLS handshake counts as a frame: it must finish in frame_timeout."""
+        assert self.ssl_context is not None
+        limit = self.frame_timeout if self.frame_timeout is not None else self.idle_timeout
+        try:
+            with anyio.fail_after(limit):
+                return await TLSStream.wrap(
+                    stream,
+                    server_side=True,
+                    ssl_context=self.ssl_context,
+                    standard_compatible=False,
+                )
+        except TimeoutError:
+            raise TimeoutError(f"TLS handshake took longer than {limit} s") from None
+
+    async def _converse(
+        self, conn: _Connection, framed: FramedStream[Any]
+    ) -> Optional[BaseException]:
+        """Hand the frames to the handler until the stream ends; why it ended."""
+        handler = self._handler
+        mode = self._mode
+        try:
+            if mode == HandlerShape.PER_CONNECTION:
+                try:
+                    await handler(framed)
+                except (ConnectionClosed, ProtocolError, OSError, TimeoutError):
+                    if framed._error is None:
+                        raise
+                    # The stream ended under the handler: that is the ending.
+                    return _ending(framed._error)
+                except Exception as exc:
+                    raise _handler_error(handler, exc) from exc
+                return _ending(framed._error) if framed._error is not None else None
+            while True:
+                try:
+                    frames = await framed.receive_batch()
+                except ConnectionClosed:
+                    return None
+                replies = await self._handle(handler, mode, frames)
+                if replies:
+                    await framed.send_many(replies)
+        except ConnectionClosed:
+            return None
+
+    @staticmethod
+    async def _handle(handler: Any, mode: HandlerShape, frames: List[Any]) -> Any:
+        try:
+            if mode == HandlerShape.FRAME:
+                return [reply for reply in map(handler, frames) if reply is not None]
+            if mode == HandlerShape.BATCH:
+                return handler(frames)
+            if mode == HandlerShape.ASYNC_BATCH:
+                return await handler(frames)
+            replies = []
+            for frame in frames:
+                reply = await handler(frame)
+                if reply is not None:
+                    replies.append(reply)
+            return replies
+        except Exception as exc:
+            raise _handler_error(handler, exc) from exc
+
+
+def _handler_error(handler: Callable[..., Any], exc: Exception) -> HandlerError:
+    error = handler_failed(handler)
+    error.__cause__ = exc
+    return error
+
+
+def _ending(exc: BaseException) -> Optional[BaseException]:
+    """A stream's error as a connection's ending: a clean close is None."""
+    return None if isinstance(exc, ConnectionClosed) else exc
+
+
+async def _close(stream: anyio.abc.ByteStream) -> None:
+    """Close after a clean end, bounded: a TLS peer may not take close_notify."""
+    with anyio.move_on_after(1.0):
+        await stream.aclose()
+        return
+    await anyio.aclose_forcefully(stream)
+
+
+async def _listen(
+    address: Union[AddressLike, socket.socket], backlog: int, reuse_port: bool
+) -> Tuple[List[anyio.abc.SocketListener], BoundSocket]:
+    """The listeners (one per address a host name resolves to), and the
+    first one's socket as the blocking servers own theirs: the real
+    address, and a Unix socket file removed at the end only if still ours."""
+    if isinstance(address, socket.socket):  # bound already, by the caller
+        address.listen(backlog)
+        bound = BoundSocket(address)
+        return [await anyio.abc.SocketListener.from_socket(address)], bound
+    target = parse_address(address)
+    listeners: List[anyio.abc.SocketListener]
+    if target.is_unix:
+        path = target.sockaddr
+        if not path.startswith("\0"):
+            _remove_stale_socket_file(path, socket.SOCK_STREAM)
+        listeners = [await anyio.create_unix_listener(path, backlog=backlog)]
+    else:
+        host, port = target.sockaddr[:2]
+        multi = await anyio.create_tcp_listener(
+            local_host=host, local_port=port, backlog=backlog, reuse_port=reuse_port
+        )
+        listeners = [cast(anyio.abc.SocketListener, one) for one in multi.listeners]
+    try:
+        return listeners, BoundSocket(listeners[0].extra(SocketAttribute.raw_socket))
+    except BaseException:
+        for listener in listeners:
+            await anyio.aclose_forcefully(listener)
+        raise
+
+
+async def serve(
+    address: Union[AddressLike, socket.socket],
+    handler: Any,
+    *,
+    protocol: Union[str, Protocol] = "frames",
+    batch: bool = False,
+    per_connection: bool = False,
+    ssl_context: Optional[ssl.SSLContext] = None,
+    max_connections: Optional[int] = None,
+    idle_timeout: Optional[float] = None,
+    frame_timeout: Optional[float] = 60.0,
+    shutdown_timeout: float = 5.0,
+    backlog: int = 512,
+    reuse_port: bool = False,
+    format: Union[str, FrameFormat, None] = None,
+    task_status: anyio.abc.TaskStatus[Server] = anyio.TASK_STATUS_IGNORED,
+    **options: Any,
+) -> None:
+    """Serve ``address`` until cancelled (or Server.close()), then shut down gracefully.
+
+    Start it with ``server = await task_group.start(serve, address, handler)``
+    to get the Server once it listens.  ``address`` may also be a bound
+    socket, which the server takes over and closes.  ``handler``, ``batch`` and
+    ``per_connection`` take the shapes of framecodec.aio.start_server (the
+    per-connection coroutine is given the connection's FramedStream);
+    ``protocol``, ``format`` and the options are those of framecodec.serve,
+    and so are ``max_connections`` (beyond it, new clients wait in the
+    listen backlog), ``idle_timeout`` (seconds a connection may wait for a
+    frame to begin) and ``frame_timeout`` (seconds a frame, or the TLS
+    handshake, may take: 60 as there, against peers that trickle bytes).
+    ``ssl_context`` (framecodec.server_context) serves TLS.  At shutdown
+    each connection finishes the frame in hand; after ``shutdown_timeout``
+    seconds the rest are cancelled.
+    """
+    mode = handler_shape(
+        handler,
+        batch=batch,
+        per_connection=per_connection,
+        accepted=ASYNC_SHAPES,
+        server="framecodec.anyio.serve",
+    )
+    if max_connections is not None and max_connections < 1:
+        raise ValueError("max_connections must be at least 1")
+    check_timeouts(idle_timeout, frame_timeout)
+    proto = make_protocol(protocol, format, **with_read_size(protocol, options))
+    if ssl_context is not None:
+        ssl_context = tolerate_bare_eof(ssl_context)
+    listeners, bound = await _listen(address, backlog, reuse_port)
+    server = Server(
+        bound.address,
+        handler,
+        mode,
+        protocol=proto,
+        ssl_context=ssl_context,
+        max_connections=max_connections,
+        idle_timeout=idle_timeout,
+        frame_timeout=frame_timeout,
+        shutdown_timeout=shutdown_timeout,
+    )
+    try:
+        async with anyio.create_task_group() as outer:
+            # The serving runs shielded in a task of its own, so that the
+            # cancellation of the scope serve() runs in reaches it only as
+            # close(): a graceful shutdown, bounded by shutdown_timeout.
+            outer.start_soon(_shielded, server, listeners)
+            task_status.started(server)
+            try:
+                await server._close_requested.wait()
+            finally:
+                server.close()
+    finally:
+        with anyio.CancelScope(shield=True):  # serve() is most often left cancelled
+            for listener in listeners:
+                await anyio.aclose_forcefully(listener)
+            bound.close()
+
+
+async def _shielded(server: Server, listeners: List[anyio.abc.SocketListener]) -> None:
+    with anyio.CancelScope(shield=True):
+        await server._run(listeners)

@@ -1,0 +1,566 @@
+"""framecodec.anyio's FramedStream: frames over any anyio byte stream.
+
+Receiving is a pull: a receive() that finds no frame waiting reads once
+from the stream (into the decoder's buffer, or through feed()), and the
+frames that read completed go to the receivers in line, the rest wait in
+order.  Nothing reads ahead of the receivers, so the bytes held are bounded
+by one read (``read_size``) plus the decoder's own limits; a peer that
+sends faster than we take frames meets TCP's flow control.
+
+One task reads at a time; the others wait for that read to end, then look
+at their place again.  Each receiver holds a _Claim, in the order receive()
+and request() were called (a request takes its place as its bytes leave),
+so a cancelled receive() puts its frame back first in line and a cancelled
+request() drops its reply when it comes: nothing shifts the later replies.
+"""
+
+from __future__ import annotations
+
+import collections
+import socket
+from typing import (
+    Any,
+    AsyncIterator,
+    Deque,
+    Generic,
+    List,
+    Literal,
+    Optional,
+    TypeVar,
+    Union,
+    overload,
+)
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+from anyio.abc import SocketAttribute
+
+from ..codec.formats import FrameFormat
+from ..codec.messages import Message
+from ..errors import ConnectionClosed, IncompleteFrameError, ProtocolError
+from ..net.addresses import Address
+from ..net.protocols import Protocol, make_protocol
+from .streams import network_error, raw_socket_of, reads_on_demand
+
+__all__ = ["READ_SIZE", "FramedStream", "check_timeouts", "with_read_size"]
+
+ItemT = TypeVar("ItemT")
+
+# Bytes asked for per read unless read_size says otherwise: what asyncio's
+# own transports read at once (framecodec.aio's default too), so a 64 KiB
+# frame costs no extra read.
+READ_SIZE = 256 * 1024
+
+
+def with_read_size(protocol: Union[str, Protocol], options: dict[str, Any]) -> dict[str, Any]:
+    """The protocol options, with this layer's read_size unless given."""
+    if isinstance(protocol, str) and "read_size" not in options:
+        return {**options, "read_size": READ_SIZE}
+    return options
+
+
+def check_timeouts(idle_timeout: Optional[float], frame_timeout: Optional[float]) -> None:
+    for name, value in (("idle_timeout", idle_timeout), ("frame_timeout", frame_timeout)):
+        if value is not None and value <= 0:
+            raise ValueError(f"{name} must be positive or None")
+
+
+def _read_size(protocol: Protocol) -> int:
+    format = getattr(protocol, "format", None)
+    if isinstance(format, FrameFormat):
+        return format.read_size
+    size = getattr(protocol, "_options", {}).get("read_size", READ_SIZE)
+    return int(size)
+
+
+class _Claim:
+    """One receiver's place in line: filled with a frame (a list with
+    ``batch``), or with the error that ended the stream."""
+
+    __slots__ = ("abandoned", "batch", "done", "error", "frame", "request")
+
+    def __init__(self, request: bool = False, batch: bool = False) -> None:
+        self.request = request  # a request's reply: dropped if abandoned
+        self.batch = batch  # takes every frame of the read that fills it
+        self.abandoned = False  # its request was cancelled: the reply is dropped
+        self.done = False
+        self.frame: Any = None
+        self.error: Optional[BaseException] = None
+
+
+class _SendBroken(Exception):
+    """Raised inside _send_bytes once a frame may have left in part."""
+
+
+class FramedStream(Generic[ItemT]):
+    """Frames (bytes) or Messages over an anyio byte stream.
+
+    ``await send(item)``, ``await send_many(items)``, ``await receive()``,
+    ``await request(item)`` (send, then the reply: the next frame in
+    receiving order), ``async for frame in stream``, ``await aclose()``;
+    also an async context manager.  ``protocol``, ``format`` and the
+    options (max_frame_size, max_header_size, read_size, ...) are those of
+    framecodec.connect.
+
+    receive() returns frames in order; once they are all taken it raises
+    ConnectionClosed at a clean end of stream, or the error that ended it
+    (IncompleteFrameError if the peer vanished inside a frame, another
+    ProtocolError, an OSError, TimeoutError after ``idle_timeout`` seconds
+    without a frame beginning or ``frame_timeout`` seconds inside one).
+
+    A send returns once the stream took the bytes: it waits while the peer
+    does not read.  A send cancelled after part of a frame may have left
+    ends sending (ConnectionClosed), since the peer could never find the
+    next frame; receiving goes on.
+    """
+
+    @overload
+    def __init__(
+        self: FramedStream[bytes],
+        stream: anyio.abc.AnyByteStream,
+        *,
+        protocol: Literal["frames"] = ...,
+        format: Union[str, FrameFormat, None] = ...,
+        idle_timeout: Optional[float] = ...,
+        frame_timeout: Optional[float] = ...,
+        **options: Any,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: FramedStream[Message],
+        stream: anyio.abc.AnyByteStream,
+        *,
+        protocol: Literal["messages"],
+        format: None = ...,
+        idle_timeout: Optional[float] = ...,
+        frame_timeout: Optional[float] = ...,
+        **options: Any,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: FramedStream[Any],
+        stream: anyio.abc.AnyByteStream,
+        *,
+        protocol: Union[str, Protocol],
+        format: Union[str, FrameFormat, None] = ...,
+        idle_timeout: Optional[float] = ...,
+        frame_timeout: Optional[float] = ...,
+        **options: Any,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        stream: anyio.abc.AnyByteStream,
+        *,
+        protocol: Union[str, Protocol] = "frames",
+        format: Union[str, FrameFormat, None] = None,
+        idle_timeout: Optional[float] = None,
+        frame_timeout: Optional[float] = None,
+        **options: Any,
+    ) -> None:
+        check_timeouts(idle_timeout, frame_timeout)
+        self.protocol: Protocol = make_protocol(
+            protocol, format, **with_read_size(protocol, options)
+        )
+        self.stream = stream
+        self.idle_timeout = idle_timeout
+        self.frame_timeout = frame_timeout
+        self._decoder = self.protocol.new_decoder()
+        self._read_size = _read_size(self.protocol)
+        self._send_sock = raw_socket_of(stream)
+        self._sock = self._send_sock if reads_on_demand() else None  # to receive into
+        self._frames: Deque[Any] = collections.deque()  # received, nobody's yet
+        self._claims: Deque[_Claim] = collections.deque()  # receivers waiting, in order
+        self._reading = False
+        # Set as the current read ends; made by the first receiver that waits for it.
+        self._read_done: Optional[anyio.Event] = None
+        self._read_scope: Optional[anyio.CancelScope] = None
+        self._frame_began: Optional[float] = None  # when the frame in progress began
+        self._error: Optional[BaseException] = None  # raised once _frames is empty
+        self._input_shut = False  # shut_input() was called: stop reading
+        # Whether reads run in a cancel scope that shut_input() may cancel (a
+        # server's streams); one costs a few microseconds per read (over ten
+        # on trio), so a client's reads have one only for its timeouts.
+        self._interruptible = False
+        self._sending = False  # a send is under way: the others wait for it
+        self._send_free: Optional[anyio.Event] = None  # set as it ends, if any waits
+        self._send_error: Optional[BaseException] = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<{type(self).__name__} {self.protocol.name} {self.peer} {state}>"
+
+    # -- properties -------------------------------------------------------------------
+
+    @property
+    def peer(self) -> Optional[Address]:
+        """The peer's address, when the stream has one (a socket, or TLS on one)."""
+        remote = self.stream.extra(SocketAttribute.remote_address, None)
+        return Address.from_sockaddr(remote) if remote else None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def mid_frame(self) -> bool:
+        """Whether part of a frame has arrived and waits for the rest."""
+        return bool(self._decoder.mid_frame)
+
+    @property
+    def receives_into_buffer(self) -> bool:
+        """True when reads land in the decoder's buffer (get_buffer and
+        buffer_updated); False when they go through feed()."""
+        return self._sock is not None
+
+    # -- sending ----------------------------------------------------------------------
+
+    async def send(self, item: Any, **options: Any) -> None:
+        """Send one frame (or message: content or Message, with content_type=...)."""
+        buffers = self.protocol.encode(item, **options)
+        await self._acquire_send()
+        try:
+            await self._send_bytes(buffers)
+        finally:
+            self._release_send()
+
+    async def send_many(self, items: Any) -> None:
+        """Send several frames with one write."""
+        buffers = self.protocol.encode_many(items)
+        await self._acquire_send()
+        try:
+            await self._send_bytes(buffers)
+        finally:
+            self._release_send()
+
+    async def request(self, item: Any, **options: Any) -> ItemT:
+        """Send ``item`` and return the reply: the next frame in receiving order."""
+        buffers = self.protocol.encode(item, **options)
+        claim = _Claim(request=True)
+        await self._acquire_send()
+        try:
+            self._enlist(claim)  # our place in line, taken as our bytes leave
+            await self._send_bytes(buffers)
+        except BaseException:
+            if not claim.done:
+                if self._send_error is None:  # nothing left: no reply will come
+                    self._withdraw(claim)
+                else:
+                    claim.abandoned = True
+            raise
+        finally:
+            self._release_send()
+        return await self._wait(claim)  # type: ignore[no-any-return]
+
+    async def send_eof(self) -> None:
+        """End our direction of the stream (TCP and Unix sockets; not TLS):
+        the peer sees a clean end while its replies can still come back."""
+        if not isinstance(self.stream, anyio.abc.ByteStream):
+            raise TypeError(f"{type(self.stream).__name__} cannot half-close")
+        await self._acquire_send()
+        try:
+            self._check_sending()
+            await self.stream.send_eof()
+        finally:
+            self._release_send()
+
+    async def _acquire_send(self) -> None:
+        """One send at a time, so that frames never interleave: a flag and
+        an event, cheaper than a lock on the uncontended path."""
+        while self._sending:
+            if self._send_free is None:
+                self._send_free = anyio.Event()
+            await self._send_free.wait()
+        self._sending = True
+
+    def _release_send(self) -> None:
+        self._sending = False
+        free, self._send_free = self._send_free, None
+        if free is not None:
+            free.set()
+
+    def _check_sending(self) -> None:
+        if self._send_error is not None:
+            raise ConnectionClosed(f"the stream cannot send: {self._send_error}")
+        if self._closed:
+            raise ConnectionClosed("the stream is closed")
+
+    async def _send_bytes(self, buffers: List[Any]) -> None:
+        """Send one item's buffers (the send lock held).  A failure after the
+        first byte may have left sets _send_error: sending is over."""
+        self._check_sending()
+        data = buffers[0] if len(buffers) == 1 else b"".join(buffers)
+        try:
+            if self._send_sock is not None:
+                await self._send_raw(self._send_sock, data)
+            else:
+                await anyio.lowlevel.checkpoint_if_cancelled()  # before anything leaves
+                try:
+                    await self.stream.send(data)
+                except BaseException as exc:
+                    # anyio's streams do not say how much went out.
+                    raise _SendBroken() from exc
+        except _SendBroken as broken:
+            cause = broken.__cause__ or broken
+            self._send_error = cause
+            if isinstance(cause, anyio.ClosedResourceError):
+                raise ConnectionClosed("the stream is closed") from None
+            if isinstance(cause, anyio.BrokenResourceError):
+                raise network_error(cause) from None
+            raise cause from None
+
+    async def _send_raw(self, sock: socket.socket, data: Any) -> None:
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        view = memoryview(data)
+        sent = 0
+        try:
+            while sent < len(view):
+                try:
+                    sent += sock.send(view[sent:])
+                except BlockingIOError:
+                    await anyio.wait_writable(sock)  # the peer's backpressure
+        except BaseException as exc:
+            if sent:
+                raise _SendBroken() from exc
+            raise
+        finally:
+            view.release()
+
+    # -- receiving ----------------------------------------------------------------------
+
+    async def receive(self) -> ItemT:
+        """The next frame (a Message for protocol="messages")."""
+        if self._frames:  # then no receiver is waiting: take it
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            return self._frames.popleft()  # type: ignore[no-any-return]
+        claim = _Claim()
+        self._enlist(claim)
+        return await self._wait(claim)  # type: ignore[no-any-return]
+
+    async def receive_batch(self) -> List[ItemT]:
+        """Every frame waiting, or those of the next read that completes one."""
+        if self._frames:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            frames = list(self._frames)
+            self._frames.clear()
+            return frames
+        claim = _Claim(batch=True)
+        self._enlist(claim)
+        return await self._wait(claim)  # type: ignore[no-any-return]
+
+    def __aiter__(self) -> AsyncIterator[ItemT]:
+        return self
+
+    async def __anext__(self) -> ItemT:
+        try:
+            return await self.receive()
+        except ConnectionClosed:
+            raise StopAsyncIteration from None
+
+    def _enlist(self, claim: _Claim) -> None:
+        """Put ``claim`` in line, or fill it at once from what waits."""
+        if self._frames:
+            if claim.batch:
+                claim.frame = list(self._frames)
+                self._frames.clear()
+            else:
+                claim.frame = self._frames.popleft()
+            claim.done = True
+        elif self._error is not None:
+            claim.error = self._error
+            claim.done = True
+        else:
+            self._claims.append(claim)
+
+    def _withdraw(self, claim: _Claim) -> None:
+        try:
+            self._claims.remove(claim)
+        except ValueError:
+            pass
+
+    async def _wait(self, claim: _Claim) -> Any:
+        try:
+            if claim.done:
+                await anyio.lowlevel.checkpoint_if_cancelled()
+            while not claim.done:
+                if self._reading:
+                    if self._read_done is None:
+                        self._read_done = anyio.Event()
+                    await self._read_done.wait()
+                else:
+                    await self._read()
+        except BaseException:
+            if not claim.done:
+                if claim.request:
+                    claim.abandoned = True  # its reply is dropped when it comes
+                else:
+                    self._withdraw(claim)
+            elif claim.error is None and not claim.request:
+                # The frame came as we were cancelled: it stays first in line.
+                self._give_back(claim.frame if claim.batch else [claim.frame])
+            raise
+        if claim.error is not None:
+            raise claim.error
+        return claim.frame
+
+    def _give_back(self, frames: List[Any]) -> None:
+        if self._claims:
+            self._deliver(frames)
+        else:
+            self._frames.extendleft(reversed(frames))
+
+    def _deliver(self, frames: List[Any]) -> None:
+        """Hand frames to the receivers in line, in order; queue the rest."""
+        claims = self._claims
+        index = 0
+        count = len(frames)
+        while claims and index < count:
+            claim = claims.popleft()
+            if claim.abandoned:
+                index += 1  # the reply of a cancelled request: dropped
+                continue
+            if claim.batch:
+                claim.frame = frames[index:] if index else frames
+                index = count
+            else:
+                claim.frame = frames[index]
+                index += 1
+            claim.done = True
+        if index < count:
+            self._frames.extend(frames[index:] if index else frames)
+
+    def _fail(self, exc: BaseException) -> None:
+        """The stream's input is over: receivers get ``exc`` once frames run out."""
+        if self._error is not None:
+            return
+        self._error = exc
+        claims = self._claims
+        while claims:
+            claim = claims.popleft()
+            claim.error = exc
+            claim.done = True
+
+    def shut_input(self, exc: BaseException) -> None:
+        """Stop receiving: a read in progress ends, and receivers get ``exc``
+        once the frames already received are taken (a server closing)."""
+        self._input_shut = True
+        self._fail(exc)
+        if self._read_scope is not None:
+            self._read_scope.cancel()
+
+    # -- one read ------------------------------------------------------------------
+
+    def _deadline(self) -> float:
+        if self._frame_began is not None and self.frame_timeout is not None:
+            return self._frame_began + self.frame_timeout
+        if self._frame_began is None and self.idle_timeout is not None:
+            return anyio.current_time() + self.idle_timeout
+        return float("inf")
+
+    async def _read(self) -> None:
+        """Read once and deliver what it completed, or end the input."""
+        self._reading = True
+        try:
+            if self._interruptible or self.idle_timeout or self.frame_timeout:
+                with anyio.CancelScope(deadline=self._deadline()) as scope:
+                    self._read_scope = scope
+                    frames = await self._read_chunk()
+                if scope.cancelled_caught:
+                    if not self._input_shut:
+                        self._fail(self._timed_out())
+                    return
+            else:
+                frames = await self._read_chunk()
+        except anyio.EndOfStream:
+            self._end_of_stream(None)
+            return
+        except anyio.ClosedResourceError:
+            self._fail(ConnectionClosed("the stream was closed here"))
+            return
+        except (anyio.BrokenResourceError, OSError) as exc:
+            self._end_of_stream(network_error(exc))
+            return
+        except ProtocolError as exc:
+            if exc.frames:
+                self._deliver(exc.frames)
+            self._fail(exc)
+            return
+        finally:
+            self._read_scope = None
+            self._reading = False
+            done, self._read_done = self._read_done, None
+            if done is not None:
+                done.set()
+        if self._decoder.mid_frame:
+            if frames or self._frame_began is None:
+                self._frame_began = anyio.current_time()
+        else:
+            self._frame_began = None
+        if frames:
+            self._deliver(frames)
+
+    async def _read_chunk(self) -> List[Any]:
+        if self._sock is not None:
+            return await self._read_into(self._sock)
+        frames: List[Any] = self._decoder.feed(await self._receive_chunk())
+        return frames
+
+    async def _receive_chunk(self) -> bytes:
+        stream = self.stream
+        if isinstance(stream, anyio.abc.ByteStream):
+            return await stream.receive(self._read_size)
+        return await stream.receive()  # an object stream of bytes: its own chunks
+
+    async def _read_into(self, sock: socket.socket) -> List[Any]:
+        """One recv_into the decoder's buffer: trio's own socket recv, inlined."""
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        decoder = self._decoder
+        while True:
+            view = decoder.get_buffer(self._read_size)
+            try:
+                nbytes = sock.recv_into(view)
+            except BlockingIOError:
+                await anyio.wait_readable(sock)
+                continue
+            if nbytes == 0:
+                raise anyio.EndOfStream
+            frames: List[Any] = decoder.buffer_updated(nbytes)
+            return frames
+
+    def _timed_out(self) -> TimeoutError:
+        if self._frame_began is not None:
+            return TimeoutError(f"a frame took longer than frame_timeout ({self.frame_timeout} s)")
+        return TimeoutError(f"no frame began within idle_timeout ({self.idle_timeout} s)")
+
+    def _end_of_stream(self, exc: Optional[BaseException]) -> None:
+        """The peer finished (``exc`` None) or the stream broke."""
+        error: BaseException
+        try:
+            self._decoder.eof()
+        except IncompleteFrameError as incomplete:
+            if exc is not None:
+                incomplete.__cause__ = exc
+            error = incomplete
+        else:
+            error = exc if exc is not None else ConnectionClosed("the peer closed the connection")
+        self._fail(error)
+
+    # -- closing ----------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close the stream; frames already received stay readable."""
+        if self._closed:
+            return
+        self._closed = True
+        self.shut_input(ConnectionClosed("the stream was closed here"))
+        await self.stream.aclose()
+
+    async def __aenter__(self) -> FramedStream[ItemT]:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
