@@ -18,7 +18,7 @@ import pytest
 from framecodec import FrameEncoder, IncompleteFrameError, ProtocolError, aio
 from framecodec.net.addresses import REUSE_PORT_OPTION
 from framecodec.net.protocols import FrameProtocol
-from framecodec.net.transport import ConnectionClosed
+from framecodec.net.transport import ConnectionClosed, ConnectionState
 
 from ..net_support import bind_address, unix_path
 
@@ -282,6 +282,35 @@ def test_async_for_ends_at_clean_close(run: Any) -> None:
                 await conn.recv()
             with pytest.raises(ConnectionClosed):
                 await conn.send(b"late")
+
+    run(main)
+
+
+def test_connection_states_on_both_sides(run: Any) -> None:
+    seen = []
+
+    async def conversation(conn: aio.Connection) -> None:
+        await conn.recv()
+        seen.append(conn.state)
+        with pytest.raises(ConnectionClosed):
+            await conn.recv()  # the client half-closed: this side is closing
+        seen.append(conn.state)
+        await conn.send(b"after the peer's end")  # half-open: still sent
+
+    async def main() -> None:
+        async with served(conversation, per_connection=True) as (_server, conn):
+            assert conn.state is ConnectionState.OPEN and not conn.closed
+            await conn.send(b"hello")
+            conn.write_eof()
+            assert await conn.recv() == b"after the peer's end"
+            with pytest.raises(ConnectionClosed):
+                await conn.recv()
+            closing = asyncio.ensure_future(conn.close())
+            await asyncio.sleep(0)
+            assert conn.state in (ConnectionState.CLOSING, ConnectionState.CLOSED) and conn.closed
+            await closing
+            assert conn.state is ConnectionState.CLOSED
+        assert seen == [ConnectionState.OPEN, ConnectionState.CLOSING]
 
     run(main)
 

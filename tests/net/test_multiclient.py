@@ -9,6 +9,7 @@ import pytest
 
 import framecodec
 from framecodec import MultiClient
+from framecodec.net.transport import ConnectionState
 
 from ..net_support import TIMEOUT, unix_path, wait_until
 
@@ -130,10 +131,13 @@ def test_close_sends_what_is_queued_first(make_net):
         conn.send(b"x" * 3_000_000)
         conn.send(b"last words")
         assert conn.pending > 3_000_000
+        assert conn.state is ConnectionState.OPEN and not conn.closing
         conn.close()
+        assert conn.state is ConnectionState.CLOSING and conn.closing and not conn.closed
         with pytest.raises(framecodec.ConnectionClosed):
             conn.send(b"too late")
         assert list(clients.frames(timeout=TIMEOUT)) == []
+    assert conn.state is ConnectionState.CLOSED and conn.closed and not conn.closing
     assert conn.error is None
     wait_until(lambda: len(received) == 2)
     assert received[1] == b"last words"

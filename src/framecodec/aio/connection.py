@@ -27,9 +27,11 @@ from ..errors import ConnectionClosed, IncompleteFrameError, ProtocolError
 from ..net.addresses import Address, AddressLike, parse_address
 from ..net.protocols import FrameProtocol, Protocol, explain_unsendable, make_protocol
 from ..net.server.endings import DEFAULT_HIGH_WATER
-from ..net.transport import keep_stream_start, stream_start
+from ..net.transport import ConnectionState, keep_stream_start, stream_start
 
 __all__ = ["Connection", "open_connection"]
+
+OPEN, CLOSING, CLOSED = ConnectionState.OPEN, ConnectionState.CLOSING, ConnectionState.CLOSED
 
 # Frames sent in one pass of the event loop are joined into one write at the
 # end of the pass, or at once when this much is waiting: a loop of small
@@ -97,6 +99,7 @@ class Connection(asyncio.BufferedProtocol):
             len if isinstance(protocol, FrameProtocol) else _message_size
         )
         self._loop = asyncio.get_running_loop()
+        self._state = OPEN  # CLOSING once closing was asked for, CLOSED when the transport is lost
         self._transport: Optional[asyncio.Transport] = None
         self._tls = False
         self._frames: Deque[Any] = collections.deque()
@@ -126,9 +129,15 @@ class Connection(asyncio.BufferedProtocol):
         return self._transport
 
     @property
+    def state(self) -> ConnectionState:
+        """OPEN, CLOSING once closing was asked for (by close(), or by a
+        server once its handler is done), CLOSED once the transport is gone."""
+        return self._state
+
+    @property
     def closed(self) -> bool:
         """True once the transport is closed (or closing)."""
-        return self._lost.done() or self._transport is None or self._transport.is_closing()
+        return self._state is CLOSED or self._transport is None or self._transport.is_closing()
 
     @property
     def reading_paused(self) -> bool:
@@ -233,7 +242,7 @@ class Connection(asyncio.BufferedProtocol):
         """Resume writing once the transport's buffer is at its low-water
         mark, for a pause the transport itself does not know about."""
         transport = self._transport
-        if not self._writing_paused or transport is None or self._lost.done():
+        if not self._writing_paused or transport is None or self._state is CLOSED:
             return  # resumed by the transport meanwhile, or gone
         low, _ = transport.get_write_buffer_limits()
         if transport.get_write_buffer_size() <= low:
@@ -241,14 +250,19 @@ class Connection(asyncio.BufferedProtocol):
         else:
             self._loop.call_later(delay, self._watch_drain, min(delay * 2, _DRAIN_POLL_LAST))
 
+    def _closing(self) -> None:
+        if self._state is OPEN:
+            self._state = CLOSING
+
     def _close_transport(self) -> None:
         """Close after sending what is queued (here and in the transport)."""
+        self._closing()
         self._flush()
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
 
     async def _drain(self) -> None:
-        if self._lost.done():
+        if self._state is CLOSED:
             raise ConnectionClosed("the connection is closed")
         waiter: asyncio.Future[None] = self._loop.create_future()
         self._drain_waiters.append(waiter)
@@ -419,6 +433,7 @@ class Connection(asyncio.BufferedProtocol):
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_exception(ConnectionClosed("the connection was lost"))
+        self._state = CLOSED
         if not self._lost.done():
             self._lost.set_result(None)
 

@@ -24,7 +24,7 @@ from ..net.server.base import handler_failed
 from ..net.server.endings import DEFAULT_HIGH_WATER, count_ending, log_ending, peer_label
 from ..net.server.handlers import ASYNC_SHAPES, HandlerShape, handler_shape
 from ..net.service import logger
-from .connection import Connection, _with_read_size
+from .connection import CLOSED, CLOSING, Connection, _with_read_size
 
 __all__ = ["Server", "start_server"]
 
@@ -42,7 +42,6 @@ class _ServerConnection(Connection):
         self._handler = server._handler
         self._pending: Deque[Any] = collections.deque()
         self._task: Optional[asyncio.Task[None]] = None
-        self._close_when_idle = False
         self._ending: Optional[BaseException] = None  # why it ends, when not the transport's word
 
     @property
@@ -127,7 +126,7 @@ class _ServerConnection(Connection):
             except Exception as exc:
                 self._handler_failed(exc)
                 return
-            if self._writing_paused and not self._lost.done():
+            if self._writing_paused and self._state is not CLOSED:
                 try:
                     await self._drain()
                 except ConnectionClosed:
@@ -157,11 +156,11 @@ class _ServerConnection(Connection):
             self.abort()
         if self._task is not None:
             return  # a newer task carries on
-        if self._mode == HandlerShape.PER_CONNECTION or self._close_when_idle:
+        if self._mode == HandlerShape.PER_CONNECTION or self._state is CLOSING:
             self._close_transport()
         else:
             self._flush()  # the last replies, now rather than at the end of the pass
-        if self._lost.done():
+        if self._state is CLOSED:
             self.server._forget(self)
 
     # -- endings ------------------------------------------------------------------
@@ -185,14 +184,14 @@ class _ServerConnection(Connection):
         self._set_error(ConnectionClosed("the peer closed the connection"))
         if self._task is None or self._tls:
             return False  # the transport closes once our replies are sent
-        self._close_when_idle = True
+        self._closing()  # once the handler is done
         return True  # half-open: the handler's replies still go out
 
     def _close_after_work(self) -> None:
         if self._task is None:
             self._close_transport()
         else:
-            self._close_when_idle = True
+            self._closing()  # once the handler is done
 
     def _server_closing(self) -> None:
         """The server is closing: stop reading, finish the work in hand, close."""

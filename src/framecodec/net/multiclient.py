@@ -31,7 +31,7 @@ from ..codec.formats import FrameFormat
 from .addresses import Address, AddressLike, candidates, parse_address, tune
 from .protocols import Protocol, explain_unsendable, make_protocol
 from .tls import tolerate_bare_eof
-from .transport import ConnectionClosed, Stream
+from .transport import ConnectionClosed, ConnectionState, Stream
 
 __all__ = ["ClientConnection", "MultiClient"]
 
@@ -42,6 +42,9 @@ EVENT_WRITE = selectors.EVENT_WRITE
 # up to the maximum.
 UNIX_RETRY = 0.002
 UNIX_RETRY_MAX = 0.05
+
+# Module-level names: the loop compares them on every event.
+OPEN, CLOSING, CLOSED = ConnectionState.OPEN, ConnectionState.CLOSING, ConnectionState.CLOSED
 
 
 class ClientConnection:
@@ -58,8 +61,7 @@ class ClientConnection:
         self.address = address
         self.data = data
         self.error: Optional[BaseException] = None
-        self.closed = False
-        self.closing = False
+        self.state = OPEN  # ``ready`` says whether it is established yet
         self.stream: Optional[Stream] = None  # once the socket is connected
         self._owner = owner
         self._server_hostname = server_hostname
@@ -72,8 +74,20 @@ class ClientConnection:
         self._started = time.monotonic()
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else "open" if self.ready else "connecting"
+        state = self.state.value
+        if self.state is not CLOSED and not self.ready:
+            state += ", connecting"
         return f"<ClientConnection {self.address} {state}>"
+
+    @property
+    def closed(self) -> bool:
+        """The connection is gone (``error`` says why, None for a clean end)."""
+        return self.state is CLOSED
+
+    @property
+    def closing(self) -> bool:
+        """close() was called; the connection is not closed yet."""
+        return self.state is CLOSING
 
     @property
     def ready(self) -> bool:
@@ -107,11 +121,12 @@ class ClientConnection:
 
     def close(self) -> None:
         """Stop reading; close once queued frames are sent."""
-        self.closing = True
+        if self.state is OPEN:
+            self.state = CLOSING
         self._owner._settle(self)
 
     def _queue(self, buffers: List[Any]) -> None:
-        if self.closed or self.closing:
+        if self.state is not OPEN:
             raise ConnectionClosed(f"connection to {self.address} is closed")
         if self.stream is None:
             self._early += [bytes(buffer) for buffer in buffers]
@@ -282,7 +297,7 @@ class MultiClient:
         """Connections still connecting or in their handshake (the others are
         dropped from the set, so each poll looks at these only)."""
         for conn in list(self._connecting):
-            if conn.ready or conn.closed:
+            if conn.ready or conn.state is CLOSED:
                 self._connecting.discard(conn)
         return list(self._connecting)
 
@@ -324,7 +339,7 @@ class MultiClient:
                     return
                 mask |= EVENT_READ  # the first frames may already sit inside OpenSSL
             readable = mask & EVENT_READ or (mask & EVENT_WRITE and stream.read_wants_write)
-            if readable and not (stream.at_eof or conn.closing):
+            if readable and not (stream.at_eof or conn.state is CLOSING):
                 self._received += [(conn, frame) for frame in stream.read()]
             self._settle(conn)
         except Exception as exc:  # OSError, ssl.SSLError: this connection only
@@ -333,23 +348,23 @@ class MultiClient:
     def _settle(self, conn: ClientConnection) -> None:
         """Send what is queued; close if finished; else re-arm the selector."""
         stream = conn.stream
-        if stream is None or conn.closed or stream.handshaking:
-            if conn.closing and stream is None and not conn._early:
+        if stream is None or conn.state is CLOSED or stream.handshaking:
+            if conn.state is CLOSING and stream is None and not conn._early:
                 self._end(conn, None)
             return
         if stream.output:
             stream.flush()
         if stream.at_eof:
             self._end(conn, stream.error)  # None: the server closed between frames
-        elif conn.closing and not stream.output:
+        elif conn.state is CLOSING and not stream.output:
             self._end(conn, None)
         else:
-            stream.watch(self._selector, not conn.closing, conn)
+            stream.watch(self._selector, conn.state is not CLOSING, conn)
 
     def _end(self, conn: ClientConnection, error: Optional[BaseException]) -> None:
-        if conn.closed:
+        if conn.state is CLOSED:
             return
-        conn.closed = True
+        conn.state = CLOSED
         conn.error = error
         self._open.discard(conn)
         if conn._sock is not None:

@@ -11,6 +11,7 @@ have no sendmsg).  Nothing here parses a byte.
 
 from __future__ import annotations
 
+import enum
 import os
 import selectors
 import socket
@@ -25,6 +26,7 @@ from .tls import clear_openssl_errors
 
 __all__ = [
     "ConnectionClosed",
+    "ConnectionState",
     "OutputQueue",
     "Stream",
     "close_socket",
@@ -48,6 +50,18 @@ TLS_WRITE = 256 * 1024
 # PyPy 3.11), after which the stream would be out of step; its send() does
 # report a partial write.
 HAS_SENDMSG = hasattr(socket.socket, "sendmsg") and sys.implementation.name != "pypy"
+
+
+class ConnectionState(enum.Enum):
+    """A connection's life, on every layer (server connections, MultiClient's,
+    framecodec.aio's): OPEN, CLOSING (closing was asked for: it stops
+    reading, sends what is queued, then closes), CLOSED.  A client's
+    connection that is still being established is OPEN (its ``ready`` says
+    whether it is established)."""
+
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
 
 
 def receive(sock: socket.socket, decoder: Any) -> Optional[List[Any]]:

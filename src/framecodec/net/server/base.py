@@ -18,7 +18,6 @@ and threads.py, and ``serve()`` in this package's __init__.
 
 from __future__ import annotations
 
-import enum
 import errno
 import selectors
 import socket
@@ -31,6 +30,7 @@ from ..addresses import Address, BoundSocket
 from ..protocols import Protocol
 from ..service import Service, logger
 from ..tls import tolerate_bare_eof
+from ..transport import ConnectionState
 from .endings import count_ending, log_ending, peer_label
 from .handlers import ConnectionHandler, handler_factory
 
@@ -42,15 +42,6 @@ ACCEPT_BATCH = 64
 FD_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 # After such a failure accepting pauses this long, or until a connection ends.
 ACCEPT_PAUSE = 0.5
-
-
-class ConnectionState(enum.Enum):
-    """A server connection's life: OPEN, CLOSING (once its queued replies
-    are sent; no more reading), CLOSED."""
-
-    OPEN = "open"
-    CLOSING = "closing"
-    CLOSED = "closed"
 
 
 # Module-level names: the backends compare them on every request.
