@@ -2,6 +2,7 @@
 
 import array
 import struct
+import tracemalloc
 
 import pytest
 
@@ -348,13 +349,111 @@ def test_small_frames_after_a_large_one_get_full_reads_again(codec):
     # the header alone, then just the rest of the small frame it begins...
     assert sizes[-3:-1] == [4, len(small)]
     assert sizes[-1] >= 64 * 1024  # ...then whole reads again
-    assert len(decoder.get_buffer()) >= 64 * 1024
+    # That read brought 28 bytes: the stream went quiet, so the next read
+    # is offered half as much (see the next tests).
+    assert len(decoder.get_buffer()) == 32 * 1024
+
+
+def fill(decoder, data):
+    """One read of ``data`` (which fits the view) through get_buffer."""
+    view = decoder.get_buffer()
+    assert len(view) >= len(data)
+    view[: len(data)] = data
+    return len(view), decoder.buffer_updated(len(data))
+
+
+def test_reads_are_offered_more_room_while_they_fill_it(codec):
+    decoder = codec.FrameDecoder(read_size=64 * 1024)
+    stream = codec.FrameEncoder().encode(b"x" * 12) * 20_000  # 16 B frames
+    offered, pos = [], 0
+    for _ in range(5):
+        view = decoder.get_buffer()
+        offered.append(len(view))
+        view[:] = stream[pos : pos + len(view)]  # a read that fills the view
+        pos += len(view)
+        decoder.buffer_updated(len(view))
+    assert offered[0] == 1024  # a new connection starts small...
+    assert offered[1] >= 4 * 1024 and offered[2] >= 16 * 1024  # ...grows 4x a full read...
+    assert offered[3] >= 64 * 1024 and offered[4] < 2 * 64 * 1024  # ...up to read_size
+
+
+def test_small_reads_halve_the_room_down_to_its_minimum(codec):
+    decoder = codec.FrameDecoder(read_size=64 * 1024)
+    frame = codec.FrameEncoder().encode(b"y" * 12)
+    for _ in range(3):  # full reads: room up to read_size
+        size = len(decoder.get_buffer())
+        fill(decoder, (frame * (size // 16 + 1))[:size])
+    offered = []
+    for _ in range(8):  # then a 16 B request at a time
+        size, frames = fill(decoder, frame)
+        offered.append(size)
+        assert len(frames) == 1
+    assert offered[0] >= 64 * 1024
+    assert offered == sorted(offered, reverse=True)
+    # Down to the minimum (the view is all the buffer's spare room, and a
+    # buffer up to 4x what it needs is left as it is).
+    assert offered[-1] <= 4 * 1024
+
+
+def test_a_rest_of_frame_is_offered_whole(codec):
+    decoder = codec.FrameDecoder(read_size=64 * 1024)
+    fill(decoder, codec.FrameEncoder().header(40_000) + b"z" * 10)
+    # 40,000 bytes announced, 10 here: the next read may bring the rest at once.
+    assert len(decoder.get_buffer()) >= 40_000 - 10
+
+
+def traced_bytes_per_decoder(make, count=200):
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        decoders = [make() for _ in range(count)]
+        return (tracemalloc.get_traced_memory()[0] - before) / len(decoders)
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_connection_that_sent_a_byte_costs_little_memory(codec):
+    def one_byte():
+        decoder = codec.FrameDecoder()
+        fill(decoder, b"\0")
+        return decoder
+
+    # Before the read room adapted, each held read_size (64 KiB).
+    assert traced_bytes_per_decoder(one_byte) < 4 * 1024
+
+
+def test_a_quiet_connection_gives_back_its_peak_buffer(codec):
+    frame = codec.FrameEncoder().encode(b"q" * 12)
+
+    def burst_then_quiet():
+        decoder = codec.FrameDecoder()
+        for _ in range(4):  # full reads of 16 B frames, then a frame's start
+            size = len(decoder.get_buffer())
+            fill(decoder, (frame * (size // 16 + 1))[:size])
+        fill(decoder, b"\0")  # and one byte more: the stream went quiet
+        assert decoder.buffered < 16
+        return decoder
+
+    assert traced_bytes_per_decoder(burst_then_quiet) < 4 * 1024
 
 
 def test_sizehint_is_honoured(codec):
     decoder = codec.FrameDecoder(read_size=16)
     assert len(decoder.get_buffer(1000)) >= 1000
     assert len(decoder.get_buffer()) >= 16
+
+
+@pytest.mark.parametrize("bad", [1.0, "1", None])
+def test_both_cores_refuse_a_non_integer_size_alike(codec, bad):
+    decoder = codec.FrameDecoder()
+    with pytest.raises(TypeError, match="cannot be interpreted as an integer"):
+        decoder.get_buffer(bad)
+    decoder.get_buffer()
+    with pytest.raises(TypeError, match="cannot be interpreted as an integer"):
+        decoder.buffer_updated(bad)
+    decoder.get_buffer()
+    assert decoder.buffer_updated(0) == []  # the decoder is unharmed
+    assert decoder.get_buffer(True) is not None  # bool is an int
 
 
 def test_buffer_updated_checks_its_argument(codec):

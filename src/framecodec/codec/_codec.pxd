@@ -23,6 +23,7 @@ from framecodec.codec._primitives cimport (
 )
 
 cdef Py_ssize_t BIG_FRAME          # frames this large are received in their own storage
+cdef Py_ssize_t MIN_READ           # least room get_buffer offers without a hint
 cdef unsigned long long _INT32_MAX
 cdef unsigned long long _ESCAPE
 cdef unsigned long long _RAW_LIMIT
@@ -84,7 +85,8 @@ cdef class _StreamDecoder:
     cdef Py_ssize_t _need           # bytes needed at _pos before parsing can progress
     cdef Py_ssize_t _frame_start    # bytes every frame begins with (its fixed header)
     cdef bint _exact                # after a large frame: read no further than needed
-    cdef Py_ssize_t _read_size      # room get_buffer offers without a sizehint
+    cdef Py_ssize_t _read_size      # most room get_buffer offers without a sizehint
+    cdef Py_ssize_t _read_guess     # the room it offers now, sized by the last reads
     cdef Py_ssize_t _prealloc_limit  # most a header can make us reserve up front
     cdef object _view               # memoryview handed out by get_buffer, released next call
     cdef Py_ssize_t _view_room      # its length, or -1 when none is outstanding
@@ -102,6 +104,15 @@ cdef class _StreamDecoder:
     @cython.locals(size=Py_ssize_t, pos=Py_ssize_t, take=Py_ssize_t, skip="long long",
                    big=_FrameStorage, phase=int)
     cdef _feed(self, bytes data, list out)
+
+    @cython.locals(held=Py_ssize_t)
+    cdef Py_ssize_t _room_wanted(self)
+
+    @cython.locals(guess=Py_ssize_t)
+    cdef _size_next_read(self, Py_ssize_t nbytes, Py_ssize_t offered)
+
+    @cython.locals(held=Py_ssize_t, keep=Py_ssize_t)
+    cdef _trim(self)
 
     cdef _append(self, bytes data, Py_ssize_t pos, Py_ssize_t size)
 

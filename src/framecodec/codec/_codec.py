@@ -20,6 +20,7 @@ The core never touches a socket: bytes in, frames out.
 from __future__ import annotations
 
 import struct
+from operator import index
 
 try:
     import cython
@@ -43,6 +44,13 @@ COMPILED = cython.compiled
 # instead of passing through the shared buffer.  Smaller frames are cut out
 # of the shared buffer, which is cheaper than a storage each.
 BIG_FRAME = 64 * 1024
+
+# get_buffer() without a size hint offers room sized by how the last reads
+# went, between MIN_READ and read_size, as Netty's adaptive allocator sizes
+# its receive buffers: a connection that has sent a byte or two then gone
+# quiet costs a small buffer, not read_size of memory held for nothing,
+# while a busy stream's reads grow to read_size in a few calls.
+MIN_READ = 1024
 
 _INT32_MAX = 0x7FFFFFFF
 _ESCAPE = 0xFFFFFFFF  # multiprocessing.connection: an 8-byte length follows
@@ -252,6 +260,7 @@ class _StreamDecoder:
         self._frame_start = frame_start
         self._exact = False
         self._read_size = read_size
+        self._read_guess = min(read_size, MIN_READ)
         self._prealloc_limit = prealloc_limit
         self._view = None
         self._view_room = -1
@@ -305,13 +314,16 @@ class _StreamDecoder:
         place.  Right after a large frame it covers only the next header (or
         the rest of the small frame that header begins), so that a large
         payload behind it lands in place too.  Otherwise it offers at least
-        ``sizehint`` bytes (the ``read_size`` option when no hint is given)
-        of the shared buffer.  The view is valid until the next call on this
-        decoder.
+        ``sizehint`` bytes of the shared buffer; with no hint, room sized by
+        the last reads (up to the ``read_size`` option: see MIN_READ), and at
+        least the rest of the frame in progress, up to ``read_size``.  The
+        view is valid until the next call on this decoder.
         """
         with cython.critical_section(self):
             self._begin_call()
             try:
+                if type(sizehint) is not int:
+                    sizehint = index(sizehint)  # the same TypeError from both cores
                 if sizehint > MAX_FRAME_SIZE_LIMIT:
                     # Checked here so no size arithmetic below can overflow.
                     raise OverflowError(
@@ -326,8 +338,11 @@ class _StreamDecoder:
                     wanted = max(1, max(self._need, self._frame_start) - (self._end - self._pos))
                     self._reserve(wanted)
                     view = window(self._buf, self._end, self._end + wanted)
+                elif sizehint > 0:
+                    self._reserve(sizehint)
+                    view = window(self._buf, self._end, len(self._buf))
                 else:
-                    self._reserve(sizehint if sizehint > 0 else self._read_size)
+                    self._reserve(self._room_wanted())
                     view = window(self._buf, self._end, len(self._buf))
                 self._view = view
                 self._view_room = len(view)
@@ -341,6 +356,8 @@ class _StreamDecoder:
             room = self._view_room
             self._begin_call()
             try:
+                if type(nbytes) is not int:
+                    nbytes = index(nbytes)  # the same TypeError from both cores
                 if room < 0:
                     raise RuntimeError("buffer_updated() called without a preceding get_buffer()")
                 if nbytes < 0 or nbytes > room:
@@ -351,9 +368,11 @@ class _StreamDecoder:
                 try:
                     if self._phase == _IN_PLACE:
                         self._big.filled += nbytes
+                        self._advance(out)
                     else:
                         self._end += nbytes
-                    self._advance(out)
+                        self._advance(out)
+                        self._size_next_read(nbytes, room)
                 except ProtocolError as exc:
                     self._fail(exc, out)
                 return out
@@ -464,6 +483,46 @@ class _StreamDecoder:
                 if pos < size:
                     self._append(data, pos, size - pos)
                     pos = size
+
+    def _room_wanted(self):
+        """Room for a read with no size hint: enough that the buffer then
+        holds the guess, and at least the rest of the frame in progress
+        (up to read_size)."""
+        held = self._end - self._pos
+        return max(self._read_guess - held, min(self._need - held, self._read_size), 1)
+
+    def _size_next_read(self, nbytes, offered):
+        """After a read into the shared buffer: one that filled what was
+        offered asks for four times the room next time (up to read_size);
+        one that used under an eighth of it halves the room (down to
+        MIN_READ), and the memory the buffer does not need is given back:
+        the stream has gone quiet, and may stay so for long."""
+        guess = self._read_guess
+        if nbytes >= offered:
+            if guess < self._read_size:
+                self._read_guess = min(4 * guess, self._read_size)
+        elif 8 * nbytes < offered:
+            if guess > MIN_READ:
+                self._read_guess = max(guess // 2, MIN_READ)
+            self._trim()
+
+    def _trim(self):
+        """Shrink a buffer much larger than what it holds: a quiet
+        connection keeps what it holds, not its peak.  (The next read grows
+        it again, to the room the last reads asked for.)"""
+        buf = self._buf
+        held = self._end - self._pos
+        keep = max(held, MIN_READ)
+        if len(buf) <= 4 * keep:
+            return
+        try:
+            if self._pos:
+                del buf[: self._pos]
+                self._end = held
+                self._pos = 0
+            resize_bytearray(buf, keep)
+        except BufferError:
+            pass  # the caller holds a view of our memory; shrink another time
 
     def _append(self, data, pos, size):
         """Copy ``data[pos:pos + size]`` to the end of the buffered bytes."""
