@@ -45,8 +45,14 @@ READ_SIZE = 256 * 1024
 _DRAIN_POLL_FIRST = 0.001
 _DRAIN_POLL_LAST = 0.05
 # What get_buffer offers once input is over (a protocol error, or closing):
-# bytes the loop still reads are dropped there, never given to a failed decoder.
-_SCRATCH_SIZE = 64 * 1024
+# bytes the loop still reads are dropped there, never given to a failed
+# decoder.  One for all connections: what lands in it is never read, and an
+# event loop reads into one buffer at a time.
+_SCRATCH = memoryview(bytearray(16 * 1024))
+
+
+def _scratch(sizehint: int) -> memoryview:
+    return _SCRATCH
 
 
 def _message_size(message: Message) -> int:
@@ -370,7 +376,10 @@ class Connection(asyncio.BufferedProtocol):
         # The decoder's own memory: the loop reads into it.  A method, not the
         # decoder's bound method set as an attribute, because loops (uvloop,
         # asyncio's TLS) keep the callable they are given at connection time.
-        return self._get_buffer(sizehint)
+        # The loop's hint is not passed on (asyncio allows a buffer of any
+        # size): uvloop asks for 256 KiB every time, and the decoder sizes
+        # its room by how the last reads went (up to read_size) instead.
+        return self._get_buffer(-1)
 
     def _get_first_buffer(self, sizehint: int) -> memoryview:
         view: memoryview = self._decoder.get_buffer(sizehint)
@@ -494,8 +503,7 @@ class Connection(asyncio.BufferedProtocol):
     def _end_input(self) -> None:
         """No more frames: bytes the loop still reads go to a scratch buffer."""
         self._input_over = True
-        scratch = memoryview(bytearray(_SCRATCH_SIZE))
-        self._get_buffer = lambda sizehint: scratch
+        self._get_buffer = _scratch
 
     def _set_error(self, exc: BaseException) -> None:
         if self._error is not None:
