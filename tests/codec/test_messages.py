@@ -181,6 +181,32 @@ def test_after_large_content_reads_stop_before_the_next_content(codec):
             "unknown text content-encoding 'klingon'",
         ),
         (
+            raw_message(good_header(**{"content-encoding": "rot13"})),
+            MalformedHeaderError,
+            "unknown text content-encoding 'rot13'",
+        ),
+        (
+            raw_message(good_header(**{"content-encoding": "zlib"})),
+            MalformedHeaderError,
+            "unknown text content-encoding 'zlib'",
+        ),
+        (
+            raw_message(
+                b'{"byteorder": "little", "content-type": "text/json", '
+                b'"content-encoding": "utf-8", "content-length": 0, "content-length": 5}'
+            ),
+            MalformedHeaderError,
+            "repeats the key 'content-length'",
+        ),
+        (
+            raw_message(
+                b'{"byteorder": "little", "content-type": "text/json", '
+                b'"content-encoding": "utf-8", "content-length": 0, "x": {"a": 1, "a": 2}}'
+            ),
+            MalformedHeaderError,
+            "repeats the key 'a'",
+        ),
+        (
             raw_message(good_header(**{"content-length": 101})),
             FrameTooLargeError,
             "content of 101 bytes exceeds max_content_size \\(100\\)",

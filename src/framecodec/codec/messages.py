@@ -15,7 +15,7 @@ import json
 import re
 import struct
 import sys
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 from ..errors import FrameTooLargeError, MalformedHeaderError
 
@@ -94,6 +94,23 @@ class Message:
         return f"Message(header={self.header!r}, content={self.content[:64]!r}{more})"
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    """A JSON object as a dict, refusing a repeated key: json would keep the
+    last, so two readers of one header could disagree on what it says."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: Set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
 def parse_message_header(raw: bytes, max_content_size: int) -> Tuple[Dict[str, Any], int]:
     """Validate a JSON header; return it and its content length.
 
@@ -113,7 +130,9 @@ def parse_message_header(raw: bytes, max_content_size: int) -> Tuple[Dict[str, A
             f"message header is nested too deeply to parse (more than {MAX_HEADER_DEPTH} levels)"
         )
     try:
-        header = json.loads(text)
+        header = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise MalformedHeaderError(f"message header repeats the key {exc.args[0]!r}") from None
     except ValueError as exc:
         raise MalformedHeaderError(f"message header is not valid JSON: {exc}") from None
     if not isinstance(header, dict):
@@ -141,7 +160,10 @@ def parse_message_header(raw: bytes, max_content_size: int) -> Tuple[Dict[str, A
             # takes "utf\ud800" for utf-8, CPython refuses it).
             if not (encoding.isascii() and encoding.isprintable()):
                 raise ValueError(encoding)
-            codecs.lookup(encoding)
+            # Refused too: codecs that lookup() knows but bytes.decode()
+            # refuses, such as rot13 (str to str) and zlib (bytes to bytes).
+            if not getattr(codecs.lookup(encoding), "_is_text_encoding", True):
+                raise LookupError(encoding)
         except (LookupError, ValueError):  # ValueError: a NUL or lone surrogate in the name
             raise MalformedHeaderError(
                 f"message header names an unknown text content-encoding {encoding!r}"
