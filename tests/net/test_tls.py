@@ -117,7 +117,8 @@ def test_stuck_handshakes_do_not_stall_others(tls, backend, caplog):
     # were dropped.
     assert server.stats["timeouts"] == 0
     wait_until(lambda: server.stats["timeouts"] == 2, timeout=3)
-    assert "handshake not complete" in caplog.text or "timed out" in caplog.text
+    # The threads backend counts an ending before its worker logs it.
+    wait_until(lambda: "handshake not complete" in caplog.text or "timed out" in caplog.text)
     for sock in (silent, partial):
         try:
             assert sock.recv(100) == b""
