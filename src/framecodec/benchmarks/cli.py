@@ -6,19 +6,42 @@ import argparse
 import importlib.util
 import os
 import platform
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from .base import Contender, TlsFiles
+from .progress import Progress
 from .runner import SECTIONS, make_plan
 
 
 def _sizes(text: str) -> List[int]:
-    return [int(part) for part in text.split(",") if part]
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of sizes in bytes: {text!r}") from None
+    if not sizes or any(size < 1 or size > 1 << 30 for size in sizes):
+        raise argparse.ArgumentTypeError(f"sizes must be between 1 and {1 << 30} bytes: {text!r}")
+    return sizes
+
+
+def _transports(text: str) -> List[str]:
+    names = _names(text)
+    unknown = [name for name in names if name not in ("tcp", "unix")]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"transports are tcp and unix, not {text!r}")
+    return names
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text!r}")
+    return value
 
 
 def _names(text: str) -> List[str]:
@@ -51,8 +74,8 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--sections", type=_names, help="comma-separated, of: " + ",".join(SECTIONS)
     )
-    parser.add_argument("--transports", type=_names, help="tcp, unix or both (default: both)")
-    parser.add_argument("--reps", type=int, help="repetitions of each figure")
+    parser.add_argument("--transports", type=_transports, help="tcp, unix or both (default: both)")
+    parser.add_argument("--reps", type=_positive, help="repetitions of each figure")
     parser.add_argument(
         "--codec",
         action="store_true",
@@ -85,36 +108,18 @@ def add_parser(commands: Any) -> None:
 
 
 def make_tls_files(directory: str) -> Tuple[Optional[TlsFiles], Optional[str]]:
-    """A throwaway CA and localhost certificate: trustme's, else openssl's.
-    Returns the files, or None and why there are none."""
-    if importlib.util.find_spec("trustme") is not None:
-        import trustme
+    """A throwaway CA and localhost certificate from trustme (in the bench
+    extra).  Returns the files, or None and why there are none."""
+    if importlib.util.find_spec("trustme") is None:
+        return None, "no certificates: install trustme (pip install 'framecodec[bench]')"
+    import trustme
 
-        ca = trustme.CA()
-        cert = ca.issue_cert("localhost", "127.0.0.1")
-        files = TlsFiles(os.path.join(directory, "server.pem"), os.path.join(directory, "ca.pem"))
-        cert.private_key_and_cert_chain_pem.write_to_path(files.cert)
-        ca.cert_pem.write_to_path(files.ca)
-        return files, None
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        return None, "no certificate maker: install trustme (pip install trustme) or openssl"
-    key = os.path.join(directory, "key.pem")
-    crt = os.path.join(directory, "cert.pem")
-    command = [
-        openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        "-keyout", key, "-out", crt, "-subj", "/CN=localhost",
-        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, timeout=60, check=False)
-    if done.returncode != 0:
-        return None, f"openssl could not make a certificate: {done.stderr.decode()[-200:]}"
-    both = os.path.join(directory, "server.pem")
-    with open(both, "wb") as out:
-        for part in (key, crt):
-            with open(part, "rb") as source:
-                out.write(source.read())
-    return TlsFiles(both, crt), None
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    files = TlsFiles(os.path.join(directory, "server.pem"), os.path.join(directory, "ca.pem"))
+    cert.private_key_and_cert_chain_pem.write_to_path(files.cert)
+    ca.cert_pem.write_to_path(files.ca)
+    return files, None
 
 
 def choose(
@@ -139,27 +144,6 @@ def choose(
         else:
             chosen.append(contender)
     return chosen, absent
-
-
-class Progress:
-    """One line on stderr, rewritten in place, when stderr is a terminal."""
-
-    def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
-        self.started = time.monotonic()
-
-    def __call__(self, text: str) -> None:
-        if self.enabled:
-            line = f"[{time.monotonic() - self.started:5.0f} s] {text}"
-            width = shutil.get_terminal_size((100, 20)).columns - 1
-            sys.stderr.write("\r" + line[:width].ljust(width))
-            sys.stderr.flush()
-
-    def clear(self) -> None:
-        if self.enabled:
-            width = shutil.get_terminal_size((100, 20)).columns - 1
-            sys.stderr.write("\r" + " " * width + "\r")
-            sys.stderr.flush()
 
 
 def main(args: argparse.Namespace) -> int:
@@ -195,15 +179,26 @@ def main(args: argparse.Namespace) -> int:
         results = run_and_report(plan, contenders, absent, tls)
     print(results["report"])
     del results["report"]
-    if args.json:
+    status = 0
+    json_path = args.json
+    if results["interrupted"]:
+        status = 130
+        json_path = json_path or time.strftime("framecodec-bench-partial-%Y%m%d-%H%M%S.json")
+        print(f"bench: interrupted; the figures above are those measured so far ({json_path})",
+              file=sys.stderr)  # fmt: skip
+    if json_path:
         from .report import write_json
 
-        write_json(results, args.json)
-    if args.plot:
+        write_json(results, json_path)
+    if args.plot and results.get("throughput"):
         from .report import plot
 
-        plot(results, args.plot)
-    return 0
+        try:
+            plot(results, args.plot)
+        except Exception as exc:  # the results are printed and saved already
+            print(f"bench: no plot drawn ({type(exc).__name__}: {exc})", file=sys.stderr)
+            status = status or 1
+    return status
 
 
 def run_and_report(
@@ -212,9 +207,12 @@ def run_and_report(
     """Run the plan; the results with their meta data, targets and text report."""
     from .. import __version__
     from .report import evaluate_targets, render
-    from .runner import run
+    from .runner import count_steps, run
 
-    progress = Progress()
+    progress = Progress(count_steps(plan, contenders))
+    if not progress.terminal:  # at once, so a log shows the run has begun
+        sys.stderr.write(f"bench: {progress.line('steps to run; starting')}\n")
+        sys.stderr.flush()
     try:
         results = run(plan, contenders, tls, progress)
     finally:

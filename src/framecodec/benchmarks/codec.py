@@ -20,11 +20,11 @@ import argparse
 import json
 import platform
 import struct
-import sys
 import time
 from typing import Any, Callable, Dict, List, Tuple
 
 from ..codec import _impl
+from .progress import Progress
 
 SIZES = [16, 64, 1024, 64 * 1024, 1024 * 1024]
 QUICK_SIZES = [16, 64, 1024, 1024 * 1024]
@@ -256,13 +256,11 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
 def main(args: argparse.Namespace) -> int:
     sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
     started = time.time()
-
-    def progress(step: str) -> None:
-        sys.stderr.write(f"\r  measuring {step:<24}")
-        sys.stderr.flush()
-
-    rows = run_benchmarks(sizes, args.quick, progress)
-    sys.stderr.write("\r" + " " * 40 + "\r")
+    progress = Progress(len(sizes))
+    try:
+        rows = run_benchmarks(sizes, args.quick, progress)
+    finally:
+        progress.clear()
     print(
         f"framecodec codec benchmark, {time.strftime('%Y-%m-%d')}, "
         f"Python {platform.python_version()} on {platform.machine()}, "
@@ -273,6 +271,8 @@ def main(args: argparse.Namespace) -> int:
         "each figure the fastest of several runs\n"
     )
     print(format_table(rows))
+    if available_contenders()[1] is None:
+        print("\nnot measured: msgpack: not installed (pip install msgpack)")
     if args.json:
         meta = {"date": time.strftime("%Y-%m-%d"), "python": platform.python_version()}
         with open(args.json, "w") as out:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .runner import MIB, paired_ratio, placement_label
@@ -45,6 +46,36 @@ def _table(
     return out
 
 
+# A figure whose repetitions' interquartile range is more than this much of
+# its median is flagged: the machine was too busy for it to mean much.
+UNSTABLE = 0.20
+
+
+def _spread(row: Row) -> str:
+    value = row.get("spread")
+    if value is None:
+        return "-"
+    return f"{value:.0%}" + ("!" if value > UNSTABLE else "")
+
+
+def unstable_lines(results: Dict[str, Any]) -> List[str]:
+    flagged = [
+        row
+        for section in ("throughput", "latency", "concurrency")
+        for row in results.get(section, [])
+        if (row.get("spread") or 0) > UNSTABLE
+    ]
+    if not flagged:
+        return []
+    return [
+        "",
+        f"Warning: {len(flagged)} figure(s) marked '!' spread over {UNSTABLE:.0%} of their median "
+        "(the interquartile range of",
+        "their repetitions): the machine was busy; rerun with more --reps or on a quieter "
+        "machine before trusting them.",
+    ]
+
+
 def _error_line(row: Row) -> str:
     return f"failed: {row['error']}"
 
@@ -61,10 +92,10 @@ def throughput_tables(rows: List[Row]) -> List[str]:
         for row in mine:
             size = format_size(row["size"]) if row["size"] != previous else ""
             if previous is not None and row["size"] != previous:
-                lines.append(("",) * 6)
+                lines.append(("",) * 7)
             previous = row["size"]
             if row["error"]:
-                lines.append((size, row["label"], _error_line(row), "", "", ""))
+                lines.append((size, row["label"], _error_line(row), "", "", "", ""))
                 continue
             lines.append(
                 (
@@ -72,13 +103,14 @@ def throughput_tables(rows: List[Row]) -> List[str]:
                     row["label"],
                     _num(row["frames_per_s"], ",.0f"),
                     _num(row["mb_per_s"], ",.1f"),
+                    _spread(row),
                     _ratio(row["vs_naive"]),
                     _ratio(row["vs_raw"]),
                 )
             )
         out += _table(
-            ("size", "contender", "frames/s", "MB/s", "x naive", "x raw"),
-            (-6, -30, 12, 9, 8, 7),
+            ("size", "contender", "frames/s", "MB/s", "spread", "x naive", "x raw"),
+            (-6, -30, 12, 9, 6, 8, 7),
             lines,
         )
     return out
@@ -99,20 +131,21 @@ def latency_tables(rows: List[Row]) -> List[str]:
         lines = []
         for row in members:
             if row["error"]:
-                lines.append((row["label"], _error_line(row), "", "", ""))
+                lines.append((row["label"], _error_line(row), "", "", "", ""))
                 continue
             lines.append(
                 (
                     row["label"],
                     _num(row["p50_us"], ",.1f"),
+                    _spread(row),
                     _num(row["p99_us"], ",.1f"),
                     _ratio(row["vs_raw"]),
                     _ratio(row["vs_naive"]),
                 )
             )
         out += _table(
-            ("contender", "p50", "p99", "p50 x raw", "p50 x naive"),
-            (-30, 9, 9, 10, 12),
+            ("contender", "p50", "spread", "p99", "p50 x raw", "p50 x naive"),
+            (-30, 9, 6, 9, 10, 12),
             lines,
         )
     return out
@@ -126,17 +159,20 @@ def concurrency_table(rows: List[Row]) -> List[str]:
     lines = []
     for row in rows:
         if row["error"]:
-            lines.append((row["label"], _error_line(row), "", ""))
+            lines.append((row["label"], _error_line(row), "", "", ""))
             continue
         lines.append(
             (
                 row["label"],
                 _num(row["requests_per_s"], ",.0f"),
+                _spread(row),
                 _ratio(row["vs_naive"]),
                 _ratio(row["vs_raw"]),
             )
         )
-    return out + _table(("server", "requests/s", "x naive", "x raw"), (-30, 11, 8, 7), lines)
+    return out + _table(
+        ("server", "requests/s", "spread", "x naive", "x raw"), (-30, 11, 6, 8, 7), lines
+    )
 
 
 def memory_table(rows: List[Row]) -> List[str]:
@@ -354,10 +390,13 @@ def render(results: Dict[str, Any]) -> str:
         f"{meta['system']} {meta['machine']}, {meta['cpus']} CPUs; framecodec "
         f"{meta['version']} ({meta['implementation']}); {meta['mode']} mode, "
         f"{results['seconds']:.0f} s",
-        f"Each figure is the median of {meta['reps']} repetitions; 'x naive' and 'x raw' "
-        "are medians of the ratios",
-        "measured within each repetition, where every contender runs back to back.",
+        f"Each figure is the median of {meta['reps']} repetitions, its spread their "
+        "interquartile range over it; 'x naive'",
+        "and 'x raw' are medians of the ratios measured within each repetition, where every "
+        "contender runs back to back.",
     ]
+    if results.get("interrupted"):
+        lines.append("INTERRUPTED: only the figures measured before Ctrl-C are shown.")
     for key, reason in meta["absent"].items():
         lines.append(f"Not measured: {key}: {reason}")
     lines += throughput_tables(results.get("throughput", []))
@@ -365,6 +404,7 @@ def render(results: Dict[str, Any]) -> str:
     lines += concurrency_table(results.get("concurrency", []))
     lines += memory_table(results.get("memory", []))
     lines += targets_table(results.get("targets", []))
+    lines += unstable_lines(results)
     return "\n".join(lines)
 
 
@@ -372,6 +412,15 @@ def write_json(results: Dict[str, Any], path: str) -> None:
     with open(path, "w") as out:
         json.dump(results, out, indent=1)
         out.write("\n")
+
+
+def _quartiles(row: Row) -> Tuple[float, float]:
+    """The first and third quartiles of a throughput row, in MB/s."""
+    samples = [rate * row["size"] / 1e6 for rate in row.get("samples") or ()]
+    if len(samples) < 3:
+        return (row["mb_per_s"], row["mb_per_s"])
+    q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive")
+    return (q1, q3)
 
 
 def plot(results: Dict[str, Any], path: str) -> None:
@@ -403,12 +452,21 @@ def plot(results: Dict[str, Any], path: str) -> None:
     for ax, transport in zip(axes[0], transports):
         mine = [row for row in rows if row["transport"] == transport]
         for label in labels:
-            points = sorted((row["size"], row["mb_per_s"]) for row in mine if row["label"] == label)
+            points = sorted(
+                (row["size"], row["mb_per_s"], _quartiles(row))
+                for row in mine
+                if row["label"] == label
+            )
             if points:
-                ax.plot(
+                # Error bars: the repetitions' interquartile range.
+                low = [max(0.0, p[1] - p[2][0]) for p in points]
+                high = [max(0.0, p[2][1] - p[1]) for p in points]
+                ax.errorbar(
                     [p[0] for p in points],
                     [p[1] for p in points],
+                    yerr=[low, high],
                     marker="o",
+                    capsize=2,
                     label=label,
                     **styles[label],
                 )
@@ -429,7 +487,12 @@ def plot(results: Dict[str, Any], path: str) -> None:
                 names.append(name)
     figure.legend(handles, names, loc="center right", fontsize="small")
     meta = results["meta"]
-    figure.suptitle(f"framecodec one-way throughput, {meta['date']}, Python {meta['python']}")
+    figure.suptitle(
+        f"framecodec {meta['version']} ({meta['implementation']}) one-way throughput, "
+        f"{meta['date']}: Python {meta['python']}, {meta['system']} {meta['machine']}, "
+        f"{meta['cpus']} CPUs; bars: interquartile range of {meta['reps']} repetitions",
+        fontsize="medium",
+    )
     figure.tight_layout(rect=(0, 0, 1 - 2.4 / (6.5 * len(transports) + 3), 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -101,6 +101,16 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def spread(values: Sequence[float]) -> Optional[float]:
+    """How far a figure's repetitions disagree: their interquartile range
+    over their median (None with fewer than three)."""
+    if len(values) < 3:
+        return None
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    middle = median(values)
+    return (q3 - q1) / middle if middle else None
+
+
 def paired_ratio(mine: Sequence[float], reference: Sequence[float]) -> Optional[float]:
     """The median of the ratios of figures measured in the same repetition."""
     pairs = [a / b for a, b in zip(mine, reference) if b]
@@ -291,21 +301,62 @@ def _rows_with_ratios(rows: List[Dict[str, Any]], key: str) -> List[Dict[str, An
     return rows
 
 
-def measure_throughput(
-    lab: Lab, contenders: List[Contender], progress: Progress
-) -> List[Dict[str, Any]]:
-    plan = lab.plan
-    rows: List[Dict[str, Any]] = []
-    for transport in plan.transports:
-        group = [
-            c
-            for c in contenders
-            if c.receiver is not None
-            and transport in c.transports
-            and (
-                transport == "tcp" or plan.unix_contenders is None or c.key in plan.unix_contenders
+def _throughput_group(plan: Plan, contenders: List[Contender], transport: str) -> List[Contender]:
+    return [
+        c
+        for c in contenders
+        if c.receiver is not None
+        and transport in c.transports
+        and (transport == "tcp" or plan.unix_contenders is None or c.key in plan.unix_contenders)
+    ]
+
+
+def _latency_runs(
+    plan: Plan, contenders: List[Contender]
+) -> List[Tuple[int, Optional[Tuple[int, int]], List[Contender]]]:
+    """(size, CPUs or None, contenders) of each latency table."""
+    group = [c for c in contenders if c.echo_server is not None and c.echo_client is not None]
+    runs: List[Tuple[int, Optional[Tuple[int, int]], List[Contender]]] = [
+        (size, None, group) for size in plan.latency_sizes
+    ]
+    available = _pinnable_cpus()
+    if len(available) >= 2:
+        runs.append((64, (available[-2], available[-1]), group))
+    if available:
+        runs.append((64, (available[-1], available[-1]), [c for c in group if c.key in PINNED]))
+    return runs
+
+
+def _concurrency_group(contenders: List[Contender]) -> List[Contender]:
+    return [c for c in contenders if c.echo_server is not None and c.many_clients]
+
+
+def count_steps(plan: Plan, contenders: List[Contender]) -> int:
+    """The progress steps a run of ``plan`` takes (fewer if a contender fails)."""
+    steps = 0
+    for section in plan.sections:
+        if section == "throughput":
+            for transport in plan.transports:
+                group = _throughput_group(plan, contenders, transport)
+                steps += len(group) * len(plan.sizes) * (1 + plan.reps)
+        elif section == "latency":
+            steps += sum(
+                len(members) * plan.reps for _, _, members in _latency_runs(plan, contenders)
             )
-        ]
+        elif section == "concurrency":
+            steps += len(_concurrency_group(contenders)) * plan.reps
+        elif section == "memory":
+            receivers = [c for c in contenders if c.receiver is not None]
+            steps += len(receivers) * len(plan.memory_frames)
+    return steps
+
+
+def measure_throughput(
+    lab: Lab, contenders: List[Contender], progress: Progress, rows: List[Dict[str, Any]]
+) -> None:
+    plan = lab.plan
+    for transport in plan.transports:
+        group = _throughput_group(plan, contenders, transport)
         for size in plan.sizes:
             counts: Dict[str, int] = {}
             errors: Dict[str, str] = {}
@@ -342,30 +393,20 @@ def measure_throughput(
                         "label": contender.label,
                         "frames": counts.get(contender.key),
                         "samples": rates[contender.key],
+                        "spread": spread(rates[contender.key]),
                         "frames_per_s": frames_per_s,
                         "mb_per_s": frames_per_s * size / 1e6 if frames_per_s else None,
                         "error": errors.get(contender.key),
                     }
                 )
             rows += _rows_with_ratios(group_rows, "samples")
-    return rows
 
 
 def measure_latency(
-    lab: Lab, contenders: List[Contender], progress: Progress
-) -> List[Dict[str, Any]]:
+    lab: Lab, contenders: List[Contender], progress: Progress, rows: List[Dict[str, Any]]
+) -> None:
     plan = lab.plan
-    rows: List[Dict[str, Any]] = []
-    group = [c for c in contenders if c.echo_server is not None and c.echo_client is not None]
-    runs: List[Tuple[int, Optional[Tuple[int, int]], List[Contender]]] = [
-        (size, None, group) for size in plan.latency_sizes
-    ]
-    available = _pinnable_cpus()
-    if len(available) >= 2:
-        runs.append((64, (available[-2], available[-1]), group))
-    if available:
-        runs.append((64, (available[-1], available[-1]), [c for c in group if c.key in PINNED]))
-    for size, cpus, members in runs:
+    for size, cpus, members in _latency_runs(plan, contenders):
         p50: Dict[str, List[float]] = {c.key: [] for c in members}
         p99: Dict[str, List[float]] = {c.key: [] for c in members}
         errors: Dict[str, str] = {}
@@ -393,20 +434,20 @@ def measure_latency(
                 "p50_us": median(p50[c.key]) * 1e6 if p50[c.key] else None,
                 "p99_us": median(p99[c.key]) * 1e6 if p99[c.key] else None,
                 "samples": p50[c.key],
+                "spread": spread(p50[c.key]),
                 "p99_samples": p99[c.key],
                 "error": errors.get(c.key),
             }
             for c in members
         ]
         rows += _rows_with_ratios(group_rows, "samples")
-    return rows
 
 
 def measure_concurrency(
-    lab: Lab, contenders: List[Contender], progress: Progress
-) -> List[Dict[str, Any]]:
+    lab: Lab, contenders: List[Contender], progress: Progress, rows: List[Dict[str, Any]]
+) -> None:
     plan = lab.plan
-    group = [c for c in contenders if c.echo_server is not None and c.many_clients]
+    group = _concurrency_group(contenders)
     rates: Dict[str, List[float]] = {c.key: [] for c in group}
     errors: Dict[str, str] = {}
     for rep in range(plan.reps):
@@ -418,7 +459,7 @@ def measure_concurrency(
                 rates[contender.key].append(lab.load(contender, 64))
             except WorkerError as exc:
                 errors[contender.key] = str(exc)
-    rows = [
+    group_rows = [
         {
             "clients": plan.clients,
             "size": 64,
@@ -426,20 +467,20 @@ def measure_concurrency(
             "label": c.echo_label or c.label,
             "requests_per_s": median(rates[c.key]) if rates[c.key] else None,
             "samples": rates[c.key],
+            "spread": spread(rates[c.key]),
             "error": errors.get(c.key),
         }
         for c in group
     ]
-    return _rows_with_ratios(rows, "samples")
+    rows += _rows_with_ratios(group_rows, "samples")
 
 
 def measure_memory(
-    lab: Lab, contenders: List[Contender], progress: Progress
-) -> List[Dict[str, Any]]:
+    lab: Lab, contenders: List[Contender], progress: Progress, rows: List[Dict[str, Any]]
+) -> None:
     """Peak RSS of a fresh receiving process over a stream of 1 MiB frames,
     beyond what it held once ready to receive (the interpreter's baseline)."""
     plan = lab.plan
-    rows: List[Dict[str, Any]] = []
     size = MIB
     for contender in contenders:
         if contender.receiver is None:
@@ -467,7 +508,6 @@ def measure_memory(
             finally:
                 fresh.close()
             rows.append(row)
-    return rows
 
 
 def _pinnable_cpus() -> List[int]:
@@ -501,10 +541,14 @@ def run(
     tls: Optional[TlsFiles],
     progress: Progress = lambda text: None,
 ) -> Dict[str, Any]:
-    """Every section of the plan; the results as the JSON document holds them."""
+    """Every section of the plan; the results as the JSON document holds them.
+
+    Rows are kept as each group of them is complete, so Ctrl-C ends the run
+    with what was measured so far (``results["interrupted"]`` is then True).
+    """
     lab = Lab(plan, tls)
     started = time.monotonic()
-    results: Dict[str, Any] = {"section_seconds": {}}
+    results: Dict[str, Any] = {"section_seconds": {}, "interrupted": False}
     measures = {
         "throughput": measure_throughput,
         "latency": measure_latency,
@@ -514,8 +558,11 @@ def run(
     try:
         for section in plan.sections:
             begun = time.monotonic()
-            results[section] = measures[section](lab, contenders, progress)
+            results[section] = []
+            measures[section](lab, contenders, progress, results[section])
             results["section_seconds"][section] = time.monotonic() - begun
+    except KeyboardInterrupt:
+        results["interrupted"] = True
     finally:
         lab.close()
     results["seconds"] = time.monotonic() - started
