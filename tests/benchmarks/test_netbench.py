@@ -13,7 +13,7 @@ import json
 import os
 import socket
 import threading
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
@@ -23,6 +23,7 @@ from framecodec.benchmarks.contenders import BY_KEY, CONTENDERS
 from framecodec.benchmarks.runner import Plan, make_plan, paired_ratio, percentile
 from framecodec.benchmarks.workers import Worker, WorkerError
 
+from ..net_fixtures import require_trustme
 from ..net_support import TIMEOUT
 
 # The pure-Python contender runs the selector contender's code, in processes
@@ -31,13 +32,28 @@ IN_PROCESS = [c for c in CONTENDERS if not c.pure]
 
 
 @pytest.fixture(scope="module")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Optional[TlsFiles]:
+    """The TLS rows' certificates; None where trustme cannot be installed
+    (PyPy: the TLS rows are then skipped, saying why, in endpoint_for)."""
+    if require_trustme_or_none() is None:
+        return None
     files, reason = cli.make_tls_files(str(tmp_path_factory.mktemp("tls")))
     assert files is not None, reason
     return files
 
 
-def endpoint_for(contender: Contender, tls_files: TlsFiles, transport: str = "tcp") -> Endpoint:
+def require_trustme_or_none() -> Any:
+    try:
+        return require_trustme()
+    except pytest.skip.Exception:
+        return None
+
+
+def endpoint_for(
+    contender: Contender, tls_files: Optional[TlsFiles], transport: str = "tcp"
+) -> Endpoint:
+    if contender.tls and tls_files is None:
+        require_trustme()  # skips, saying why
     return Endpoint(transport, tls_files if contender.tls else None)
 
 
@@ -79,7 +95,9 @@ def stream(
 
 @pytest.mark.parametrize("size", [16, 1000, 70_000])
 @pytest.mark.parametrize("contender", IN_PROCESS, ids=lambda c: c.key)
-def test_every_frame_is_counted(contender: Contender, size: int, tls_files: TlsFiles) -> None:
+def test_every_frame_is_counted(
+    contender: Contender, size: int, tls_files: Optional[TlsFiles]
+) -> None:
     needs(contender)
     # Several batches and a remainder for the batching senders; a few large frames.
     count = 5000 if size == 16 else 7
@@ -89,7 +107,7 @@ def test_every_frame_is_counted(contender: Contender, size: int, tls_files: TlsF
 
 
 @pytest.mark.parametrize("contender", ["raw", "naive", "framecodec", "selector", "mp", "asyncio"])
-def test_unix_sockets(contender: str, tls_files: TlsFiles) -> None:
+def test_unix_sockets(contender: str, tls_files: Optional[TlsFiles]) -> None:
     if not hasattr(socket, "AF_UNIX"):
         pytest.skip("this system has no Unix sockets")
     chosen = BY_KEY[contender]
@@ -99,7 +117,7 @@ def test_unix_sockets(contender: str, tls_files: TlsFiles) -> None:
 @pytest.mark.parametrize("sent", [9, 11])
 @pytest.mark.parametrize("contender", IN_PROCESS, ids=lambda c: c.key)
 def test_a_wrong_count_is_an_error_not_a_rate(
-    contender: Contender, sent: int, tls_files: TlsFiles
+    contender: Contender, sent: int, tls_files: Optional[TlsFiles]
 ) -> None:
     needs(contender)
     if contender.key == "zmq":
@@ -116,7 +134,7 @@ def test_a_wrong_count_is_an_error_not_a_rate(
     [c for c in IN_PROCESS if c.echo_server is not None],
     ids=lambda c: c.key,
 )
-def test_echo_round_trips(contender: Contender, size: int, tls_files: TlsFiles) -> None:
+def test_echo_round_trips(contender: Contender, size: int, tls_files: Optional[TlsFiles]) -> None:
     needs(contender)
     assert contender.echo_server is not None and contender.echo_client is not None
     endpoint = endpoint_for(contender, tls_files)
@@ -137,7 +155,7 @@ def test_echo_round_trips(contender: Contender, size: int, tls_files: TlsFiles) 
     [c for c in IN_PROCESS if c.echo_server is not None and c.many_clients],
     ids=lambda c: c.key,
 )
-def test_many_clients(contender: Contender, tls_files: TlsFiles) -> None:
+def test_many_clients(contender: Contender, tls_files: Optional[TlsFiles]) -> None:
     needs(contender)
     assert contender.echo_server is not None
     endpoint = endpoint_for(contender, tls_files)
