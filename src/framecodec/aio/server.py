@@ -316,6 +316,7 @@ class Server:
         self._reserve: Optional[int] = None  # a spare descriptor: see _accept_failed
         self._short_of_descriptors = False  # logged once per burst of failed accepts
         self._loop_handler: Any = None  # the loop's exception handler before ours
+        self._loop: Optional[asyncio.AbstractEventLoop] = None  # set by _start()
 
     def __repr__(self) -> str:
         tls = " TLS" if self.ssl_context is not None else ""
@@ -340,6 +341,7 @@ class Server:
             options["ssl_handshake_timeout"] = handshake_timeout
         sock = self._bound.sock
         self._reserve = open_reserve()
+        self._loop = loop
         self._loop_handler = loop.get_exception_handler()
         loop.set_exception_handler(self._loop_exception)
         try:
@@ -392,8 +394,8 @@ class Server:
                 self.count("rejected")
 
     def _restore_loop_handler(self) -> None:
-        loop = asyncio.get_running_loop()
-        if loop.get_exception_handler() == self._loop_exception:
+        loop = self._loop
+        if loop is not None and loop.get_exception_handler() == self._loop_exception:
             loop.set_exception_handler(self._loop_handler)
         if self._reserve is not None:
             os.close(self._reserve)
