@@ -81,3 +81,9 @@ class BufferTooSmallError(ValueError):
 class HandlerError(Exception):
     """Wraps an exception raised by a handler (its ``__cause__``), so that it
     is never mistaken for a network error of the connection."""
+
+
+class PeerStalled(ConnectionError):
+    """A server closed a connection whose peer took none of its replies for
+    ``write_timeout`` seconds: a network ending (counted in network_errors),
+    never a handler's failure."""

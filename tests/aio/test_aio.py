@@ -11,6 +11,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from typing import Any, AsyncIterator, Callable, Tuple
 
 import pytest
@@ -921,3 +922,126 @@ def test_the_blocking_server_refuses_coroutine_handlers_and_names_aio() -> None:
 
     with pytest.raises(TypeError, match=r"framecodec\.aio\.start_server does"):
         framecodec.serve("127.0.0.1:0", per_connection_upper)
+
+
+def test_close_answers_every_request_whose_handler_ran(run: Any) -> None:
+    """As the blocking servers' shutdown: a request whose handler ran gets
+    its reply before the close, trial after trial."""
+
+    async def main() -> None:
+        lost = []
+        seen: list = []
+
+        def handler(frame: bytes) -> bytes:
+            seen.append(frame)
+            return frame.upper()
+
+        for trial in range(50):
+            seen.clear()
+            server = await aio.start_server("127.0.0.1:0", handler)
+            conn = await aio.open_connection(server.address)
+            assert await conn.request(b"warm") == b"WARM"
+            await conn.send(b"req")
+            await until(lambda: len(seen) == 2, "the handler to run")
+            server.close()
+            await server.wait_closed()
+            try:
+                reply = await conn.recv()
+            except (ConnectionError, IncompleteFrameError) as exc:
+                reply = exc
+            if reply != b"REQ":
+                lost.append((trial, reply))
+            await conn.close()
+        assert not lost
+
+    run(main, timeout=30)
+
+
+def test_a_peer_that_stops_reading_is_closed_as_stalled(run: Any, caplog: Any) -> None:
+    def huge(frame: bytes) -> bytes:
+        return frame * (8 << 20)
+
+    async def main() -> None:
+        server = await aio.start_server("127.0.0.1:0", huge, write_timeout=0.5)
+        async with server:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            try:
+                await asyncio.get_running_loop().sock_connect(sock, server.address.sockaddr)
+                await asyncio.get_running_loop().sock_sendall(sock, encoder.encode(b"x"))
+                began = asyncio.get_running_loop().time()
+                await until(lambda: server.stats["closed"] == 1, "the close")
+                assert asyncio.get_running_loop().time() - began < 3
+            finally:
+                sock.close()
+        assert server.stats["network_errors"] == 1 and server.stats["handler_errors"] == 0
+
+    with caplog.at_level(logging.INFO, "framecodec.server"):
+        run(main)
+    assert "stalled: took none of its replies for 0.5 s" in caplog.text
+
+
+FD_LIMIT_SERVER = """
+import asyncio, os, resource, sys
+from framecodec import aio
+
+async def main():
+    server = await aio.start_server("127.0.0.1:0", lambda frame: frame.upper())
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 4, hard))
+    print(server.address.port, flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    print(server.stats["rejected"], flush=True)
+    server.close()
+    await server.wait_closed()
+
+if sys.argv[1] == "uvloop":
+    import uvloop
+    uvloop.run(main())
+else:
+    asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_out_of_descriptors_resets_waiting_clients_and_logs_once(loop_kind: str) -> None:
+    """A server at its descriptor limit (lowered in its own process) resets
+    the clients it cannot take at once, logs that once, not per attempt,
+    and serves new clients once descriptors are free again."""
+    import framecodec
+
+    if loop_kind == "uvloop":
+        _uvloop_factory()
+    child = subprocess.Popen(
+        [sys.executable, "-c", FD_LIMIT_SERVER, loop_kind],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        port = int(child.stdout.readline())
+        clients, turned_away = [], 0
+        for _ in range(8):
+            began = time.monotonic()
+            client = framecodec.connect(f"127.0.0.1:{port}", timeout=5)
+            clients.append(client)
+            try:
+                assert client.request(b"x") == b"X"
+            except (ConnectionError, IncompleteFrameError):
+                turned_away += 1
+                assert time.monotonic() - began < 2, "a client waited for its timeout"
+        assert 0 < turned_away < 8
+        for client in clients:
+            client.close()
+        time.sleep(0.3)
+        with framecodec.connect(f"127.0.0.1:{port}", timeout=5) as client:
+            assert client.request(b"again") == b"AGAIN"
+        _, errors = child.communicate("\n", timeout=10)
+    finally:
+        child.kill()
+        child.wait(10)
+    assert errors.count("cannot accept") <= 2, errors  # per burst, not per attempt
+    assert "Traceback" not in errors, errors

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import socket
 import ssl
 from typing import (
     Any,
     Deque,
+    Dict,
     List,
     Optional,
     Set,
@@ -17,16 +19,29 @@ from typing import (
 )
 
 from ..codec.formats import FrameFormat
-from ..errors import ConnectionClosed, ProtocolError
+from ..errors import ConnectionClosed, PeerStalled, ProtocolError
 from ..net.addresses import Address, AddressLike, BoundSocket, bind_socket
 from ..net.protocols import Protocol, make_protocol
-from ..net.server.base import handler_failed
+from ..net.server.base import (
+    DESCRIPTORS_EXHAUSTED,
+    FD_EXHAUSTED,
+    handler_failed,
+    open_reserve,
+    shed_pending,
+)
 from ..net.server.endings import DEFAULT_HIGH_WATER, count_ending, log_ending, peer_label
 from ..net.server.handlers import ASYNC_SHAPES, HandlerShape, handler_shape
 from ..net.service import logger
 from .connection import CLOSED, CLOSING, Connection, _with_read_size
 
 __all__ = ["Server", "start_server"]
+
+
+def _fileno(sock: Any) -> int:
+    try:
+        return int(sock.fileno())
+    except (AttributeError, OSError, ValueError):
+        return -1
 
 
 class _ServerConnection(Connection):
@@ -43,6 +58,7 @@ class _ServerConnection(Connection):
         self._pending: Deque[Any] = collections.deque()
         self._task: Optional[asyncio.Task[None]] = None
         self._ending: Optional[BaseException] = None  # why it ends, when not the transport's word
+        self._stall_timer: Optional[asyncio.TimerHandle] = None  # see pause_writing
 
     @property
     def label(self) -> str:
@@ -163,6 +179,42 @@ class _ServerConnection(Connection):
         if self._state is CLOSED:
             self.server._forget(self)
 
+    # -- a peer that does not read: write_timeout ---------------------------------
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stall_timer is None and self.server.write_timeout is not None:
+            self._stall_timer = self._loop.call_later(
+                self.server.write_timeout, self._check_stall, self._unsent()
+            )
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._stop_stall_timer()
+
+    def _stop_stall_timer(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
+    def _unsent(self) -> int:
+        transport = self._transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    def _check_stall(self, unsent_before: int) -> None:
+        """Writing has been paused write_timeout seconds: close the
+        connection unless the peer took some of the replies meanwhile."""
+        self._stall_timer = None
+        limit = self.server.write_timeout
+        if not self._writing_paused or self._state is CLOSED or limit is None:
+            return
+        unsent = self._unsent()
+        if unsent < unsent_before:  # slow, not stalled: watch on
+            self._stall_timer = self._loop.call_later(limit, self._check_stall, unsent)
+            return
+        self._ending = PeerStalled(f"took none of its replies for {limit} s")
+        self._cancel()
+
     # -- endings ------------------------------------------------------------------
 
     def _handler_failed(self, exc: Exception) -> None:
@@ -208,6 +260,7 @@ class _ServerConnection(Connection):
         self._close_after_work()
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self._stop_stall_timer()
         super().connection_lost(exc)
         self.server._lost_connection(self, self._ending or exc)
         if self._task is None:
@@ -241,7 +294,10 @@ class Server:
         ssl_context: Optional[ssl.SSLContext],
         high_water: int,
         shutdown_timeout: float,
+        write_timeout: Optional[float] = 60.0,
     ) -> None:
+        if write_timeout is not None and write_timeout <= 0:
+            raise ValueError("write_timeout must be positive or None")
         self._bound = bound
         self._handler = handler
         self._mode = mode
@@ -249,6 +305,7 @@ class Server:
         self.ssl_context = ssl_context
         self.high_water = high_water
         self.shutdown_timeout = shutdown_timeout
+        self.write_timeout = write_timeout
         self.stats: collections.Counter[str] = collections.Counter()
         self._open: Set[_ServerConnection] = set()
         self._server: Optional[asyncio.AbstractServer] = None
@@ -256,6 +313,10 @@ class Server:
         self._close_requested = asyncio.Event()
         self._all_closed = asyncio.Event()
         self._abort_timer: Optional[asyncio.TimerHandle] = None
+        self._reserve: Optional[int] = None  # a spare descriptor: see _accept_failed
+        self._short_of_descriptors = False  # logged once per burst of failed accepts
+        self._loop_handler: Any = None  # the loop's exception handler before ours
+        self._loop: Optional[asyncio.AbstractEventLoop] = None  # set by _start()
 
     def __repr__(self) -> str:
         tls = " TLS" if self.ssl_context is not None else ""
@@ -279,18 +340,71 @@ class Server:
             options["ssl"] = self.ssl_context
             options["ssl_handshake_timeout"] = handshake_timeout
         sock = self._bound.sock
-        if sock.family == socket.AF_UNIX:
-            self._server = await loop.create_unix_server(
-                lambda: _ServerConnection(self), sock=sock, **options
-            )
+        self._reserve = open_reserve()
+        self._loop = loop
+        self._loop_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._loop_exception)
+        try:
+            if sock.family == socket.AF_UNIX:
+                self._server = await loop.create_unix_server(
+                    lambda: _ServerConnection(self), sock=sock, **options
+                )
+            else:
+                self._server = await loop.create_server(
+                    lambda: _ServerConnection(self), sock=sock, **options
+                )
+        except BaseException:
+            self._restore_loop_handler()
+            raise
+
+    # -- running out of descriptors ------------------------------------------------
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: Dict[str, Any]) -> None:
+        """The loop's exception handler while serving: our listener's failed
+        accepts are ours to report (once per burst, not once per attempt);
+        everything else goes to the handler there was before."""
+        exc = context.get("exception")
+        listener = context.get("socket")
+        if (
+            isinstance(exc, OSError)
+            and exc.errno in FD_EXHAUSTED
+            and (listener is None or _fileno(listener) == _fileno(self._bound.sock))
+            and not self._closing
+        ):
+            self._accept_failed(exc)
+        elif self._loop_handler is not None:
+            self._loop_handler(loop, context)
         else:
-            self._server = await loop.create_server(
-                lambda: _ServerConnection(self), sock=sock, **options
+            loop.default_exception_handler(context)
+
+    def _accept_failed(self, exc: OSError) -> None:
+        if not self._short_of_descriptors:
+            self._short_of_descriptors = True
+            logger.warning(
+                "%s: cannot accept (%s); turning new clients away until it can", self.address, exc
             )
+        self.count("accept_pauses")
+        if exc.errno not in DESCRIPTORS_EXHAUSTED:
+            return
+        # The loop retries later; meanwhile the clients waiting are reset.
+        shed = True
+        while shed and self._reserve is not None:
+            self._reserve, shed = shed_pending(self._bound.sock, self._reserve)
+            if shed:
+                self.count("rejected")
+
+    def _restore_loop_handler(self) -> None:
+        loop = self._loop
+        if loop is not None and loop.get_exception_handler() == self._loop_exception:
+            loop.set_exception_handler(self._loop_handler)
+        if self._reserve is not None:
+            os.close(self._reserve)
+            self._reserve = None
 
     # -- bookkeeping -----------------------------------------------------------------
 
     def _added(self, conn: _ServerConnection) -> None:
+        self._short_of_descriptors = False
         self._open.add(conn)
         self.stats["accepted"] += 1
         logger.info("%s: connection from %s", self.address, conn.label)
@@ -317,6 +431,7 @@ class Server:
             return
         self._closing = True
         self._close_requested.set()
+        self._restore_loop_handler()
         if self._server is not None:
             self._server.close()
         self._bound.close()  # removes a Unix socket file
@@ -391,6 +506,7 @@ async def start_server(
     ssl_handshake_timeout: Optional[float] = 60.0,
     high_water: int = DEFAULT_HIGH_WATER,
     shutdown_timeout: float = 5.0,
+    write_timeout: Optional[float] = 60.0,
     backlog: int = 512,
     reuse_address: bool = True,
     reuse_port: bool = False,
@@ -409,6 +525,12 @@ async def start_server(
     ``ssl_context`` (framecodec.server_context) serves TLS.  ``high_water``
     is each connection's budget in bytes for frames waiting for a
     coroutine handler and for unsent replies (see Flow control above).
+    ``write_timeout`` closes a connection whose replies have been held back
+    (over high_water) that long with none of them taken by the peer, as
+    stalled (PeerStalled, counted in network_errors); None disables it.
+    Running out of file descriptors is logged once per burst, and the
+    clients waiting meanwhile are reset at once (a spare descriptor accepts
+    and closes them).
     """
     mode = handler_shape(
         handler,
@@ -439,6 +561,7 @@ async def start_server(
             ssl_context=ssl_context,
             high_water=high_water,
             shutdown_timeout=shutdown_timeout,
+            write_timeout=write_timeout,
         )
         await server._start(backlog, ssl_handshake_timeout if ssl_context is not None else None)
     except BaseException:

@@ -41,6 +41,7 @@ def serve(
     overflow: str = "wait",
     idle_timeout: Optional[float] = None,
     frame_timeout: Optional[float] = 60.0,
+    write_timeout: Optional[float] = 60.0,
     high_water: int = DEFAULT_HIGH_WATER,
     backlog: int = 512,
     reuse_address: bool = True,
@@ -58,11 +59,15 @@ def serve(
     size of its pool): when reached, ``overflow="wait"`` stops accepting, so
     new clients wait in the listen backlog until a connection ends, and
     ``overflow="reject"`` accepts and closes them at once.  Running out of
-    file descriptors pauses accepting too, never crashing or spinning.
+    file descriptors turns new clients away (a spare descriptor accepts and
+    resets each at once), logged once per burst, never crashing or spinning.
 
     ``idle_timeout`` closes a connection without traffic for that long;
     ``frame_timeout`` closes one whose frame has begun to arrive but is not
-    complete that long after (a slow-loris peer), and bounds TLS handshakes.
+    complete that long after (a slow-loris peer), and bounds TLS handshakes;
+    ``write_timeout`` closes one whose replies wait that long with none of
+    their bytes taken by the peer (a peer that stopped reading), counted in
+    ``network_errors`` and logged as stalled (PeerStalled).  None disables each.
 
     ``high_water`` is each connection's memory budget in bytes (input
     buffered plus replies unsent): above it, with replies waiting, the
@@ -91,6 +96,7 @@ def serve(
         overflow=overflow,
         idle_timeout=idle_timeout,
         frame_timeout=frame_timeout,
+        write_timeout=write_timeout,
         high_water=high_water,
     )
     if workers != 1:

@@ -19,11 +19,12 @@ and threads.py, and ``serve()`` in this package's __init__.
 from __future__ import annotations
 
 import errno
+import os
 import selectors
 import socket
 import ssl
 import time
-from typing import Any, Callable, Iterable, List, Optional
+from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 from ...errors import HandlerError
 from ..addresses import Address, BoundSocket
@@ -42,6 +43,33 @@ ACCEPT_BATCH = 64
 FD_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 # After such a failure accepting pauses this long, or until a connection ends.
 ACCEPT_PAUSE = 0.5
+# Out of descriptors, a server gives its spare one up to accept and close a
+# pending connection at once: the client sees a reset, not a hang.
+DESCRIPTORS_EXHAUSTED = {errno.EMFILE, errno.ENFILE}
+
+
+def open_reserve() -> Optional[int]:
+    """A spare descriptor, kept for when the process runs out (shed_pending)."""
+    try:
+        return os.open(os.devnull, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None  # already out: accepting pauses instead, until one is free
+
+
+def shed_pending(listener: socket.socket, reserve: int) -> Tuple[Optional[int], bool]:
+    """Close ``reserve``, accept one pending connection and reset it, reopen
+    the reserve: (the new reserve, whether a connection was shed).  A client
+    waiting in the backlog of a server out of descriptors learns it at once
+    instead of at its timeout.  ``listener`` is non-blocking."""
+    os.close(reserve)
+    try:
+        sock, _ = listener.accept()
+    except OSError:  # none pending, or still no descriptor (another thread took it)
+        return open_reserve(), False
+    if sock.family != socket.AF_UNIX:  # a reset, not a clean end
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+    sock.close()
+    return open_reserve(), True
 
 
 # Module-level names: the backends compare them on every request.
@@ -135,13 +163,18 @@ class Server(Service):
         overflow: str,
         idle_timeout: Optional[float],
         frame_timeout: Optional[float],
+        write_timeout: Optional[float],
         high_water: int,
     ) -> None:
         if overflow not in ("wait", "reject"):
             raise ValueError(f"overflow must be 'wait' or 'reject', not {overflow!r}")
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
-        for name, value in (("idle_timeout", idle_timeout), ("frame_timeout", frame_timeout)):
+        for name, value in (
+            ("idle_timeout", idle_timeout),
+            ("frame_timeout", frame_timeout),
+            ("write_timeout", write_timeout),
+        ):
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive or None")
         self.new_handler = handler_factory(handler, batch)
@@ -153,12 +186,15 @@ class Server(Service):
         self.overflow = overflow
         self.idle_timeout = idle_timeout
         self.frame_timeout = frame_timeout
+        self.write_timeout = write_timeout
         self.high_water = high_water
         self.low_water = high_water // 2
         self._open: dict[int, Connection] = {}
         self._accepting = False
         self._draining = False
         self._resume_at: Optional[float] = None
+        self._reserve: Optional[int] = None  # see shed_pending
+        self._short_of_descriptors = False  # logged once per burst of failed accepts
 
     @property
     def connections(self) -> List[Connection]:
@@ -175,6 +211,7 @@ class Server(Service):
     def _listen(self, selector: selectors.BaseSelector) -> None:
         self._selector = selector
         self._bound.sock.setblocking(False)
+        self._reserve = open_reserve()
         selector.register(self._waker, selectors.EVENT_READ, None)
         self._refresh_accepting()
 
@@ -208,13 +245,23 @@ class Server(Service):
             except OSError as exc:
                 if exc.errno not in FD_EXHAUSTED:
                     continue  # e.g. ECONNABORTED: that client is gone already
+                if not self._short_of_descriptors:
+                    self._short_of_descriptors = True
+                    logger.warning(
+                        "%s: cannot accept (%s); turning new clients away until it can",
+                        self.address,
+                        exc,
+                    )
+                if exc.errno in DESCRIPTORS_EXHAUSTED and self._reserve is not None:
+                    self._reserve, shed = shed_pending(listener, self._reserve)
+                    if shed:
+                        self.count("rejected")
+                        continue
                 # The listener stays readable, so watching it now would spin.
-                logger.warning(
-                    "%s: cannot accept (%s); pausing for %s s", self.address, exc, ACCEPT_PAUSE
-                )
                 self.count("accept_pauses")
                 self._resume_at = time.monotonic() + ACCEPT_PAUSE
                 break
+            self._short_of_descriptors = False
             if full:
                 sock.close()
                 self.count("rejected")
@@ -261,6 +308,12 @@ class Server(Service):
             Address.from_sockaddr(peer) if peer else "a peer",
             exc,
         )
+
+    def _close_resources(self) -> None:
+        super()._close_resources()
+        if self._reserve is not None:
+            os.close(self._reserve)
+            self._reserve = None
 
     def _pause_timeout(self) -> Optional[float]:
         """Seconds until accepting resumes after running out of descriptors."""

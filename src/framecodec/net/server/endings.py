@@ -3,7 +3,8 @@ one vocabulary of the blocking servers and framecodec.aio's.
 
 Every connection that ends adds 1 to ``closed`` and 1 to the kind of its
 ending (clean_closes, handler_errors, protocol_errors, tls_failures,
-timeouts, network_errors), and logs one line on the "framecodec.server"
+timeouts, network_errors: a reset, or a peer that stalled, taking none of
+its replies for write_timeout), and logs one line on the "framecodec.server"
 logger, in the same words whichever server ran it.
 """
 
@@ -13,7 +14,7 @@ import socket
 import ssl
 from typing import Any, MutableMapping, Optional
 
-from ...errors import HandlerError, IncompleteFrameError, ProtocolError
+from ...errors import HandlerError, IncompleteFrameError, PeerStalled, ProtocolError
 from ..addresses import Address
 from ..service import logger
 
@@ -91,6 +92,8 @@ def log_ending(
         )
     elif isinstance(exc, (TimeoutError, socket.timeout)):
         logger.info("%s: %s timed out: %s", address, label, exc)
+    elif isinstance(exc, PeerStalled):
+        logger.info("%s: %s stalled: %s", address, label, exc)
     else:
         logger.info("%s: %s lost: %r", address, label, exc)
 

@@ -4,7 +4,8 @@ Each connection is a transport.Stream: reads go straight into its decoder,
 replies wait in its output queue, flushed with vectored sendmsg when the
 socket is writable.  TLS handshakes are stepped without blocking, so a slow
 or failing one never stalls the others.  Timers (idle timeout, frame
-deadline) are checked by a sweep a few times per timeout period.
+deadline, write stall) are checked by a sweep a few times per timeout
+period.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import socket
 import time
 from typing import Any, List, Optional, cast
 
+from ...errors import PeerStalled
 from ..addresses import tune
 from ..transport import ConnectionClosed, Stream
 from .base import CLOSED, OPEN, Connection, Server, call_handler
@@ -30,6 +32,9 @@ class SelectorConnection(Connection):
         self.stream = Stream(sock, server.protocol.new_decoder())
         self.paused = False  # over the high-water mark: not reading
         self.last_activity = now
+        # Since when unsent replies wait with none of their bytes taken: None
+        # while all is sent (see write_timeout).
+        self.stalled_since: Optional[float] = None
         # When the frame now arriving (or the TLS handshake) began.
         self.frame_started: Optional[float] = now if self.stream.handshaking else None
 
@@ -49,7 +54,9 @@ class SelectorServer(Server):
     default_max_connections = 1024
 
     def _serve(self) -> None:
-        timeouts = [t for t in (self.idle_timeout, self.frame_timeout) if t is not None]
+        timeouts = [
+            t for t in (self.idle_timeout, self.frame_timeout, self.write_timeout) if t is not None
+        ]
         self._sweep_every = min(1.0, max(0.01, min(timeouts) / 4)) if timeouts else None
         self._next_sweep = time.monotonic() + (self._sweep_every or 0)
         self._listen(selectors.DefaultSelector())
@@ -162,6 +169,9 @@ class SelectorServer(Server):
             stream.flush()
             if output.size != before:
                 conn.last_activity = now
+                conn.stalled_since = now if output.size else None
+            elif conn.stalled_since is None:
+                conn.stalled_since = now
         if stream.watched == EVENT_READ and not (
             output.size or conn.paused or conn.state is not OPEN or stream.at_eof or stream.tls
         ):
@@ -197,7 +207,8 @@ class SelectorServer(Server):
         return max(0.0, deadline - now)
 
     def _sweep(self, now: float) -> None:
-        """Close the connections past their frame deadline or idle timeout."""
+        """Close the connections past their frame deadline, idle timeout or
+        write timeout."""
         assert self._sweep_every is not None
         self._next_sweep = now + self._sweep_every
         for conn in self._connections():
@@ -207,16 +218,26 @@ class SelectorServer(Server):
                     what = "TLS handshake" if conn.stream.handshaking else "frame"
                     self._close(conn, TimeoutError(f"{what} not complete within {limit} s"))
                     continue
+            limit = self.write_timeout
+            stalled = conn.stalled_since
+            if stalled is not None and limit is not None and now - stalled > limit:
+                self._close(conn, PeerStalled(f"took none of its replies for {limit} s"))
+                continue
             if self.idle_timeout is not None and now - conn.last_activity > self.idle_timeout:
                 self._close(conn, TimeoutError(f"idle for {self.idle_timeout} s"))
 
     def _begin_drain(self) -> None:
-        """Stop accepting; close idle connections now, the others once their
-        replies are sent."""
+        """Stop accepting; answer the requests already received, then close
+        idle connections now, the others once their replies are sent."""
         self._stop_accepting()
+        now = time.monotonic()
         for conn in self._connections():
-            conn.close()
             try:
-                self._after_io(conn, time.monotonic())
+                if conn.state is OPEN and not (
+                    conn.stream.handshaking or conn.stream.at_eof or conn.paused
+                ):
+                    self._read(conn, now)  # what the kernel holds for it
+                conn.close()
+                self._after_io(conn, now)
             except Exception as exc:
                 self._close(conn, exc)

@@ -6,23 +6,25 @@ An acceptor thread hands each connection to a ThreadPoolExecutor of
 clients away (``overflow="reject"``).  A worker reads with blocking calls
 whose timeout is the idle timeout between frames and what is left of the
 frame deadline inside one; its replies are written before it reads again,
-so a peer that never reads blocks its own worker, not the server's memory.
+so a peer that never reads blocks its own worker, not the server's memory,
+and for ``write_timeout`` at most (the sends' socket timeout): then it is
+closed as stalled.
 
-Blocking handlers are fine here: each has its own thread.  Shutdown closes
-the connections whose workers wait for input; a worker busy with a request
-sends its reply first and stops before reading again.
+Blocking handlers are fine here: each has its own thread.  Shutdown ends the
+input of every connection (the read side alone): each worker answers the
+requests already received, sends the replies, then closes.  Only after the
+shutdown timeout are both directions cut.
 """
 
 from __future__ import annotations
 
 import selectors
 import socket
-import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, List, Optional, cast
 
-from ...errors import ProtocolError
+from ...errors import PeerStalled, ProtocolError
 from ..addresses import tune
 from ..service import SHUTDOWN_GRACE, logger
 from ..transport import ConnectionClosed, OutputQueue, close_socket, receive, receive_first
@@ -37,6 +39,9 @@ class ThreadConnection(Connection):
         self.decoder = server.protocol.new_decoder()
         self.output = OutputQueue()
         self.waiting = False  # blocked (or about to block) on input
+        # Why a send failed, when it did inside a handler's send(): the
+        # connection's ending, not the handler's failure.
+        self.send_error: Optional[BaseException] = None
 
     @property
     def memory(self) -> int:
@@ -48,10 +53,28 @@ class ThreadConnection(Connection):
             raise ConnectionClosed(f"connection from {self.label} is closed")
         self.output.push(buffers)
         if self.output.size > self.server.high_water:
-            self.output.flush(self.sock)  # a streaming handler blocks here, bounded
+            self.flush()  # a streaming handler blocks here, bounded
 
-    def interrupt(self) -> None:
-        """Wake the worker from another thread: its blocked read ends.
+    def flush(self) -> None:
+        """Send the output; a peer that takes none of it for write_timeout
+        raises PeerStalled."""
+        sock = self.sock
+        limit = self.server.write_timeout
+        if sock.gettimeout() != limit:
+            sock.settimeout(limit)
+        try:
+            self.output.flush(sock)
+        except TimeoutError:
+            self.send_error = PeerStalled(f"took none of its replies for {limit} s")
+            raise self.send_error from None
+        except OSError as exc:
+            self.send_error = exc
+            raise
+
+    def interrupt(self, force: bool = False) -> None:
+        """End the connection's input, from any thread: a blocked read returns
+        what had arrived, then the end of the stream, while replies still go
+        out.  ``force`` cuts both directions, for a worker stuck in a send.
 
         socket.socket's shutdown, not SSLSocket's, which would detach OpenSSL
         under the worker's feet.  A TLS connection's input alone is ended:
@@ -60,7 +83,7 @@ class ThreadConnection(Connection):
         closes with close_notify, which a peer on OpenSSL 3.6 needs to see a
         clean end (see transport.close_socket).
         """
-        how = socket.SHUT_RD if isinstance(self.sock, ssl.SSLSocket) else socket.SHUT_RDWR
+        how = socket.SHUT_RDWR if force else socket.SHUT_RD
         try:
             socket.socket.shutdown(self.sock, how)
         except OSError:
@@ -111,7 +134,7 @@ class ThreadingServer(Server):
                 conn.interrupt()
         if not self._wait_for_workers(selector, self.stop_deadline or 0.0):
             for conn in self._workers():
-                conn.interrupt()
+                conn.interrupt(force=True)
             self._wait_for_workers(selector, time.monotonic() + SHUTDOWN_GRACE)
 
     def _workers(self) -> List[ThreadConnection]:
@@ -134,7 +157,9 @@ class ThreadingServer(Server):
         try:
             self._converse(conn)
         except Exception as error:
-            exc = error
+            # A send that failed under a handler's send() ends the connection
+            # as the network error it is, whatever the handler made of it.
+            exc = conn.send_error or error
         finally:
             close_socket(conn.sock)
             self._ended(conn, exc)
@@ -163,7 +188,10 @@ class ThreadingServer(Server):
         frames_received = handler.frames_received
         decoder = conn.decoder
         output = conn.output
-        timeout: Any = object()  # what the socket is set to now
+        # Between frames with no idle timeout, reads wait in steps of the
+        # write timeout: then replies and reads share one socket timeout,
+        # and the socket is not re-armed twice per request.
+        between_frames = self.idle_timeout if self.idle_timeout is not None else self.write_timeout
         frame_started: Optional[float] = None
         frames: Optional[List[Any]] = None  # what the last read completed
         # How far past a frame deadline a read may wait: re-arming the socket
@@ -171,8 +199,9 @@ class ThreadingServer(Server):
         slack = min(1.0, self.frame_timeout / 4) if self.frame_timeout is not None else 0.0
         while conn.state is OPEN:
             if output.size:
-                output.flush(sock)
-            wanted = self.idle_timeout
+                conn.flush()
+            timeout = sock.gettimeout()
+            wanted = between_frames
             if decoder.mid_frame:
                 if frame_started is None or frames:
                     # A read that completed frames began the one now arriving:
@@ -188,10 +217,11 @@ class ThreadingServer(Server):
                 frame_started = None
             if wanted != timeout:
                 sock.settimeout(wanted)
-                timeout = wanted
             conn.waiting = True
             if self.stop_deadline is not None:
-                break
+                # Shutdown: read what has arrived, answer it, then stop at
+                # the end of the input (our own doing).
+                conn.interrupt()
             try:
                 # None until the first read has returned: that one keeps the
                 # stream's first bytes on a protocol error (endings.peer_hint).
@@ -206,11 +236,13 @@ class ThreadingServer(Server):
                     raise TimeoutError(
                         f"frame not complete within {self.frame_timeout} s"
                     ) from None
+                if self.idle_timeout is None:
+                    continue  # a step of between_frames: wait on
                 raise TimeoutError(f"idle for {self.idle_timeout} s") from None
             except ProtocolError as error:
                 if error.frames:  # answer what came before the bad bytes
                     call_handler(handler.frames_received, error.frames)
-                    output.flush(sock)
+                    conn.flush()
                 raise
             conn.waiting = False
             if frames is None:
@@ -222,4 +254,4 @@ class ThreadingServer(Server):
                     frames_received(frames)
                 except Exception as exc:  # call_handler(), inline: this is the hot path
                     raise handler_failed(frames_received) from exc
-        output.flush(sock)
+        conn.flush()
