@@ -41,7 +41,7 @@ from ..codec.messages import Message
 from ..errors import ConnectionClosed, IncompleteFrameError, ProtocolError
 from ..net.addresses import Address
 from ..net.protocols import Protocol, make_protocol
-from .streams import network_error, raw_socket_of, reads_on_demand
+from .streams import network_error, raw_socket_of
 
 __all__ = ["READ_SIZE", "FramedStream", "check_timeouts", "with_read_size"]
 
@@ -51,6 +51,17 @@ ItemT = TypeVar("ItemT")
 # own transports read at once (framecodec.aio's default too), so a 64 KiB
 # frame costs no extra read.
 READ_SIZE = 256 * 1024
+
+
+# Sends up to this size yield to the other tasks once done (see _send_raw).
+_YIELD_BELOW = 64 * 1024
+
+
+def _shut_sending(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass  # gone already: the peer sees the cut either way
 
 
 def with_read_size(protocol: Union[str, Protocol], options: dict[str, Any]) -> dict[str, Any]:
@@ -170,8 +181,9 @@ class FramedStream(Generic[ItemT]):
         self.frame_timeout = frame_timeout
         self._decoder = self.protocol.new_decoder()
         self._read_size = _read_size(self.protocol)
-        self._send_sock = raw_socket_of(stream)
-        self._sock = self._send_sock if reads_on_demand() else None  # to receive into
+        # A plain socket nothing else reads or writes (streams.raw_socket_of):
+        # received into and sent from directly; None: through the stream.
+        self._sock = raw_socket_of(stream)
         self._frames: Deque[Any] = collections.deque()  # received, nobody's yet
         self._claims: Deque[_Claim] = collections.deque()  # receivers waiting, in order
         self._reading = False
@@ -295,8 +307,8 @@ class FramedStream(Generic[ItemT]):
         self._check_sending()
         data = buffers[0] if len(buffers) == 1 else b"".join(buffers)
         try:
-            if self._send_sock is not None:
-                await self._send_raw(self._send_sock, data)
+            if self._sock is not None:
+                await self._send_raw(self._sock, data)
             else:
                 await anyio.lowlevel.checkpoint_if_cancelled()  # before anything leaves
                 try:
@@ -314,6 +326,11 @@ class FramedStream(Generic[ItemT]):
             raise cause from None
 
     async def _send_raw(self, sock: socket.socket, data: Any) -> None:
+        """Send on the socket itself: send() first, and wait for room only
+        when the socket has none (the peer's backpressure), so a send that
+        fits costs no wait.  Cancelled or failed after part of a frame left,
+        the socket's sending side is shut: the peer sees the frame cut
+        (IncompleteFrameError) instead of waiting for its end forever."""
         await anyio.lowlevel.checkpoint_if_cancelled()
         view = memoryview(data)
         sent = 0
@@ -322,13 +339,29 @@ class FramedStream(Generic[ItemT]):
                 try:
                     sent += sock.send(view[sent:])
                 except BlockingIOError:
-                    await anyio.wait_writable(sock)  # the peer's backpressure
+                    await self._wait_for(anyio.wait_writable, sock)
         except BaseException as exc:
             if sent:
+                _shut_sending(sock)
                 raise _SendBroken() from exc
             raise
         finally:
             view.release()
+        if sent <= _YIELD_BELOW:
+            # One task sending small frames to a fast peer would otherwise
+            # never let the others run; large sends are rarer, and waited
+            # on anyway once the socket buffer fills.
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+
+    async def _wait_for(self, wait: Any, sock: socket.socket) -> None:
+        """anyio.wait_readable or wait_writable; once aclose() has woken it
+        (notify_closing), ClosedResourceError whatever the backend raised."""
+        try:
+            await wait(sock)
+        except Exception:
+            if self._closed:
+                raise anyio.ClosedResourceError from None
+            raise
 
     # -- receiving ----------------------------------------------------------------------
 
@@ -516,19 +549,37 @@ class FramedStream(Generic[ItemT]):
         return await stream.receive()  # an object stream of bytes: its own chunks
 
     async def _read_into(self, sock: socket.socket) -> List[Any]:
-        """One recv_into the decoder's buffer: trio's own socket recv, inlined."""
+        """One recv_into the decoder's buffer (get_buffer, buffer_updated).
+
+        recv_into first, and wait for readability only when nothing is
+        there, so a ready socket costs no wait.  A cancellation can only
+        come before the recv_into or during the wait: either way the bytes
+        stay in the kernel, or are in the decoder already."""
         await anyio.lowlevel.checkpoint_if_cancelled()
         decoder = self._decoder
+        waited = False
         while True:
             view = decoder.get_buffer(self._read_size)
             try:
                 nbytes = sock.recv_into(view)
             except BlockingIOError:
-                await anyio.wait_readable(sock)
+                view.release()  # the decoder's buffer may move while we wait
+                await self._wait_for(anyio.wait_readable, sock)
+                waited = True
                 continue
+            except OSError:
+                if self._closed:
+                    raise anyio.ClosedResourceError from None
+                raise
+            view.release()
             if nbytes == 0:
                 raise anyio.EndOfStream
             frames: List[Any] = decoder.buffer_updated(nbytes)
+            if not waited:
+                # A peer that keeps us busy must not starve the other tasks
+                # (trio's own socket reads yield so too); shielded, since
+                # the bytes are the decoder's now and its frames ours.
+                await anyio.lowlevel.cancel_shielded_checkpoint()
             return frames
 
     def _timed_out(self) -> TimeoutError:
@@ -557,6 +608,9 @@ class FramedStream(Generic[ItemT]):
             return
         self._closed = True
         self.shut_input(ConnectionClosed("the stream was closed here"))
+        if self._sock is not None and self._sock.fileno() >= 0:
+            # Wake whoever waits on the socket itself, not through the stream.
+            anyio.notify_closing(self._sock)
         await self.stream.aclose()
 
     async def __aenter__(self) -> FramedStream[ItemT]:
