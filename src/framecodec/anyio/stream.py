@@ -17,7 +17,6 @@ request() drops its reply when it comes: nothing shifts the later replies.
 from __future__ import annotations
 
 import collections
-import socket
 from typing import (
     Any,
     AsyncIterator,
@@ -41,7 +40,7 @@ from ..codec.messages import Message
 from ..errors import ConnectionClosed, IncompleteFrameError, ProtocolError
 from ..net.addresses import Address
 from ..net.protocols import Protocol, make_protocol
-from .streams import network_error, raw_socket_of
+from .streams import SendBroken, network_error, raw_socket_of, receive_into, send_on
 
 __all__ = ["READ_SIZE", "FramedStream", "check_timeouts", "with_read_size"]
 
@@ -51,17 +50,6 @@ ItemT = TypeVar("ItemT")
 # own transports read at once (framecodec.aio's default too), so a 64 KiB
 # frame costs no extra read.
 READ_SIZE = 256 * 1024
-
-
-# Sends up to this size yield to the other tasks once done (see _send_raw).
-_YIELD_BELOW = 64 * 1024
-
-
-def _shut_sending(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass  # gone already: the peer sees the cut either way
 
 
 def with_read_size(protocol: Union[str, Protocol], options: dict[str, Any]) -> dict[str, Any]:
@@ -98,10 +86,6 @@ class _Claim:
         self.done = False
         self.frame: Any = None
         self.error: Optional[BaseException] = None
-
-
-class _SendBroken(Exception):
-    """Raised inside _send_bytes once a frame may have left in part."""
 
 
 class FramedStream(Generic[ItemT]):
@@ -308,59 +292,25 @@ class FramedStream(Generic[ItemT]):
         data = buffers[0] if len(buffers) == 1 else b"".join(buffers)
         try:
             if self._sock is not None:
-                await self._send_raw(self._sock, data)
+                await send_on(self._sock, data)
             else:
                 await anyio.lowlevel.checkpoint_if_cancelled()  # before anything leaves
                 try:
                     await self.stream.send(data)
                 except BaseException as exc:
                     # anyio's streams do not say how much went out.
-                    raise _SendBroken() from exc
-        except _SendBroken as broken:
+                    raise SendBroken() from exc
+        except SendBroken as broken:
             cause = broken.__cause__ or broken
             self._send_error = cause
-            if isinstance(cause, anyio.ClosedResourceError):
+            if self._closed or isinstance(cause, anyio.ClosedResourceError):
                 raise ConnectionClosed("the stream is closed") from None
             if isinstance(cause, anyio.BrokenResourceError):
                 raise network_error(cause) from None
             raise cause from None
-
-    async def _send_raw(self, sock: socket.socket, data: Any) -> None:
-        """Send on the socket itself: send() first, and wait for room only
-        when the socket has none (the peer's backpressure), so a send that
-        fits costs no wait.  Cancelled or failed after part of a frame left,
-        the socket's sending side is shut: the peer sees the frame cut
-        (IncompleteFrameError) instead of waiting for its end forever."""
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        view = memoryview(data)
-        sent = 0
-        try:
-            while sent < len(view):
-                try:
-                    sent += sock.send(view[sent:])
-                except BlockingIOError:
-                    await self._wait_for(anyio.wait_writable, sock)
-        except BaseException as exc:
-            if sent:
-                _shut_sending(sock)
-                raise _SendBroken() from exc
-            raise
-        finally:
-            view.release()
-        if sent <= _YIELD_BELOW:
-            # One task sending small frames to a fast peer would otherwise
-            # never let the others run; large sends are rarer, and waited
-            # on anyway once the socket buffer fills.
-            await anyio.lowlevel.cancel_shielded_checkpoint()
-
-    async def _wait_for(self, wait: Any, sock: socket.socket) -> None:
-        """anyio.wait_readable or wait_writable; once aclose() has woken it
-        (notify_closing), ClosedResourceError whatever the backend raised."""
-        try:
-            await wait(sock)
         except Exception:
-            if self._closed:
-                raise anyio.ClosedResourceError from None
+            if self._closed:  # aclose() woke the wait (each backend has its own error)
+                raise ConnectionClosed("the stream is closed") from None
             raise
 
     # -- receiving ----------------------------------------------------------------------
@@ -522,6 +472,13 @@ class FramedStream(Generic[ItemT]):
                 self._deliver(exc.frames)
             self._fail(exc)
             return
+        except Exception:
+            if not self._closed:
+                raise
+            # aclose() woke the wait (notify_closing): its error, whichever the
+            # backend's, says only that; receivers have ConnectionClosed already.
+            self._fail(ConnectionClosed("the stream was closed here"))
+            return
         finally:
             self._read_scope = None
             self._reading = False
@@ -538,7 +495,7 @@ class FramedStream(Generic[ItemT]):
 
     async def _read_chunk(self) -> List[Any]:
         if self._sock is not None:
-            return await self._read_into(self._sock)
+            return await receive_into(self._sock, self._decoder, self._read_size)
         frames: List[Any] = self._decoder.feed(await self._receive_chunk())
         return frames
 
@@ -547,40 +504,6 @@ class FramedStream(Generic[ItemT]):
         if isinstance(stream, anyio.abc.ByteStream):
             return await stream.receive(self._read_size)
         return await stream.receive()  # an object stream of bytes: its own chunks
-
-    async def _read_into(self, sock: socket.socket) -> List[Any]:
-        """One recv_into the decoder's buffer (get_buffer, buffer_updated).
-
-        recv_into first, and wait for readability only when nothing is
-        there, so a ready socket costs no wait.  A cancellation can only
-        come before the recv_into or during the wait: either way the bytes
-        stay in the kernel, or are in the decoder already."""
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        decoder = self._decoder
-        waited = False
-        while True:
-            view = decoder.get_buffer(self._read_size)
-            try:
-                nbytes = sock.recv_into(view)
-            except BlockingIOError:
-                view.release()  # the decoder's buffer may move while we wait
-                await self._wait_for(anyio.wait_readable, sock)
-                waited = True
-                continue
-            except OSError:
-                if self._closed:
-                    raise anyio.ClosedResourceError from None
-                raise
-            view.release()
-            if nbytes == 0:
-                raise anyio.EndOfStream
-            frames: List[Any] = decoder.buffer_updated(nbytes)
-            if not waited:
-                # A peer that keeps us busy must not starve the other tasks
-                # (trio's own socket reads yield so too); shielded, since
-                # the bytes are the decoder's now and its frames ours.
-                await anyio.lowlevel.cancel_shielded_checkpoint()
-            return frames
 
     def _timed_out(self) -> TimeoutError:
         if self._frame_began is not None:

@@ -31,11 +31,14 @@ from anyio.abc import SocketAttribute
 from ..net.addresses import tune
 
 __all__ = [
+    "SendBroken",
     "SocketStream",
     "accept",
     "connect_tcp",
     "network_error",
     "raw_socket_of",
+    "receive_into",
+    "send_on",
 ]
 
 
@@ -204,6 +207,77 @@ async def accept(listener: anyio.abc.SocketListener) -> anyio.abc.SocketStream:
 _TRANSIENT_ACCEPT_ERRORS = frozenset(
     code for code in (errno.ECONNABORTED, getattr(errno, "EPROTO", None)) if code is not None
 )
+
+
+# -- framing straight on a socket (FramedStream's hot path) ---------------------
+
+# Sends up to this size yield to the other tasks once done (see send_on).
+_YIELD_BELOW = 64 * 1024
+
+
+class SendBroken(Exception):
+    """Raised by a send once a frame may have left in part (its cause chained)."""
+
+
+async def send_on(sock: socket.socket, data: Any) -> None:
+    """Send ``data`` on the socket itself: send() first, and wait for room
+    only when the socket has none (the peer's backpressure), so a send that
+    fits costs no wait.  Cancelled or failed after part of it left, the
+    socket's sending side is shut, so that the peer sees the frame cut
+    (IncompleteFrameError) instead of waiting for its end, and SendBroken
+    is raised: nothing may be sent after half a frame."""
+    await anyio.lowlevel.checkpoint_if_cancelled()
+    view = memoryview(data)
+    sent = 0
+    try:
+        while sent < len(view):
+            try:
+                sent += sock.send(view[sent:])
+            except BlockingIOError:
+                await anyio.wait_writable(sock)
+    except BaseException as exc:
+        if sent:
+            try:
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # gone already: the peer sees the cut either way
+            raise SendBroken() from exc
+        raise
+    finally:
+        view.release()
+    if sent <= _YIELD_BELOW:
+        # One task sending small frames to a fast peer would otherwise never
+        # let the others run; large sends wait once the socket buffer fills.
+        await anyio.lowlevel.cancel_shielded_checkpoint()
+
+
+async def receive_into(sock: socket.socket, decoder: Any, read_size: int) -> List[Any]:
+    """One recv_into the decoder's buffer (get_buffer, buffer_updated): the
+    frames it completed.  recv_into first, and wait for readability only
+    when nothing is there, so a ready socket costs no wait.  A cancellation
+    can only come before the recv_into or during the wait: the bytes stay in
+    the kernel, or are the decoder's already."""
+    await anyio.lowlevel.checkpoint_if_cancelled()
+    waited = False
+    while True:
+        view = decoder.get_buffer(read_size)
+        try:
+            nbytes = sock.recv_into(view)
+        except BlockingIOError:
+            view.release()  # the decoder's buffer may move while we wait
+            await anyio.wait_readable(sock)
+            waited = True
+            continue
+        view.release()
+        if nbytes == 0:
+            raise anyio.EndOfStream
+        frames: List[Any] = decoder.buffer_updated(nbytes)
+        if not waited:
+            # A peer that keeps us busy must not starve the other tasks (trio's
+            # own socket reads yield so too); shielded, since the bytes are the
+            # decoder's now and its frames ours.
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+        return frames
 
 
 def network_error(exc: BaseException) -> BaseException:
