@@ -1,7 +1,8 @@
 """framecodec.anyio's FramedStream: frames over any anyio byte stream.
 
 Receiving is a pull: a receive() that finds no frame waiting reads once
-from the stream (into the decoder's buffer, or through feed()), and the
+from the stream (on a plain socket with recv_into into the decoder's
+buffer, see streams.receive_into; otherwise through feed()), and the
 frames that read completed go to the receivers in line, the rest wait in
 order.  Nothing reads ahead of the receivers, so the bytes held are bounded
 by one read (``read_size``) plus the decoder's own limits; a peer that
