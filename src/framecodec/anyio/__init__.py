@@ -33,10 +33,14 @@ connection only, counted in ``Server.stats`` and logged on the
 Flow control: nothing is read ahead of the receivers (see stream.py), and
 a send waits while the stream does (the peer is not reading).
 
-Reads: a plain socket stream on trio is read with recv_into straight into
-the decoder's buffer (get_buffer, buffer_updated); other streams (asyncio's
-sockets, whose transport reads on its own; TLS; in-memory) through feed(),
-``read_size`` bytes at most per read, one copy per byte either way.
+Reads and writes: on a plain socket that reads only when asked (every TCP
+and Unix stream of connect() and serve(), on both backends: on asyncio,
+TCP without an asyncio transport, see streams.py) with recv_into straight
+into the decoder's buffer (get_buffer, buffer_updated) and sock.send,
+waiting with anyio.wait_readable/wait_writable only when the socket is not
+ready; other streams (TLS, in-memory, anyio's asyncio TCP streams made
+elsewhere) through the stream and feed(), ``read_size`` bytes at most per
+read, one copy per byte either way.
 
 Cancellation: a receive() cancelled by a cancel scope loses no frame and
 leaves the stream usable; a cancelled request() drops its own reply when it

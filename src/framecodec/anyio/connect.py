@@ -14,7 +14,7 @@ from ..codec.messages import Message
 from ..net.addresses import AddressLike, parse_address
 from ..net.protocols import Protocol, make_protocol
 from .stream import FramedStream, check_timeouts, with_read_size
-from .streams import stop_read_ahead
+from .streams import connect_tcp
 
 __all__ = ["connect", "open_byte_stream"]
 
@@ -27,7 +27,9 @@ async def open_byte_stream(
     timeout: Optional[float] = None,
 ) -> anyio.abc.ByteStream:
     """The anyio byte stream connect() frames: TCP or Unix by the address
-    syntax, with TLS when ``ssl_context`` is given."""
+    syntax, with TLS when ``ssl_context`` is given.  Its socket is read only
+    when asked, on either backend (on asyncio, TCP without a transport: see
+    streams.py), so a FramedStream over it may read straight from the socket."""
     target = parse_address(address)
     try:
         with anyio.fail_after(timeout):
@@ -36,7 +38,7 @@ async def open_byte_stream(
                 stream = await anyio.connect_unix(target.sockaddr)
             else:
                 host, port = target.sockaddr[:2]
-                stream = await anyio.connect_tcp(host, port)
+                stream = await connect_tcp(host, port)
             if ssl_context is not None:
                 hostname = server_hostname if server_hostname is not None else target.host
                 try:
@@ -59,7 +61,6 @@ async def open_byte_stream(
         if isinstance(exc.__cause__, OSError):
             raise exc.__cause__ from None
         raise
-    await stop_read_ahead(stream)
     return stream
 
 

@@ -37,7 +37,7 @@ from ..net.server.handlers import ASYNC_SHAPES, HandlerShape, handler_shape
 from ..net.service import logger
 from ..net.tls import tolerate_bare_eof
 from .stream import FramedStream, check_timeouts, with_read_size
-from .streams import stop_read_ahead
+from .streams import accept
 
 __all__ = ["Server", "serve"]
 
@@ -150,7 +150,7 @@ class Server:
                 # Full: new clients wait in the listen backlog.
                 await self._slots.acquire()
             try:
-                stream = await listener.accept()
+                stream = await accept(listener)
             except BaseException:
                 if self._slots is not None:
                     self._slots.release()
@@ -168,7 +168,6 @@ class Server:
             if self.ssl_context is not None:
                 stream = await self._handshake(stream)
                 handshaking = False
-            await stop_read_ahead(stream)
             framed = conn.framed = FramedStream(
                 stream,
                 protocol=self.protocol,

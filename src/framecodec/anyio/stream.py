@@ -1,7 +1,8 @@
 """framecodec.anyio's FramedStream: frames over any anyio byte stream.
 
 Receiving is a pull: a receive() that finds no frame waiting reads once
-from the stream (into the decoder's buffer, or through feed()), and the
+from the stream (on a plain socket with recv_into into the decoder's
+buffer, see streams.receive_into; otherwise through feed()), and the
 frames that read completed go to the receivers in line, the rest wait in
 order.  Nothing reads ahead of the receivers, so the bytes held are bounded
 by one read (``read_size``) plus the decoder's own limits; a peer that
@@ -17,7 +18,6 @@ request() drops its reply when it comes: nothing shifts the later replies.
 from __future__ import annotations
 
 import collections
-import socket
 from typing import (
     Any,
     AsyncIterator,
@@ -41,7 +41,7 @@ from ..codec.messages import Message
 from ..errors import ConnectionClosed, IncompleteFrameError, ProtocolError
 from ..net.addresses import Address
 from ..net.protocols import Protocol, make_protocol
-from .streams import network_error, raw_socket_of, reads_on_demand
+from .streams import SendBroken, network_error, raw_socket_of, receive_into, send_on
 
 __all__ = ["READ_SIZE", "FramedStream", "check_timeouts", "with_read_size"]
 
@@ -87,10 +87,6 @@ class _Claim:
         self.done = False
         self.frame: Any = None
         self.error: Optional[BaseException] = None
-
-
-class _SendBroken(Exception):
-    """Raised inside _send_bytes once a frame may have left in part."""
 
 
 class FramedStream(Generic[ItemT]):
@@ -170,8 +166,9 @@ class FramedStream(Generic[ItemT]):
         self.frame_timeout = frame_timeout
         self._decoder = self.protocol.new_decoder()
         self._read_size = _read_size(self.protocol)
-        self._send_sock = raw_socket_of(stream)
-        self._sock = self._send_sock if reads_on_demand() else None  # to receive into
+        # A plain socket nothing else reads or writes (streams.raw_socket_of):
+        # received into and sent from directly; None: through the stream.
+        self._sock = raw_socket_of(stream)
         self._frames: Deque[Any] = collections.deque()  # received, nobody's yet
         self._claims: Deque[_Claim] = collections.deque()  # receivers waiting, in order
         self._reading = False
@@ -295,40 +292,27 @@ class FramedStream(Generic[ItemT]):
         self._check_sending()
         data = buffers[0] if len(buffers) == 1 else b"".join(buffers)
         try:
-            if self._send_sock is not None:
-                await self._send_raw(self._send_sock, data)
+            if self._sock is not None:
+                await send_on(self._sock, data)
             else:
                 await anyio.lowlevel.checkpoint_if_cancelled()  # before anything leaves
                 try:
                     await self.stream.send(data)
                 except BaseException as exc:
                     # anyio's streams do not say how much went out.
-                    raise _SendBroken() from exc
-        except _SendBroken as broken:
+                    raise SendBroken() from exc
+        except SendBroken as broken:
             cause = broken.__cause__ or broken
             self._send_error = cause
-            if isinstance(cause, anyio.ClosedResourceError):
+            if self._closed or isinstance(cause, anyio.ClosedResourceError):
                 raise ConnectionClosed("the stream is closed") from None
             if isinstance(cause, anyio.BrokenResourceError):
                 raise network_error(cause) from None
             raise cause from None
-
-    async def _send_raw(self, sock: socket.socket, data: Any) -> None:
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        view = memoryview(data)
-        sent = 0
-        try:
-            while sent < len(view):
-                try:
-                    sent += sock.send(view[sent:])
-                except BlockingIOError:
-                    await anyio.wait_writable(sock)  # the peer's backpressure
-        except BaseException as exc:
-            if sent:
-                raise _SendBroken() from exc
+        except Exception:
+            if self._closed:  # aclose() woke the wait (each backend has its own error)
+                raise ConnectionClosed("the stream is closed") from None
             raise
-        finally:
-            view.release()
 
     # -- receiving ----------------------------------------------------------------------
 
@@ -489,6 +473,13 @@ class FramedStream(Generic[ItemT]):
                 self._deliver(exc.frames)
             self._fail(exc)
             return
+        except Exception:
+            if not self._closed:
+                raise
+            # aclose() woke the wait (notify_closing): its error, whichever the
+            # backend's, says only that; receivers have ConnectionClosed already.
+            self._fail(ConnectionClosed("the stream was closed here"))
+            return
         finally:
             self._read_scope = None
             self._reading = False
@@ -505,7 +496,7 @@ class FramedStream(Generic[ItemT]):
 
     async def _read_chunk(self) -> List[Any]:
         if self._sock is not None:
-            return await self._read_into(self._sock)
+            return await receive_into(self._sock, self._decoder, self._read_size)
         frames: List[Any] = self._decoder.feed(await self._receive_chunk())
         return frames
 
@@ -514,22 +505,6 @@ class FramedStream(Generic[ItemT]):
         if isinstance(stream, anyio.abc.ByteStream):
             return await stream.receive(self._read_size)
         return await stream.receive()  # an object stream of bytes: its own chunks
-
-    async def _read_into(self, sock: socket.socket) -> List[Any]:
-        """One recv_into the decoder's buffer: trio's own socket recv, inlined."""
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        decoder = self._decoder
-        while True:
-            view = decoder.get_buffer(self._read_size)
-            try:
-                nbytes = sock.recv_into(view)
-            except BlockingIOError:
-                await anyio.wait_readable(sock)
-                continue
-            if nbytes == 0:
-                raise anyio.EndOfStream
-            frames: List[Any] = decoder.buffer_updated(nbytes)
-            return frames
 
     def _timed_out(self) -> TimeoutError:
         if self._frame_began is not None:
@@ -557,6 +532,9 @@ class FramedStream(Generic[ItemT]):
             return
         self._closed = True
         self.shut_input(ConnectionClosed("the stream was closed here"))
+        if self._sock is not None and self._sock.fileno() >= 0:
+            # Wake whoever waits on the socket itself, not through the stream.
+            anyio.notify_closing(self._sock)
         await self.stream.aclose()
 
     async def __aenter__(self) -> FramedStream[ItemT]:
