@@ -13,7 +13,6 @@ from typing import (
     AsyncIterator,
     Callable,
     Deque,
-    Dict,
     List,
     Optional,
     Tuple,
@@ -25,7 +24,7 @@ from ..codec.formats import FrameFormat
 from ..codec.messages import Message
 from ..errors import ConnectionClosed, IncompleteFrameError, ProtocolError
 from ..net.addresses import Address, AddressLike, parse_address
-from ..net.protocols import FrameProtocol, Protocol, explain_unsendable, make_protocol
+from ..net.protocols import FrameProtocol, Protocol, make_protocol
 from ..net.server.endings import DEFAULT_HIGH_WATER
 from ..net.transport import ConnectionState, keep_stream_start, stream_start
 
@@ -154,24 +153,19 @@ class Connection(asyncio.BufferedProtocol):
 
     async def send(self, item: Any, **options: Any) -> None:
         """Send one frame (or message: content or Message, with content_type=...)."""
-        self._write(self._encode(item, options))
+        self._write(self.protocol.encode(item, **options))
         if self._writing_paused:
             await self._drain()
 
     async def send_many(self, items: Any) -> None:
         """Send several frames with one write."""
-        try:
-            buffers = self.protocol.encode_many(items)
-        except TypeError as exc:
-            explain_unsendable(self.protocol, items, exc)
-            raise
-        self._write(buffers)
+        self._write(self.protocol.encode_many(items))
         if self._writing_paused:
             await self._drain()
 
     async def request(self, item: Any, **options: Any) -> Any:
         """Send ``item`` and return the reply: the next frame in receiving order."""
-        self._write(self._encode(item, options))
+        self._write(self.protocol.encode(item, **options))
         if self._frames:
             reply = self._take()
         else:
@@ -185,13 +179,6 @@ class Connection(asyncio.BufferedProtocol):
         if self._writing_paused:
             await self._drain()
         return reply
-
-    def _encode(self, item: Any, options: Dict[str, Any]) -> List[Any]:
-        try:
-            return self.protocol.encode(item, **options)
-        except TypeError as exc:
-            explain_unsendable(self.protocol, (item,), exc)
-            raise
 
     def _write(self, buffers: List[Any]) -> None:
         transport = self._transport

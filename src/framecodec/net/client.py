@@ -23,7 +23,7 @@ from typing import Any, BinaryIO, Deque, Iterable, Iterator, List, Optional, Uni
 from ..codec.formats import FrameFormat
 from ..errors import BufferTooSmallError, IncompleteFrameError, ProtocolError
 from .addresses import Address, AddressLike, connect_socket, parse_address
-from .protocols import FrameProtocol, Protocol, explain_unsendable, make_protocol
+from .protocols import FrameProtocol, Protocol, make_protocol
 from .tls import tolerate_bare_eof
 from .transport import ConnectionClosed, OutputQueue, close_socket, receive
 
@@ -87,21 +87,11 @@ class Client:
 
     def send(self, item: Any, **options: Any) -> None:
         """Send one frame (or message: content or Message, with content_type=...)."""
-        try:
-            buffers = self.protocol.encode(item, **options)
-        except TypeError as exc:
-            explain_unsendable(self.protocol, (item,), exc)
-            raise
-        self._write(buffers)
+        self._write(self.protocol.encode(item, **options))
 
     def send_many(self, items: Iterable[Any]) -> None:
         """Send several frames in one vectored write."""
-        try:
-            buffers = self.protocol.encode_many(items)
-        except TypeError as exc:
-            explain_unsendable(self.protocol, items, exc)
-            raise
-        self._write(buffers)
+        self._write(self.protocol.encode_many(items))
 
     def send_file(self, file: BinaryIO, count: Optional[int] = None) -> int:
         """Send one frame whose payload is ``count`` bytes of ``file`` from its
@@ -190,12 +180,7 @@ class Client:
 
     def request(self, item: Any, **options: Any) -> Any:
         """send(item), then recv()."""
-        try:
-            buffers = self.protocol.encode(item, **options)
-        except TypeError as exc:
-            explain_unsendable(self.protocol, (item,), exc)
-            raise
-        self._write(buffers)
+        self._write(self.protocol.encode(item, **options))
         return self.recv()
 
     def __iter__(self) -> Iterator[Any]:

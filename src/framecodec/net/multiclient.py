@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, List, Optional, Set, Tuple, Union
 
 from ..codec.formats import FrameFormat
 from .addresses import Address, AddressLike, candidates, parse_address, tune
-from .protocols import Protocol, explain_unsendable, make_protocol
+from .protocols import Protocol, make_protocol
 from .tls import tolerate_bare_eof
 from .transport import ConnectionClosed, ConnectionState, Stream
 
@@ -102,22 +102,10 @@ class ClientConnection:
         return self.stream.output.size
 
     def send(self, item: Any, **options: Any) -> None:
-        protocol = self._owner.protocol
-        try:
-            buffers = protocol.encode(item, **options)
-        except TypeError as exc:
-            explain_unsendable(protocol, (item,), exc)
-            raise
-        self._queue(buffers)
+        self._queue(self._owner.protocol.encode(item, **options))
 
     def send_many(self, items: Any) -> None:
-        protocol = self._owner.protocol
-        try:
-            buffers = protocol.encode_many(items)
-        except TypeError as exc:
-            explain_unsendable(protocol, items, exc)
-            raise
-        self._queue(buffers)
+        self._queue(self._owner.protocol.encode_many(items))
 
     def close(self) -> None:
         """Stop reading; close once queued frames are sent."""

@@ -47,15 +47,23 @@ class FrameProtocol:
         return header
 
     def encode(self, payload: Any, prefix: Optional[bytes] = None) -> List[Any]:
-        if type(payload) is not bytes:
-            payload = _as_bytes(payload)
-        if len(payload) < SMALL_PAYLOAD:
-            return [self._encoder.encode(payload, prefix)]
-        return [self._encoder.header(len(payload), prefix), payload]
+        try:
+            if type(payload) is not bytes:
+                payload = _as_bytes(payload)
+            if len(payload) < SMALL_PAYLOAD:
+                return [self._encoder.encode(payload, prefix)]
+            return [self._encoder.header(len(payload), prefix), payload]
+        except TypeError as exc:
+            explain_unsendable(self, (payload,), exc)
+            raise
 
     def encode_many(self, payloads: Iterable[Any]) -> List[Any]:
         # Small payloads joined, large ones left in place: one C call.
-        buffers: List[Any] = self._encoder.encode_vectored(payloads)
+        try:
+            buffers: List[Any] = self._encoder.encode_vectored(payloads)
+        except TypeError as exc:
+            explain_unsendable(self, payloads, exc)
+            raise
         return buffers
 
 
@@ -108,7 +116,7 @@ def explain_unsendable(protocol: Protocol, items: Any, exc: TypeError) -> None:
     encoding a frame that is no bytes-like object (a str, typically);
     return, for the caller to raise ``exc`` itself, otherwise.
 
-    The clients' send methods call it from their ``except TypeError``, so
+    FrameProtocol's encoders call it from their ``except TypeError``, so
     the sending path pays nothing for it; the codec's own message
     ("memoryview: a bytes-like object is required") names neither frames
     nor the fix.
