@@ -5,6 +5,7 @@ error reports that name the address or file concerned."""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -187,7 +188,9 @@ def _tls_context(make: Callable[[], ssl.SSLContext], files: Dict[str, Optional[s
         given = {option: path for option, path in files.items() if path is not None}
         for option, path in given.items():
             if not os.access(path, os.R_OK):
-                detail = exc.strerror or str(exc)
+                # Worded here: ssl's own words differ (PyPy says "Error").
+                missing = not os.path.exists(path)
+                detail = os.strerror(errno.ENOENT if missing else errno.EACCES)
                 raise Failure(f"{option} {path}: {detail}") from None
         named = ", ".join(f"{option} {path}" for option, path in given.items()) or "TLS"
         raise _concerning(named, exc) from None

@@ -103,7 +103,12 @@ def test_a_plot_that_fails_loses_no_result(tmp_path: Any, monkeypatch: Any, caps
 
     monkeypatch.setattr(cli, "run_and_report", measured)
     monkeypatch.setattr(report, "plot", broken)
-    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name: object())
+    find_spec = cli.importlib.util.find_spec
+    monkeypatch.setattr(  # matplotlib "installed"; the rest as it is
+        cli.importlib.util,
+        "find_spec",
+        lambda name: object() if name == "matplotlib" else find_spec(name),
+    )
     path = tmp_path / "out.json"
     assert cli.main(_args(json=str(path), plot=str(tmp_path / "p.png"))) == 1
     captured = capsys.readouterr()
