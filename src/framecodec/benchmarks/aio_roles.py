@@ -31,6 +31,7 @@ from typing import Any, List, Tuple, Union
 
 from .. import aio
 from ..net.addresses import AddressLike
+from .base import batches, check_count
 
 __all__ = ["receive_frames", "request_latencies", "send_frames", "serve_echo"]
 
@@ -80,10 +81,7 @@ async def receive_frames(
     server = await aio.start_server(listener, handler, batch=batch, **options)
     async with server:
         await _until_closed(server, 1, timeout)
-    if received > count:
-        raise ValueError(f"the stream went on after the expected frames ({received} > {count})")
-    if received < count:
-        raise EOFError(f"the stream ended after {received} of {count} frames")
+    check_count(received, count)
     return received, end
 
 
@@ -106,12 +104,8 @@ async def send_frames(
         start = perf_counter()
         per_batch = batch_bytes // (len(payload) + 4) if batch_bytes else 0
         if per_batch > 1:
-            batch = [payload] * per_batch
-            full, rest = divmod(count, per_batch)
-            for _ in range(full):
+            for batch in batches(payload, count, per_batch):
                 await conn.send_many(batch)
-            if rest:
-                await conn.send_many(batch[:rest])
         else:
             send = conn.send
             for _ in range(count):

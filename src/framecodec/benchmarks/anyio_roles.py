@@ -26,6 +26,7 @@ import anyio
 
 from .. import anyio as framed
 from ..net.addresses import AddressLike
+from .base import batches, check_count
 
 __all__ = ["receive_frames", "request_latencies", "send_frames", "serve_echo"]
 
@@ -67,10 +68,7 @@ async def receive_frames(
             end = perf_counter()
 
     await _serve_until_closed(listener, on_frames, 1, timeout, batch=True, **options)
-    if received > count:
-        raise ValueError(f"the stream went on after the expected frames ({received} > {count})")
-    if received < count:
-        raise EOFError(f"the stream ended after {received} of {count} frames")
+    check_count(received, count)
     return received, end
 
 
@@ -87,12 +85,8 @@ async def send_frames(
         start = perf_counter()
         per_batch = batch_bytes // (len(payload) + 4) if batch_bytes else 0
         if per_batch > 1:
-            batch = [payload] * per_batch
-            full, rest = divmod(count, per_batch)
-            for _ in range(full):
+            for batch in batches(payload, count, per_batch):
                 await stream.send_many(batch)
-            if rest:
-                await stream.send_many(batch[:rest])
         else:
             send = stream.send
             for _ in range(count):

@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 from ..net.addresses import BoundSocket, bind_socket, parse_address, tune
 
@@ -139,6 +139,24 @@ def went_on() -> ValueError:
 
 def ended(frames: int, count: int) -> EOFError:
     return EOFError(f"the stream ended after {frames} of {count} frames")
+
+
+def check_count(received: int, count: int) -> None:
+    """A receiver that counted frames must have counted exactly ``count``."""
+    if received > count:
+        raise ValueError(f"the stream went on after the expected frames ({received} > {count})")
+    if received < count:
+        raise ended(received, count)
+
+
+def batches(payload: bytes, count: int, per_batch: int) -> Iterator[List[bytes]]:
+    """``count`` frames of ``payload`` as lists of ``per_batch`` (the last shorter)."""
+    batch = [payload] * per_batch
+    full, rest = divmod(count, per_batch)
+    for _ in range(full):
+        yield batch
+    if rest:
+        yield batch[:rest]
 
 
 def finish_sending(sock: socket.socket) -> None:

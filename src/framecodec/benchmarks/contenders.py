@@ -42,6 +42,7 @@ from .base import (
     SocketReceiver,
     SocketSender,
     ThreadedEchoServer,
+    batches,
     ended,
     finish_sending,
     perf_counter,
@@ -249,13 +250,8 @@ def send_frames(
         for _ in range(count):
             send_one()
         return
-    per_batch = max(1, BATCH_BYTES // max(1, len(payload)))
-    batch = [payload] * per_batch
-    full, rest = divmod(count, per_batch)
-    for _ in range(full):
+    for batch in batches(payload, count, max(1, BATCH_BYTES // max(1, len(payload)))):
         send_batch(batch)
-    if rest:
-        send_batch(batch[:rest])
 
 
 class CodecReceiver(SocketReceiver):
