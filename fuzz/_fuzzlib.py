@@ -601,12 +601,13 @@ def reference_frames(fmt: Any, stream: bytes, max_items: int = MAX_ITEMS) -> Lis
                 return items
             raw = from_bytes(stream[pos + header_size : pos + head], "big")
         body = raw + adjustment
+        payload = raw + min(adjustment, 0)  # max_frame_size counts what follows payload_offset
         error = None
         if raw >= 1 << 61:
             error = FrameTooLargeError
         elif body < 0:
             error = MalformedHeaderError
-        elif body > limit and not fmt.discard_oversized:
+        elif payload > limit and not fmt.discard_oversized:
             error = FrameTooLargeError
         if error is not None:
             append(
@@ -622,7 +623,7 @@ def reference_frames(fmt: Any, stream: bytes, max_items: int = MAX_ITEMS) -> Lis
             )
             return items
         end = pos + head + body
-        if body > limit:
+        if payload > limit:
             append(Item("discard", pos, pos + head, end, first_part=header_size, long_header=head))
         else:
             strip = head if strip_default is None else strip_default
