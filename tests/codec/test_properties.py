@@ -123,7 +123,14 @@ def mutate(data, rng):
     payloads=payload_lists,
     seed=st.integers(0, 2**32),
     options=st.sampled_from(
-        [{}, {"max_frame_size": 50}, {"max_frame_size": 50, "discard_oversized": True}]
+        [
+            {},
+            {"max_frame_size": 50},
+            {"max_frame_size": 50, "discard_oversized": True},
+            {"max_frame_size": 50, "on_oversized": "raise"},
+            {"max_frame_length": 60, "on_oversized": "discard"},
+            {"strip": 0},
+        ]
     ),
 )
 def test_compiled_and_twin_agree_on_mutated_streams(both_codecs, preset, payloads, seed, options):

@@ -668,7 +668,8 @@ class FrameDecoder(_StreamDecoder):
     (``discard_oversized=True``) drops the frame's bytes as they arrive and
     goes on with the next frame; "raise" raises FrameTooLargeError for that
     frame, drops its bytes as they arrive, and goes on with the next frames
-    at the next call (``feed(b"")`` delivers those already received).  The
+    at the next call (``feed(b"")`` delivers those already received: call
+    it before ``eof()``, which counts them as a frame left unfinished).  The
     frames ``discard`` and ``raise`` dropped are counted in ``discarded``.
 
     On a protocol error, the frames the call completed before the bad header
