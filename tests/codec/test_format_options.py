@@ -262,6 +262,22 @@ def test_on_oversized_raise_raises_for_the_frame_then_goes_on(codec):
     decoder.eof()
 
 
+def test_eof_asks_for_the_frames_behind_an_oversized_one(codec):
+    encoder = codec.FrameEncoder()
+    decoder = codec.FrameDecoder(max_frame_size=2, on_oversized="raise")
+    with pytest.raises(FrameTooLargeError):
+        decoder.feed(encoder.encode_many([b"long", b"ok"]))
+    with pytest.raises(RuntimeError, match=r'call feed\(b""\) before eof\(\)'):
+        decoder.eof()
+    assert decoder.feed(b"") == [b"ok"]
+    decoder.eof()
+    with pytest.raises(FrameTooLargeError):
+        decoder.feed(encoder.encode(b"long") + b"\x00\x00")  # then part of a header
+    assert decoder.feed(b"") == []
+    with pytest.raises(IncompleteFrameError, match="2 bytes buffered, 2 more needed"):
+        decoder.eof()
+
+
 def test_on_oversized_raise_drops_the_frame_as_it_arrives(codec):
     encoder = codec.FrameEncoder()
     decoder = codec.FrameDecoder(max_frame_size=10, on_oversized="raise")

@@ -406,6 +406,13 @@ class _StreamDecoder:
             try:
                 if self._between_frames():
                     return
+                if self._phase == _HEADER and self._end - self._pos >= self._need:
+                    # Only an on_oversized="raise" leaves bytes that could be
+                    # parsed: the frames among them are the caller's still.
+                    raise RuntimeError(
+                        "bytes received behind an oversized frame are not decoded yet: "
+                        'call feed(b"") before eof()'
+                    )
                 buffered = self.buffered
                 if self._phase == _IN_PLACE:
                     missing = self._big.size - self._big.filled
@@ -669,7 +676,7 @@ class FrameDecoder(_StreamDecoder):
     goes on with the next frame; "raise" raises FrameTooLargeError for that
     frame, drops its bytes as they arrive, and goes on with the next frames
     at the next call (``feed(b"")`` delivers those already received: call
-    it before ``eof()``, which counts them as a frame left unfinished).  The
+    it before ``eof()``, which raises RuntimeError until then).  The
     frames ``discard`` and ``raise`` dropped are counted in ``discarded``.
 
     On a protocol error, the frames the call completed before the bad header
