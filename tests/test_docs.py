@@ -1,4 +1,4 @@
-"""Every code example of the docs site (docs/*.md) runs.
+"""Every code example of the docs site (docs/*.md) and of README.md runs.
 
 A page's ```python blocks run in order in one fresh interpreter, sharing
 one namespace (a page may build on its earlier blocks).  A block whose first
@@ -18,8 +18,10 @@ import sys
 
 import pytest
 
-DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs"
-PAGES = sorted(DOCS.glob("*.md")) if DOCS.is_dir() else []
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+# The README's tour too: it is the first example a newcomer runs.
+PAGES = [*sorted(DOCS.glob("*.md")), ROOT / "README.md"] if DOCS.is_dir() else []
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
 PAGE_TIMEOUT = 120
 
