@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import socket
 import ssl
 import threading
 from typing import Any, Iterator
@@ -16,11 +14,10 @@ import pytest
 
 import framecodec
 from framecodec import FrameEncoder, aio
-from framecodec.errors import ConnectionClosed, StartTLSError
 from framecodec.net import StartTLS
 
 from ..net_fixtures import require_trustme
-from ..net_support import TIMEOUT, recv_exactly, wait_until
+from ..net_support import TIMEOUT, wait_until
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 require_trustme(allow_module_level=True)  # every test here runs real TLS
@@ -105,7 +102,9 @@ class AioServerThread:
 
 
 @contextlib.contextmanager
-def serving(kind: str, pki: Any, handler: Any = echo, starttls: bool = True, **options: Any) -> Iterator[Any]:
+def serving(
+    kind: str, pki: Any, handler: Any = echo, starttls: bool = True, **options: Any
+) -> Iterator[Any]:
     """A plain server of ``kind`` whose handlers may ask for STARTTLS (with
     the test certificates unless ``starttls`` is False)."""
     if starttls:
@@ -152,3 +151,105 @@ def test_blocking_client_upgrades(kind: str, protocol: str, pki: Any) -> None:
         wait_until(lambda: server.stats["closed"] == 1, message="the connection's end")
         assert server.stats["clean_closes"] == 1
         assert server.stats["tls_failures"] == 0
+
+
+# -- the asyncio client against each backend ---------------------------------------
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("kind", SERVERS)
+def test_aio_client_upgrades(kind: str, protocol: str, pki: Any) -> None:
+    async def main(address: Any) -> None:
+        conn = await aio.open_connection(address, protocol=protocol)
+        async with conn:
+            assert reply_value(await conn.request(request_item(protocol, "plain"))) == (
+                reply_value(request_item(protocol, "PLAIN"))
+            )
+            assert reply_value(await conn.request(request_item(protocol, "STARTTLS"))) == (
+                reply_value(go_ahead(protocol))
+            )
+            await conn.start_tls(client_context(pki), server_hostname="localhost")
+            assert conn.transport is not None
+            assert conn.transport.get_extra_info("ssl_object").version() in ("TLSv1.2", "TLSv1.3")
+            replies = await asyncio.gather(
+                *(conn.request(request_item(protocol, f"secret {i}")) for i in range(20))
+            )
+            assert [reply_value(r) for r in replies] == [
+                reply_value(request_item(protocol, f"SECRET {i}")) for i in range(20)
+            ]
+
+    with serving(kind, pki, protocol=protocol) as server:
+        asyncio.run(asyncio.wait_for(main(server.address), TIMEOUT))
+        wait_until(lambda: server.stats["closed"] == 1, message="the connection's end")
+        assert server.stats["clean_closes"] == 1
+
+
+# -- the other handler shapes -------------------------------------------------------
+
+
+class UpgradingHandler(framecodec.ConnectionHandler):
+    """A ConnectionHandler that answers STARTTLS itself, then says whether
+    each later frame came over TLS."""
+
+    def frames_received(self, frames: list) -> None:
+        for frame in frames:
+            if frame == b"STARTTLS":
+                self.connection.send(b"go ahead")
+                self.connection.start_tls()
+            else:
+                over_tls = isinstance(self.connection.sock, ssl.SSLSocket)
+                self.connection.send(frame + (b" over TLS" if over_tls else b" in the clear"))
+
+
+def batch_echo(frames: list) -> list:
+    return [echo(frame) for frame in frames]
+
+
+async def async_echo(frame: bytes) -> Any:
+    await asyncio.sleep(0)
+    return echo(frame)
+
+
+async def async_batch_echo(frames: list) -> list:
+    await asyncio.sleep(0)
+    return [echo(frame) for frame in frames]
+
+
+async def per_connection_echo(conn: Any) -> None:
+    async for frame in conn:
+        if frame == b"STARTTLS":
+            await conn.send(b"go ahead")
+            await conn.start_tls()
+        else:
+            over_tls = conn.transport.get_extra_info("ssl_object") is not None
+            await conn.send(frame + (b" over TLS" if over_tls else b" in the clear"))
+
+
+SHAPES = [
+    ("selector", UpgradingHandler, {}),
+    ("threads", UpgradingHandler, {}),
+    ("selector", batch_echo, {"batch": True}),
+    ("threads", batch_echo, {"batch": True}),
+    ("aio", batch_echo, {"batch": True}),
+    ("aio", async_echo, {}),
+    ("aio", async_batch_echo, {"batch": True}),
+    ("aio", per_connection_echo, {"per_connection": True}),
+]
+
+
+@pytest.mark.parametrize(
+    "kind, handler, options", SHAPES, ids=[f"{k}-{h.__name__}" for k, h, _ in SHAPES]
+)
+def test_handler_shapes_upgrade(kind: str, handler: Any, options: dict, pki: Any) -> None:
+    telling = handler in (UpgradingHandler, per_connection_echo)
+    with serving(kind, pki, handler, **options) as server:
+        with framecodec.connect(server.address, timeout=TIMEOUT) as client:
+            expected = b"plain in the clear" if telling else b"PLAIN"
+            assert client.request(b"plain") == expected
+            assert client.request(b"STARTTLS") == b"go ahead"
+            client.start_tls(client_context(pki), server_hostname="localhost")
+            for i in range(5):
+                expected = f"secret {i} over TLS" if telling else f"SECRET {i}"
+                assert client.request(f"secret {i}".encode()) == expected.encode()
+        wait_until(lambda: server.stats["closed"] == 1, message="the connection's end")
+        assert server.stats["clean_closes"] == 1

@@ -109,6 +109,7 @@ class Connection(asyncio.BufferedProtocol):
         self._transport: Optional[asyncio.Transport] = None
         self._tls = False
         self._upgrading = False  # a STARTTLS handshake under way (see starttls.py)
+        self._held: List[Any] = []  # frames that came as it ended
         self._frames: Deque[Any] = collections.deque()
         self._queued = 0  # bytes of _frames
         self._backlog_extra = 0  # bytes a server holds for its handler
@@ -412,8 +413,8 @@ class Connection(asyncio.BufferedProtocol):
                 self._deliver(exc.frames)
             self._protocol_error(exc)
             return
-        if frames:
-            self._deliver(frames)
+        if frames:  # those of a TLS handshake's last read wait for its transport
+            self._held.extend(frames) if self._upgrading else self._deliver(frames)
 
     def eof_received(self) -> Optional[bool]:
         if self._input_over:

@@ -93,6 +93,11 @@ async def upgrade(
     tls_transport.set_write_buffer_limits(high=conn.high_water)
     if conn._reading_paused:  # flow control's pause, on the new transport too
         tls_transport.pause_reading()
+    # Frames that came with the handshake's end (read in the same pass as the
+    # peer's Finished) were held: handled now, their replies over TLS.
+    held, conn._held = conn._held, []
+    if held:
+        conn._deliver(held)
 
 
 # -- the server side ---------------------------------------------------------------
