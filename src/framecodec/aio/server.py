@@ -33,7 +33,13 @@ from ..net.server.endings import DEFAULT_HIGH_WATER, count_ending, log_ending, p
 from ..net.server.handlers import ASYNC_SHAPES, HandlerShape, StartTLS, handler_shape
 from ..net.service import logger
 from .connection import CLOSED, CLOSING, Connection, _with_read_size
-from .starttls import answer_frames, reply_then_start_tls, start_tls_after, start_tls_here
+from .starttls import (
+    UPGRADE_ENDINGS,
+    answer_frames,
+    reply_then_start_tls,
+    start_tls_after,
+    start_tls_here,
+)
 
 __all__ = ["Server", "start_server"]
 
@@ -160,7 +166,7 @@ class _ServerConnection(Connection):
     async def _run_per_connection(self) -> None:
         try:
             await self._handler(self)
-        except (ConnectionClosed, ProtocolError):
+        except (ConnectionClosed, ProtocolError, *UPGRADE_ENDINGS):
             pass  # the connection ended under the handler: already logged
         except Exception as exc:
             self._handler_failed(exc)

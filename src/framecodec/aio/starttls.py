@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .server import _ServerConnection
 
 __all__ = [
+    "UPGRADE_ENDINGS",
     "answer_frames",
     "check_upgrade",
     "reply_then_start_tls",
@@ -33,6 +34,11 @@ __all__ = [
     "start_tls_here",
     "upgrade",
 ]
+
+# How a start_tls() ends a connection under a per-connection handler: the
+# ending is logged as the connection's (refused, or a failed handshake, or
+# its timeout), never as the handler's failure.
+UPGRADE_ENDINGS = (StartTLSRefused, ssl.SSLError, ConnectionAbortedError)
 
 
 def check_upgrade(conn: Connection, unhandled: Sequence[Any] = ()) -> None:

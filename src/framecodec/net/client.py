@@ -263,6 +263,8 @@ class Client:
             raise
         if server_hostname is None and self.address is not None:
             server_hostname = self.address.host
+        if server_hostname is None and ssl_context.check_hostname:
+            raise ValueError("start_tls() needs server_hostname here (a Unix socket has no host)")
         context = tolerate_bare_eof(ssl_context)
         try:
             self._sock = context.wrap_socket(self._sock, server_hostname=server_hostname)
