@@ -559,3 +559,21 @@ def test_start_tls_over_a_unix_socket_needs_a_server_hostname(pki: Any) -> None:
         assert not client.closed  # nothing was touched: the caller can retry
         client.start_tls(client_context(pki), server_hostname="localhost")
         assert client.request(b"over unix") == b"OVER UNIX"
+
+
+def test_aio_start_tls_over_a_unix_socket_needs_a_server_hostname(pki: Any) -> None:
+    async def main() -> None:
+        server = await aio.start_server(
+            f"unix:{unix_path()}",
+            echo,
+            starttls_context=framecodec.server_context(pki.cert, pki.key),
+        )
+        async with server, await aio.open_connection(server.address) as conn:
+            assert await conn.request(b"STARTTLS") == b"go ahead"
+            with pytest.raises(ValueError, match="server_hostname"):
+                await conn.start_tls(client_context(pki))
+            assert not conn.closed  # nothing was touched: the caller can retry
+            await conn.start_tls(client_context(pki), server_hostname="localhost")
+            assert await conn.request(b"over unix") == b"OVER UNIX"
+
+    asyncio.run(asyncio.wait_for(main(), TIMEOUT))

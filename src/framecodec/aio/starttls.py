@@ -73,6 +73,8 @@ async def upgrade(
     connection, whose recv() then raises it, and is raised here."""
     transport = conn._transport
     assert transport is not None
+    if not server_side and server_hostname is None and ssl_context.check_hostname:
+        raise ValueError("start_tls() needs server_hostname here (a Unix socket has no host)")
     conn._flush()
     conn._upgrading = True  # no write, and no resumed reading, until it is done
     try:
