@@ -577,3 +577,31 @@ def test_aio_start_tls_over_a_unix_socket_needs_a_server_hostname(pki: Any) -> N
             assert await conn.request(b"over unix") == b"OVER UNIX"
 
     asyncio.run(asyncio.wait_for(main(), TIMEOUT))
+
+
+def generator_batch_echo(frames: list) -> Any:
+    return (echo(frame) for frame in frames)
+
+
+async def async_generator_batch_echo(frames: list) -> Any:
+    return (echo(frame) for frame in frames)
+
+
+@pytest.mark.parametrize(
+    "kind, handler",
+    [
+        ("selector", generator_batch_echo),
+        ("threads", generator_batch_echo),
+        ("aio", generator_batch_echo),
+        ("aio", async_generator_batch_echo),
+    ],
+)
+def test_batch_handlers_may_return_generators(kind: str, handler: Any, pki: Any) -> None:
+    """Replies looked at for a StartTLS are still all sent, whatever the
+    iterable (a generator is read once)."""
+    with serving(kind, pki, handler, batch=True) as server, connect(server) as client:
+        client.send_many([b"a", b"b", b"c"])
+        assert sorted(client.recv() for _ in range(3)) == [b"A", b"B", b"C"]
+        assert client.request(b"STARTTLS") == b"go ahead"
+        client.start_tls(client_context(pki), server_hostname="localhost")
+        assert client.request(b"d") == b"D"

@@ -32,14 +32,8 @@ from ..net.server.base import (
 from ..net.server.endings import DEFAULT_HIGH_WATER, count_ending, log_ending, peer_label
 from ..net.server.handlers import ASYNC_SHAPES, HandlerShape, StartTLS, handler_shape
 from ..net.service import logger
+from . import starttls
 from .connection import CLOSED, CLOSING, Connection, _with_read_size
-from .starttls import (
-    UPGRADE_ENDINGS,
-    answer_frames,
-    reply_then_start_tls,
-    start_tls_after,
-    start_tls_here,
-)
 
 __all__ = ["Server", "start_server"]
 
@@ -89,16 +83,16 @@ class _ServerConnection(Connection):
         if mode == HandlerShape.FRAME:
             handler = self._handler
             try:
-                replies = answer_frames(self, handler, frames)  # stops at a StartTLS
+                replies = starttls.answer_frames(self, handler, frames)  # stops at a StartTLS
                 if replies:
                     self._reply(self.protocol.encode_many(replies))
             except Exception as exc:
                 self._handler_failed(exc)
         elif mode == HandlerShape.BATCH:
             try:
-                replies = self._handler(frames)
+                replies = starttls.as_list(self._handler(frames))  # looked at twice
                 if replies and StartTLS in map(type, replies):
-                    reply_then_start_tls(self, replies, ())
+                    starttls.reply_then_start_tls(self, replies, ())
                 elif replies:
                     self._reply(self.protocol.encode_many(replies))
             except Exception as exc:
@@ -142,12 +136,12 @@ class _ServerConnection(Connection):
                 self._update_reading()
             try:
                 if batch:
-                    replies = await handler(frames)
+                    replies = starttls.as_list(await handler(frames))  # looked at twice
                 else:
                     reply = await handler(frame)
                     replies = [reply] if reply is not None else None
                 if replies and StartTLS in map(type, replies):
-                    await start_tls_after(self, replies)  # empties pending
+                    await starttls.start_tls_after(self, replies)  # empties pending
                     continue
                 if replies:
                     self._reply_later(encode_many(replies))
@@ -166,7 +160,7 @@ class _ServerConnection(Connection):
     async def _run_per_connection(self) -> None:
         try:
             await self._handler(self)
-        except (ConnectionClosed, ProtocolError, *UPGRADE_ENDINGS):
+        except (ConnectionClosed, ProtocolError, *starttls.UPGRADE_ENDINGS):
             pass  # the connection ended under the handler: already logged
         except Exception as exc:
             self._handler_failed(exc)
@@ -191,7 +185,7 @@ class _ServerConnection(Connection):
         if self._state is CLOSED:
             self.server._forget(self)
 
-    start_tls = start_tls_here  # per_connection handlers: see starttls.py
+    start_tls = starttls.start_tls_here  # per_connection handlers: see starttls.py
 
     # -- a peer that does not read: write_timeout ---------------------------------
 
@@ -548,9 +542,9 @@ async def start_server(
     ``ssl_context`` (framecodec.server_context) serves TLS;
     ``starttls_context`` lets handlers upgrade plain connections to TLS
     after a reply (StartTLS, or ``await conn.start_tls()``; see
-    docs/starttls.md), their handshakes bounded by ssl_handshake_timeout.  ``high_water``
-    is each connection's budget in bytes for frames waiting for a
-    coroutine handler and for unsent replies (see Flow control above).
+    docs/starttls.md), their handshakes bounded by ssl_handshake_timeout.
+    ``high_water`` is each connection's budget in bytes for frames waiting
+    for a coroutine handler and for unsent replies (see Flow control above).
     ``write_timeout`` closes a connection whose replies have been held back
     (over high_water) that long with none of them taken by the peer, as
     stalled (PeerStalled, counted in network_errors); None disables it.

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "UPGRADE_ENDINGS",
     "answer_frames",
+    "as_list",
     "check_upgrade",
     "reply_then_start_tls",
     "server_handshake",
@@ -136,8 +137,8 @@ def reply_then_start_tls(conn: _ServerConnection, replies: List[Any], unhandled:
         return False
     try:
         check_upgrade(conn, unhandled)
-    except ProtocolError:
-        return False  # closed, and logged as it ends
+    except (ProtocolError, ConnectionClosed):
+        return False  # closed (or closing), and logged as it ends
     except ValueError as exc:
         _refuse(conn, str(exc))
         return False
@@ -181,6 +182,12 @@ def answer_frames(
                 return []
             replies.append(reply)
     return replies
+
+
+def as_list(replies: Any) -> Any:
+    """A batch handler's replies as a list (a generator, say, is read once),
+    so that they can be looked at for a StartTLS and then sent."""
+    return replies if replies is None or type(replies) is list else list(replies)
 
 
 async def start_tls_after(conn: _ServerConnection, replies: List[Any]) -> None:

@@ -184,6 +184,8 @@ class BatchHandler(ConnectionHandler):
     def frames_received(self, frames: List[Any]) -> None:
         replies = self._function(frames)
         if replies:
+            if not isinstance(replies, list):
+                replies = list(replies)  # a generator, say: looked at twice
             index = split_at_starttls(replies)
             if index is None:
                 self.connection.send_many(replies)
