@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # what __getattr__ loads, for type checkers and IDEs
     from .net.client import Client, connect
     from .net.datagram import DatagramClient, DatagramServer, serve_datagrams
     from .net.multiclient import ClientConnection, MultiClient
-    from .net.server import Connection, ConnectionHandler, Server, serve
+    from .net.server import Connection, ConnectionHandler, Server, StartTLS, serve
     from .net.tls import client_context, server_context
 
 # The network layer's names, and the module each loads from on first use.
@@ -64,6 +64,7 @@ _LAZY = {
     "ConnectionHandler": "net.server",
     "Server": "net.server",
     "serve": "net.server",
+    "StartTLS": "net.server",
     "client_context": "net.tls",
     "server_context": "net.tls",
 }
@@ -110,6 +111,7 @@ __all__ = [
     "MultiClient",
     "ProtocolError",
     "Server",
+    "StartTLS",
     "__version__",
     "client_context",
     "connect",

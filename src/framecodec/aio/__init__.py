@@ -59,7 +59,11 @@ more is delivered as a copy, which the default loop avoids.
 
 TLS: asyncio gives TLS no half-close, so a TLS peer's close_notify ends the
 connection; replies to its last frames still pending in a coroutine handler
-are dropped.  Plain connections stay open for those replies.
+are dropped.  Plain connections stay open for those replies.  A plain
+connection upgrades to TLS in place with ``await conn.start_tls(context,
+server_hostname=...)``, and a server's handler by answering
+``StartTLS(reply)`` (``start_server(..., starttls_context=...)``; see
+starttls.py and docs/starttls.md).
 """
 
 from __future__ import annotations

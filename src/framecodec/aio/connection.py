@@ -27,6 +27,7 @@ from ..net.addresses import Address, AddressLike, parse_address
 from ..net.protocols import FrameProtocol, Protocol, make_protocol
 from ..net.server.endings import DEFAULT_HIGH_WATER
 from ..net.transport import ConnectionState, keep_stream_start, stream_start
+from .starttls import check_upgrade, upgrade
 
 __all__ = ["Connection", "open_connection"]
 
@@ -107,6 +108,8 @@ class Connection(asyncio.BufferedProtocol):
         self._state = OPEN  # CLOSING once closing was asked for, CLOSED when the transport is lost
         self._transport: Optional[asyncio.Transport] = None
         self._tls = False
+        self._upgrading = False  # a STARTTLS handshake under way (see starttls.py)
+        self._held: List[Any] = []  # frames that came as it ended
         self._frames: Deque[Any] = collections.deque()
         self._queued = 0  # bytes of _frames
         self._backlog_extra = 0  # bytes a server holds for its handler
@@ -182,7 +185,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def _write(self, buffers: List[Any]) -> None:
         transport = self._transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self._upgrading:
             reason = f": {self._error}" if self._error is not None else ""
             raise ConnectionClosed(f"the connection is closed{reason}")
         self._queue(buffers)
@@ -305,6 +308,25 @@ class Connection(asyncio.BufferedProtocol):
             self._update_reading()
         return frame
 
+    # -- STARTTLS ---------------------------------------------------------------------
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        *,
+        server_hostname: Optional[str] = None,
+        ssl_handshake_timeout: Optional[float] = 60.0,
+    ) -> None:
+        """Upgrade this plain connection to TLS after the exchange that agreed
+        on it, as framecodec.Client.start_tls does (see aio/starttls.py):
+        bytes received in the clear and not yet taken raise StartTLSError; a
+        failed handshake (ssl.SSLError, ConnectionAbortedError after
+        ``ssl_handshake_timeout`` s) is raised; either closes the connection."""
+        check_upgrade(self)
+        if server_hostname is None and self.address is not None:
+            server_hostname = self.address.host
+        await upgrade(self, ssl_context, False, server_hostname, ssl_handshake_timeout)
+
     # -- closing ----------------------------------------------------------------------
 
     async def close(self, timeout: Optional[float] = 5.0) -> None:
@@ -391,8 +413,8 @@ class Connection(asyncio.BufferedProtocol):
                 self._deliver(exc.frames)
             self._protocol_error(exc)
             return
-        if frames:
-            self._deliver(frames)
+        if frames:  # those of a TLS handshake's last read wait for its transport
+            self._held.extend(frames) if self._upgrading else self._deliver(frames)
 
     def eof_received(self) -> Optional[bool]:
         if self._input_over:
@@ -406,6 +428,8 @@ class Connection(asyncio.BufferedProtocol):
         return self._peer_finished()
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
+        if self._lost.done():
+            return  # reported already (a failed STARTTLS handshake: see starttls.py)
         if self._error is None:
             error: BaseException
             if exc is None:
@@ -475,7 +499,7 @@ class Connection(asyncio.BufferedProtocol):
         """Pause or resume reading by the backlog (and, for servers, by
         replies waiting for a peer that does not read them)."""
         transport = self._transport
-        if transport is None or self._input_over or transport.is_closing():
+        if transport is None or self._input_over or transport.is_closing() or self._upgrading:
             return
         backlog = self._queued + self._backlog_extra
         blocked = self._writing_paused and self._stop_reading_while_writes_wait

@@ -24,7 +24,7 @@ from ..codec.formats import FrameFormat
 from ..errors import BufferTooSmallError, IncompleteFrameError, ProtocolError
 from .addresses import Address, AddressLike, connect_socket, parse_address
 from .protocols import FrameProtocol, Protocol, make_protocol
-from .tls import tolerate_bare_eof
+from .tls import check_starttls_input, tolerate_bare_eof
 from .transport import ConnectionClosed, OutputQueue, close_socket, receive
 
 __all__ = ["BufferTooSmallError", "Client", "connect"]
@@ -235,6 +235,46 @@ class Client:
                 self._fail(exc)
             if not frames:
                 raise self._error  # type: ignore[misc]
+
+    # -- STARTTLS -------------------------------------------------------------------
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, *, server_hostname: Optional[str] = None
+    ) -> None:
+        """Upgrade this plain connection to TLS, after the exchange that
+        agreed on it (the server's "go ahead" reply, received with recv()).
+
+        ``server_hostname`` defaults to the address's host, as connect()'s.
+        Frames or bytes received but not yet delivered at this point came in
+        the clear after the "go ahead", which a correct server never sends:
+        they raise StartTLSError (framecodec.errors) and close the client.
+        The decoder carries over: it is between two frames with nothing
+        buffered.  The handshake is bounded by ``timeout``; a failed one
+        (ssl.SSLError, TimeoutError) closes the client.
+        """
+        self._check_open()
+        if self._tls:
+            raise ValueError("the connection is already TLS")
+        try:
+            check_starttls_input(self._decoder, list(self._frames))
+        except BaseException as exc:
+            self._frames.clear()  # they are the error's now (exc.frames)
+            self._fail(exc)
+            raise
+        if server_hostname is None and self.address is not None:
+            server_hostname = self.address.host
+        if server_hostname is None and ssl_context.check_hostname:
+            raise ValueError("start_tls() needs server_hostname here (a Unix socket has no host)")
+        context = tolerate_bare_eof(ssl_context)
+        try:
+            self._sock = context.wrap_socket(self._sock, server_hostname=server_hostname)
+        except BaseException as exc:
+            if isinstance(exc, socket.timeout):
+                exc = TimeoutError(f"TLS handshake timed out after {self._timeout} s")
+            self._fail(exc)
+            raise exc from None
+        self._tls = True
+        self._output = OutputQueue(tls=True)
 
     # -- closing -----------------------------------------------------------------------
 

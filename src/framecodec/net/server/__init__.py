@@ -19,12 +19,20 @@ from ..addresses import AddressLike, bind_socket
 from ..protocols import Protocol, make_protocol
 from .base import Connection, Server
 from .endings import DEFAULT_HIGH_WATER
-from .handlers import ConnectionHandler
+from .handlers import ConnectionHandler, StartTLS
 from .selector import SelectorServer
 from .threads import ThreadingServer
 from .workers import WorkerPool
 
-__all__ = ["BACKENDS", "Connection", "ConnectionHandler", "HandlerError", "Server", "serve"]
+__all__ = [
+    "BACKENDS",
+    "Connection",
+    "ConnectionHandler",
+    "HandlerError",
+    "Server",
+    "StartTLS",
+    "serve",
+]
 
 BACKENDS: Dict[str, Type[Server]] = {"selector": SelectorServer, "threads": ThreadingServer}
 
@@ -37,6 +45,7 @@ def serve(
     protocol: Union[str, Protocol] = "frames",
     batch: bool = False,
     ssl_context: Optional[ssl.SSLContext] = None,
+    starttls_context: Optional[ssl.SSLContext] = None,
     max_connections: Optional[int] = None,
     overflow: str = "wait",
     idle_timeout: Optional[float] = None,
@@ -78,6 +87,11 @@ def serve(
     read (``read_size`` bytes of requests) plus one partial frame
     (``max_frame_size``).
 
+    ``starttls_context`` (framecodec.server_context) lets handlers upgrade
+    a plain connection to TLS after a reply (StartTLS, or
+    ``connection.start_tls()``; see docs/starttls.md); without it such a
+    request closes that connection (StartTLSRefused, in ``tls_failures``).
+
     ``workers`` above 1 runs that many server processes on the address, one
     per core, each with all the settings above; the Server returned is
     their supervisor (see framecodec.net.server.workers).
@@ -92,6 +106,7 @@ def serve(
         protocol=proto,
         batch=batch,
         ssl_context=ssl_context,
+        starttls_context=starttls_context,
         max_connections=max_connections,
         overflow=overflow,
         idle_timeout=idle_timeout,

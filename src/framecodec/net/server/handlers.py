@@ -9,6 +9,11 @@
 - CLASS: a ConnectionHandler subclass, one instance per connection (the
   blocking servers).
 
+A reply wrapped in StartTLS (``return StartTLS(b"go ahead")``) is sent,
+then the connection is upgraded to TLS with the server's
+``starttls_context``; ConnectionHandler code calls
+``self.connection.start_tls()`` after sending it instead.
+
 Each server says which shapes it runs; a handler of another shape is a
 TypeError that names the server that does run it.
 """
@@ -22,7 +27,41 @@ from typing import TYPE_CHECKING, Any, Callable, Collection, List, Optional
 if TYPE_CHECKING:
     from .base import Connection
 
-__all__ = ["ConnectionHandler", "HandlerShape", "handler_factory", "handler_shape"]
+__all__ = [
+    "ConnectionHandler",
+    "HandlerShape",
+    "StartTLS",
+    "handler_factory",
+    "handler_shape",
+    "split_at_starttls",
+]
+
+
+class StartTLS:
+    """A handler's reply after which the server upgrades the connection to
+    TLS (its ``starttls_context``): ``return StartTLS(b"go ahead")``.
+
+    ``reply`` (None: no reply) is sent in the clear, then the server waits
+    for the client's handshake.  Frames of the same read after the one
+    answered so, or bytes already buffered, came in the clear before the
+    handshake: a protocol error (StartTLSError) that closes the connection.
+    """
+
+    __slots__ = ("reply",)
+
+    def __init__(self, reply: Any = None) -> None:
+        self.reply = reply
+
+    def __repr__(self) -> str:
+        return f"StartTLS({self.reply!r})"
+
+
+def split_at_starttls(replies: List[Any]) -> Optional[int]:
+    """The index of the first StartTLS in ``replies``, if any."""
+    for index, reply in enumerate(replies):
+        if type(reply) is StartTLS:
+            return index
+    return None
 
 
 class HandlerShape(enum.IntEnum):
@@ -109,8 +148,23 @@ class ConnectionHandler:
         return None
 
     def frames_received(self, frames: List[Any]) -> None:
-        """All the frames one read completed; override to handle a batch at once."""
-        replies = [reply for reply in map(self.frame_received, frames) if reply is not None]
+        """All the frames one read completed; override to handle a batch at once.
+
+        A reply wrapped in StartTLS ends the batch: the frames after it came
+        in the clear before the handshake (see StartTLS)."""
+        replies = []
+        for index, frame in enumerate(frames):
+            reply = self.frame_received(frame)
+            if reply is None:
+                continue
+            if type(reply) is StartTLS:
+                if reply.reply is not None:
+                    replies.append(reply.reply)
+                if replies:
+                    self.connection.send_many(replies)
+                self.connection.start_tls(frames[index + 1 :])
+                return
+            replies.append(reply)
         if replies:
             self.connection.send_many(replies)
 
@@ -130,7 +184,20 @@ class BatchHandler(ConnectionHandler):
     def frames_received(self, frames: List[Any]) -> None:
         replies = self._function(frames)
         if replies:
-            self.connection.send_many(replies)
+            if not isinstance(replies, list):
+                replies = list(replies)  # a generator, say: looked at twice
+            index = split_at_starttls(replies)
+            if index is None:
+                self.connection.send_many(replies)
+                return
+            if index != len(replies) - 1:
+                raise ValueError("StartTLS must be the last reply of a batch")
+            sent = [reply for reply in replies[:index] if reply is not None]
+            if replies[index].reply is not None:
+                sent.append(replies[index].reply)
+            if sent:
+                self.connection.send_many(sent)
+            self.connection.start_tls()
 
 
 def handler_factory(handler: Any, batch: bool) -> Callable[[], ConnectionHandler]:
