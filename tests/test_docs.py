@@ -21,4 +21,4 @@ def test_page_examples_run(name):
     assert len(blocks) >= 5
     namespace: dict = {"__name__": f"docs_{name.split('.')[0]}"}
     for number, block in enumerate(blocks, 1):
-        exec(compile(block, f"{name} example {number}", "exec"), namespace)  # noqa: S102
+        exec(compile(block, f"{name} example {number}", "exec"), namespace)

@@ -100,3 +100,15 @@ def test_decode_then_encode_frame_is_the_same_stream(
         assert len(delivered) == len(frames)
         assert b"".join(encoder.encode_frame(f) for f in delivered) == wire
         assert b"".join(encoder.encode_frames(delivered)) == wire
+
+
+def test_a_huge_length_field_is_reported_without_wrapping(both_codecs):
+    # Found by fuzz_differential: C arithmetic on the field wrapped around.
+    frame = b"\xff" * 8
+    messages = []
+    for codec in both_codecs:
+        with pytest.raises(MalformedHeaderError) as info:
+            codec.FrameEncoder(width=8, length_adjustment=-1).encode_frame(frame)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+    assert "says 18446744073709551622" in messages[0]

@@ -203,7 +203,9 @@ cdef class FrameEncoder:
     @cython.locals(largest=Py_ssize_t, size=Py_ssize_t, items=list, buffers=list, run=list)
     cpdef list encode_vectored(self, object payloads)
 
-    @cython.locals(size=Py_ssize_t, head=Py_ssize_t, body=Py_ssize_t, field="unsigned long long")
+    # The length field stays a Python int: its sums with the header and the
+    # adjustment must not wrap (a field of 2**64 - 1 is a finding otherwise).
+    @cython.locals(size=Py_ssize_t, head=Py_ssize_t, body=Py_ssize_t)
     cdef _check_frame(self, bytes frame)
 
 
