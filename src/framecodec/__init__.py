@@ -33,6 +33,7 @@ from .codec import (
 from .errors import (
     BufferTooSmallError,
     ConnectionClosed,
+    DecoderDetachedError,
     FrameTooLargeError,
     HandlerError,
     IncompleteFrameError,
@@ -98,6 +99,7 @@ __all__ = [
     "ConnectionHandler",
     "DatagramClient",
     "DatagramServer",
+    "DecoderDetachedError",
     "FrameDecoder",
     "FrameEncoder",
     "FrameFormat",

@@ -56,6 +56,14 @@ class IncompleteFrameError(ProtocolError):
         self.buffered = buffered
 
 
+class DecoderDetachedError(RuntimeError):
+    """A decoder was called after detach() handed its stream over.
+
+    Not a ProtocolError: no byte was wrong; the bytes belong to whichever
+    decoder took over (see docs/switching.md).
+    """
+
+
 # -- the network layers ------------------------------------------------------
 
 
