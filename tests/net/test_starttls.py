@@ -548,6 +548,20 @@ def test_the_documented_example_runs(pki: Any, capsys: Any) -> None:
     assert reply.strip() == "b'SECRET'"
 
 
+def test_the_documented_aio_client_runs(pki: Any) -> None:
+    text = DOC.read_text(encoding="utf-8")
+    example = text.split("```python\n", 2)[2].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(example, str(DOC), "exec"), namespace)  # the docs block, as written
+    server = framecodec.serve(
+        "127.0.0.1:0", echo, starttls_context=framecodec.server_context(pki.cert, pki.key)
+    )
+    with server.start():
+        client = namespace["aio_client"](server.address, pki.ca)
+        reply = asyncio.run(asyncio.wait_for(client, TIMEOUT))
+    assert reply == b"SECRET"
+
+
 def test_start_tls_over_a_unix_socket_needs_a_server_hostname(pki: Any) -> None:
     path = unix_path()
     context = framecodec.server_context(pki.cert, pki.key)
