@@ -12,7 +12,9 @@ run time; import them under TYPE_CHECKING too):
   str (text) or a bytes-like object (binary);
 - FrameHandler[ItemT, ReplyT]: a function of one frame returning the reply
   or None; BatchHandler: with ``batch=True``, a function of the list of
-  frames one read completed returning the replies (any iterable) or None.
+  frames one read completed returning the replies (any iterable) or None;
+- AsyncFrameHandler, AsyncBatchHandler: the same, plain or coroutine
+  functions (framecodec.aio and framecodec.anyio run both).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ __all__ = ["ItemT"]
 ItemT = TypeVar("ItemT")
 
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+    from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Union
 
     from _typeshed import ReadableBuffer
 
@@ -35,3 +37,7 @@ if TYPE_CHECKING:
     MessageContent = Union[Message, Dict[str, Any], List[Any], str, ReadableBuffer]
     FrameHandler = Callable[[ItemT], Optional[ReplyT]]
     BatchHandler = Callable[[List[ItemT]], Optional[Iterable[ReplyT]]]
+    AsyncFrameHandler = Callable[[ItemT], Union[ReplyT, Awaitable[Optional[ReplyT]], None]]
+    AsyncBatchHandler = Callable[
+        [List[ItemT]], Union[Iterable[ReplyT], Awaitable[Optional[Iterable[ReplyT]]], None]
+    ]
