@@ -40,7 +40,7 @@ from ..codec.formats import FrameFormat
 from ..codec.messages import Message
 from ..errors import ConnectionClosed, IncompleteFrameError, ProtocolError
 from ..net.addresses import Address
-from ..net.protocols import Protocol, make_protocol
+from ..net.protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
 from .streams import SendBroken, network_error, raw_socket_of, receive_into, send_on
 
 __all__ = ["READ_SIZE", "FramedStream", "check_timeouts", "with_read_size"]
@@ -116,11 +116,20 @@ class FramedStream(Generic[ItemT]):
         self: FramedStream[bytes],
         stream: anyio.abc.AnyByteStream,
         *,
-        protocol: Literal["frames"] = ...,
-        format: Union[str, FrameFormat, None] = ...,
+        protocol: Union[Literal["frames"], FrameProtocol] = ...,
         idle_timeout: Optional[float] = ...,
         frame_timeout: Optional[float] = ...,
-        **options: Any,
+        format: Union[str, FrameFormat, None] = ...,
+        width: int = ...,
+        byteorder: str = ...,
+        length_offset: int = ...,
+        length_adjustment: int = ...,
+        strip: Optional[int] = ...,
+        max_frame_size: int = ...,
+        discard_oversized: bool = ...,
+        prealloc_limit: int = ...,
+        read_size: int = ...,
+        large_length_escape: bool = ...,
     ) -> None: ...
 
     @overload
@@ -128,23 +137,14 @@ class FramedStream(Generic[ItemT]):
         self: FramedStream[Message],
         stream: anyio.abc.AnyByteStream,
         *,
-        protocol: Literal["messages"],
+        protocol: Union[Literal["messages"], MessageProtocol],
+        idle_timeout: Optional[float] = ...,
+        frame_timeout: Optional[float] = ...,
         format: None = ...,
-        idle_timeout: Optional[float] = ...,
-        frame_timeout: Optional[float] = ...,
-        **options: Any,
-    ) -> None: ...
-
-    @overload
-    def __init__(
-        self: FramedStream[Any],
-        stream: anyio.abc.AnyByteStream,
-        *,
-        protocol: Union[str, Protocol],
-        format: Union[str, FrameFormat, None] = ...,
-        idle_timeout: Optional[float] = ...,
-        frame_timeout: Optional[float] = ...,
-        **options: Any,
+        max_header_size: int = ...,
+        max_content_size: int = ...,
+        read_size: int = ...,
+        prealloc_limit: int = ...,
     ) -> None: ...
 
     def __init__(
