@@ -144,7 +144,9 @@ async def anyio_round_trip(address: str) -> List[object]:
         server: framed.Server = await group.start(framed.serve, address, reverse)
         async with await framed.connect(server.address, timeout=10) as stream:
             reply: bytes = await stream.request(b"abc")
+            await stream.send_many([b"x", bytearray(b"yz")])
+            replies = [await stream.receive(), await stream.receive()]
             stream_type: framed.FramedStream[bytes] = stream
         group.cancel_scope.cancel()
     del stream_type
-    return [reply]
+    return [reply, *replies]

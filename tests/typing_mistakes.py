@@ -169,3 +169,12 @@ async def anyio_messages_taken_for_frames(stream: framed.FramedStream[Message]) 
 
 async def anyio_message_option_for_frames() -> None:
     await framed.connect(ADDRESS, max_content_size=1024)  # type: ignore[call-overload]
+
+
+async def anyio_sending_text_as_a_frame(stream: framed.FramedStream[bytes]) -> None:
+    await stream.send("text")  # type: ignore[arg-type]
+
+
+async def anyio_frames_taken_for_messages(stream: framed.FramedStream[bytes]) -> str:
+    reply: Message = await stream.request(b"x")  # type: ignore[assignment]
+    return reply.content_type
