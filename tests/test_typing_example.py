@@ -3,6 +3,7 @@ mypy must catch (typing_mistakes.py) that are also errors at run time raise
 a clear TypeError, before any connection is made."""
 
 import asyncio
+import inspect
 
 import anyio
 import pytest
@@ -48,7 +49,7 @@ def test_typed_anyio_example_runs(backend):
 @pytest.mark.parametrize("mistake", typing_mistakes.RAISE_TYPE_ERROR, ids=lambda f: f.__name__)
 def test_mistakes_mypy_catches_raise_type_error_at_run_time(mistake):
     with pytest.raises(TypeError) as caught:
-        if asyncio.iscoroutinefunction(mistake):
+        if inspect.iscoroutinefunction(mistake):
             asyncio.run(mistake())
         else:
             mistake()
