@@ -56,6 +56,10 @@ nitpick_ignore_regex = [
     (r"py:(class|obj)", r"framecodec(\.\w+){3,}"),
     (r"py:(class|obj)", r"AddressLike|.*Tuple\[str"),
     (r"py:(class|obj)", r"(anyio|asyncio)\..*"),
+    # The network layers' types for type checkers (framecodec.net.types,
+    # the handler and reply unions): they exist under TYPE_CHECKING only;
+    # typing.md describes them.  WriteableBuffer is typeshed's.
+    (r"py:(class|obj)", r"FrameData|MessageContent|(Frame|Message)Reply|Handler|WriteableBuffer"),
 ]
 
 # The Python docs' inventory: Debian's python3-doc copy when installed (CI

@@ -69,8 +69,10 @@ starttls.py and docs/starttls.md).
 from __future__ import annotations
 
 from ..net.server.endings import DEFAULT_HIGH_WATER
-from .connection import CORK_BYTES, READ_SIZE, Connection, open_connection
-from .server import Server, start_server
+from .connect import open_connection
+from .connection import CORK_BYTES, READ_SIZE, Connection
+from .server import Server
+from .start import start_server
 
 __all__ = [
     "CORK_BYTES",

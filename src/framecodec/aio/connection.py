@@ -6,30 +6,37 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import socket
 import ssl
 from typing import (
+    TYPE_CHECKING,
     Any,
     AsyncIterator,
     Callable,
     Deque,
+    Generic,
+    Iterable,
     List,
+    Mapping,
     Optional,
     Tuple,
     Union,
     cast,
+    overload,
 )
 
-from ..codec.formats import FrameFormat
 from ..codec.messages import Message
 from ..errors import ConnectionClosed, IncompleteFrameError, ProtocolError
-from ..net.addresses import Address, AddressLike, parse_address
-from ..net.protocols import FrameProtocol, Protocol, make_protocol
+from ..net.addresses import Address
+from ..net.protocols import FrameProtocol, Protocol
 from ..net.server.endings import DEFAULT_HIGH_WATER
 from ..net.transport import ConnectionState, keep_stream_start, stream_start
+from ..net.types import ItemT
 from .starttls import check_upgrade, upgrade
 
-__all__ = ["Connection", "open_connection"]
+if TYPE_CHECKING:
+    from ..net.types import FrameData, MessageContent
+
+__all__ = ["Connection"]
 
 OPEN, CLOSING, CLOSED = ConnectionState.OPEN, ConnectionState.CLOSING, ConnectionState.CLOSED
 
@@ -59,8 +66,9 @@ def _message_size(message: Message) -> int:
     return len(message.content) + 64  # the header's share, roughly
 
 
-class Connection(asyncio.BufferedProtocol):
-    """One framed connection: the object open_connection returns.
+class Connection(asyncio.BufferedProtocol, Generic[ItemT]):
+    """One framed connection: the object open_connection returns
+    (``Connection[bytes]`` for frames, ``Connection[Message]`` for messages).
 
     ``await send(item)``, ``await send_many(items)``, ``await recv()``,
     ``await request(item)`` (send, then receive the reply), ``async for
@@ -110,7 +118,7 @@ class Connection(asyncio.BufferedProtocol):
         self._tls = False
         self._upgrading = False  # a STARTTLS handshake under way (see starttls.py)
         self._held: List[Any] = []  # frames that came as it ended
-        self._frames: Deque[Any] = collections.deque()
+        self._frames: Deque[ItemT] = collections.deque()
         self._queued = 0  # bytes of _frames
         self._backlog_extra = 0  # bytes a server holds for its handler
         # recv() and request() callers waiting, oldest first; True marks a
@@ -154,17 +162,53 @@ class Connection(asyncio.BufferedProtocol):
 
     # -- sending ----------------------------------------------------------------------
 
+    @overload
+    async def send(
+        self: Connection[bytes], item: FrameData, *, prefix: Optional[bytes] = ...
+    ) -> None: ...
+
+    @overload
+    async def send(
+        self: Connection[Message],
+        item: MessageContent,
+        *,
+        content_type: Optional[str] = ...,
+        content_encoding: Optional[str] = ...,
+        headers: Optional[Mapping[str, Any]] = ...,
+    ) -> None: ...
+
     async def send(self, item: Any, **options: Any) -> None:
         """Send one frame (or message: content or Message, with content_type=...)."""
         self._write(self.protocol.encode(item, **options))
         if self._writing_paused:
             await self._drain()
 
-    async def send_many(self, items: Any) -> None:
+    @overload
+    async def send_many(self: Connection[bytes], items: Iterable[FrameData]) -> None: ...
+
+    @overload
+    async def send_many(self: Connection[Message], items: Iterable[MessageContent]) -> None: ...
+
+    async def send_many(self, items: Iterable[Any]) -> None:
         """Send several frames with one write."""
         self._write(self.protocol.encode_many(items))
         if self._writing_paused:
             await self._drain()
+
+    @overload
+    async def request(
+        self: Connection[bytes], item: FrameData, *, prefix: Optional[bytes] = ...
+    ) -> bytes: ...
+
+    @overload
+    async def request(
+        self: Connection[Message],
+        item: MessageContent,
+        *,
+        content_type: Optional[str] = ...,
+        content_encoding: Optional[str] = ...,
+        headers: Optional[Mapping[str, Any]] = ...,
+    ) -> Message: ...
 
     async def request(self, item: Any, **options: Any) -> Any:
         """Send ``item`` and return the reply: the next frame in receiving order."""
@@ -266,13 +310,13 @@ class Connection(asyncio.BufferedProtocol):
 
     # -- receiving ----------------------------------------------------------------------
 
-    async def recv(self) -> Any:
+    async def recv(self) -> ItemT:
         """The next frame (a Message for protocol="messages")."""
         if self._frames:
             return self._take()
         if self._error is not None:
             raise self._error
-        waiter: asyncio.Future[Any] = self._loop.create_future()
+        waiter: asyncio.Future[ItemT] = self._loop.create_future()
         entry = (waiter, False)
         self._waiters.append(entry)
         try:
@@ -290,10 +334,10 @@ class Connection(asyncio.BufferedProtocol):
                     pass
             raise
 
-    def __aiter__(self) -> AsyncIterator[Any]:
+    def __aiter__(self) -> AsyncIterator[ItemT]:
         return self
 
-    async def __anext__(self) -> Any:
+    async def __anext__(self) -> ItemT:
         if self._frames:
             return self._take()
         try:
@@ -301,7 +345,7 @@ class Connection(asyncio.BufferedProtocol):
         except ConnectionClosed:
             raise StopAsyncIteration from None
 
-    def _take(self) -> Any:
+    def _take(self) -> ItemT:
         frame = self._frames.popleft()
         self._queued -= self._size(frame)
         if self._reading_paused:
@@ -364,7 +408,7 @@ class Connection(asyncio.BufferedProtocol):
     async def wait_closed(self) -> None:
         await asyncio.shield(self._lost)
 
-    async def __aenter__(self) -> Connection:
+    async def __aenter__(self) -> Connection[ItemT]:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
@@ -540,59 +584,3 @@ def _with_read_size(protocol: Union[str, Protocol], options: dict[str, Any]) -> 
     if isinstance(protocol, str) and "read_size" not in options:
         return {**options, "read_size": READ_SIZE}
     return options
-
-
-async def open_connection(
-    address: AddressLike,
-    *,
-    protocol: Union[str, Protocol] = "frames",
-    ssl_context: Optional[ssl.SSLContext] = None,
-    server_hostname: Optional[str] = None,
-    timeout: Optional[float] = None,
-    high_water: int = DEFAULT_HIGH_WATER,
-    format: Union[str, FrameFormat, None] = None,
-    **options: Any,
-) -> Connection:
-    """Connect to ``address`` and return a Connection.
-
-    ``protocol``, ``format`` and the options are those of framecodec.connect;
-    with ``ssl_context`` the connection is TLS, checked against
-    ``server_hostname`` (default: the address's host; give it for Unix
-    sockets).  ``timeout`` bounds connecting and the TLS handshake
-    (TimeoutError).
-    """
-    proto = make_protocol(protocol, format, **_with_read_size(protocol, options))
-    target = parse_address(address)
-    loop = asyncio.get_running_loop()
-    hostname = server_hostname if server_hostname is not None else target.host
-    tls: dict[str, Any] = {}
-    if ssl_context is not None:
-        tls = {"ssl": ssl_context, "server_hostname": hostname}
-
-    def factory() -> Connection:
-        return Connection(proto, high_water=high_water, address=target)
-
-    async def connect() -> Connection:
-        conn: Connection
-        if target.is_unix:
-            # Connected here, not by the loop, so that abstract names
-            # (unix:@name) work on every loop.
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.setblocking(False)
-                await loop.sock_connect(sock, target.sockaddr)
-                _, conn = await loop.create_unix_connection(factory, sock=sock, **tls)
-            except BaseException:
-                sock.close()
-                raise
-        else:
-            host, port = target.sockaddr
-            _, conn = await loop.create_connection(factory, host, port, **tls)
-        return conn
-
-    if timeout is None:
-        return await connect()
-    try:
-        return await asyncio.wait_for(connect(), timeout)
-    except asyncio.TimeoutError:
-        raise TimeoutError(f"connecting to {target} timed out after {timeout} s") from None

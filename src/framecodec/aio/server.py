@@ -45,7 +45,7 @@ def _fileno(sock: Any) -> int:
         return -1
 
 
-class _ServerConnection(Connection):
+class _ServerConnection(Connection[Any]):
     """A server's connection: frames go to the handler instead of a queue
     (except per_connection handlers, which read with recv())."""
 
@@ -340,7 +340,7 @@ class Server:
         return self._bound.address
 
     @property
-    def connections(self) -> List[Connection]:
+    def connections(self) -> List[Connection[Any]]:
         return list(self._open)
 
     def count(self, key: str, n: int = 1) -> None:

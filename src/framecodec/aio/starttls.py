@@ -42,7 +42,7 @@ __all__ = [
 UPGRADE_ENDINGS = (StartTLSRefused, ssl.SSLError, ConnectionAbortedError)
 
 
-def check_upgrade(conn: Connection, unhandled: Sequence[Any] = ()) -> None:
+def check_upgrade(conn: Connection[Any], unhandled: Sequence[Any] = ()) -> None:
     """Raise unless ``conn`` can be upgraded now: open, plain, and nothing
     received in the clear past the exchange (frames ``unhandled`` by a
     server's handler, frames not yet taken by recv(), buffered bytes: a
@@ -63,7 +63,7 @@ def check_upgrade(conn: Connection, unhandled: Sequence[Any] = ()) -> None:
 
 
 async def upgrade(
-    conn: Connection,
+    conn: Connection[Any],
     ssl_context: ssl.SSLContext,
     server_side: bool,
     server_hostname: Optional[str],

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import socket
 import ssl
-from typing import Any, Dict, Optional, Type, Union
+from typing import TYPE_CHECKING, Any, Dict, Literal, Optional, Type, Union, overload
 
 from ...codec.formats import FrameFormat
 from ...errors import HandlerError
 from ..addresses import AddressLike, bind_socket
-from ..protocols import Protocol, make_protocol
+from ..protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
 from .base import Connection, Server
 from .endings import DEFAULT_HIGH_WATER
 from .handlers import ConnectionHandler, StartTLS
 from .selector import SelectorServer
 from .threads import ThreadingServer
 from .workers import WorkerPool
+
+if TYPE_CHECKING:
+    from ...codec.messages import Message
+    from .handlers import FrameReply, Handler, MessageReply
 
 __all__ = [
     "BACKENDS",
@@ -37,9 +41,114 @@ __all__ = [
 BACKENDS: Dict[str, Type[Server]] = {"selector": SelectorServer, "threads": ThreadingServer}
 
 
+# The handler's frames, and the options, follow the protocol: see connect().
+@overload
 def serve(
     address: AddressLike,
-    handler: Any,
+    handler: Handler[bytes, FrameReply],
+    *,
+    protocol: Literal["frames"] = ...,
+    backend: str = ...,
+    batch: bool = ...,
+    ssl_context: Optional[ssl.SSLContext] = ...,
+    starttls_context: Optional[ssl.SSLContext] = ...,
+    max_connections: Optional[int] = ...,
+    overflow: str = ...,
+    idle_timeout: Optional[float] = ...,
+    frame_timeout: Optional[float] = ...,
+    write_timeout: Optional[float] = ...,
+    high_water: int = ...,
+    backlog: int = ...,
+    reuse_address: bool = ...,
+    workers: int = ...,
+    format: Union[str, FrameFormat, None] = ...,
+    width: int = ...,
+    byteorder: str = ...,
+    length_offset: int = ...,
+    length_adjustment: int = ...,
+    strip: Optional[int] = ...,
+    max_frame_size: int = ...,
+    discard_oversized: bool = ...,
+    prealloc_limit: int = ...,
+    read_size: int = ...,
+    large_length_escape: bool = ...,
+) -> Server: ...
+
+
+@overload
+def serve(
+    address: AddressLike,
+    handler: Handler[Message, MessageReply],
+    *,
+    protocol: Literal["messages"],
+    backend: str = ...,
+    batch: bool = ...,
+    ssl_context: Optional[ssl.SSLContext] = ...,
+    starttls_context: Optional[ssl.SSLContext] = ...,
+    max_connections: Optional[int] = ...,
+    overflow: str = ...,
+    idle_timeout: Optional[float] = ...,
+    frame_timeout: Optional[float] = ...,
+    write_timeout: Optional[float] = ...,
+    high_water: int = ...,
+    backlog: int = ...,
+    reuse_address: bool = ...,
+    workers: int = ...,
+    format: None = ...,
+    max_header_size: int = ...,
+    max_content_size: int = ...,
+    read_size: int = ...,
+    prealloc_limit: int = ...,
+) -> Server: ...
+
+
+@overload
+def serve(
+    address: AddressLike,
+    handler: Handler[bytes, FrameReply],
+    *,
+    protocol: FrameProtocol,
+    backend: str = ...,
+    batch: bool = ...,
+    ssl_context: Optional[ssl.SSLContext] = ...,
+    starttls_context: Optional[ssl.SSLContext] = ...,
+    max_connections: Optional[int] = ...,
+    overflow: str = ...,
+    idle_timeout: Optional[float] = ...,
+    frame_timeout: Optional[float] = ...,
+    write_timeout: Optional[float] = ...,
+    high_water: int = ...,
+    backlog: int = ...,
+    reuse_address: bool = ...,
+    workers: int = ...,
+) -> Server: ...
+
+
+@overload
+def serve(
+    address: AddressLike,
+    handler: Handler[Message, MessageReply],
+    *,
+    protocol: MessageProtocol,
+    backend: str = ...,
+    batch: bool = ...,
+    ssl_context: Optional[ssl.SSLContext] = ...,
+    starttls_context: Optional[ssl.SSLContext] = ...,
+    max_connections: Optional[int] = ...,
+    overflow: str = ...,
+    idle_timeout: Optional[float] = ...,
+    frame_timeout: Optional[float] = ...,
+    write_timeout: Optional[float] = ...,
+    high_water: int = ...,
+    backlog: int = ...,
+    reuse_address: bool = ...,
+    workers: int = ...,
+) -> Server: ...
+
+
+def serve(
+    address: AddressLike,
+    handler: Handler[Any, Any],
     *,
     backend: str = "selector",
     protocol: Union[str, Protocol] = "frames",

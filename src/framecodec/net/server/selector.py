@@ -26,7 +26,7 @@ EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
 
 
-class SelectorConnection(Connection):
+class SelectorConnection(Connection[Any]):
     def __init__(self, server: SelectorServer, sock: socket.socket, peer: Any, now: float) -> None:
         super().__init__(server, sock, peer)
         self.stream = Stream(sock, server.protocol.new_decoder())

@@ -33,7 +33,7 @@ from .base import CLOSED, OPEN, Connection, Server, call_handler, handler_failed
 __all__ = ["ThreadingServer"]
 
 
-class ThreadConnection(Connection):
+class ThreadConnection(Connection[Any]):
     def __init__(self, server: ThreadingServer, sock: socket.socket, peer: Any) -> None:
         super().__init__(server, sock, peer)
         self.decoder = server.protocol.new_decoder()
