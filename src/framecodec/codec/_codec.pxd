@@ -32,6 +32,8 @@ cdef int _BODY
 cdef int _IN_PLACE
 cdef int _DISCARDING
 cdef int _FAILED
+cdef int _DETACHED
+cdef long long _MAX_STOP_AFTER
 cdef int _OVERSIZED_FAIL           # on_oversized (see _codec.py)
 cdef int _OVERSIZED_DISCARD
 cdef int _OVERSIZED_RAISE
@@ -98,6 +100,8 @@ cdef class _StreamDecoder:
     cdef long long _discard_left    # _DISCARDING: bytes of the oversized frame still to drop
     cdef object _error              # _FAILED: the ProtocolError that broke this decoder
     cdef bint _busy                 # a public call is in progress (see _begin_call)
+    cdef Py_ssize_t _frames_left    # stop_after: frames still to deliver; -1 no limit, 0 stopped
+    cdef bytes _big_head            # _IN_PLACE: the frame's bytes before its storage
     cdef object _oversized          # on_oversized="raise": the error this call ends with
 
     cdef _raise_oversized(self, list out)
@@ -125,20 +129,22 @@ cdef class _StreamDecoder:
 
     cdef _reserve(self, Py_ssize_t size)
 
-    cdef _start_big(self, const unsigned char *p, Py_ssize_t start, Py_ssize_t end,
-                    Py_ssize_t size)
+    cdef _start_big(self, const unsigned char *p, Py_ssize_t frame, Py_ssize_t start,
+                    Py_ssize_t end, Py_ssize_t size)
 
     cdef _start_discard(self, long long left)
 
     cdef _end_discard(self)
 
-    @cython.locals(skip="long long", big=_FrameStorage)
+    @cython.locals(skip="long long", big=_FrameStorage, first=Py_ssize_t)
     cdef _advance(self, list out)
 
     cdef Py_ssize_t _parse(self, const unsigned char *p, Py_ssize_t pos, Py_ssize_t end,
                            list out) except -1
 
     cdef _deliver_big(self, bytes data, list out)
+
+    cdef bytes _held_head(self)
 
 
 cdef inline Py_ssize_t parse_received(_StreamDecoder decoder, list out) except -1:
@@ -188,6 +194,7 @@ cdef class FrameEncoder:
     cdef object _adjustment
     cdef object _max_frame_size
     cdef object _max_body              # the largest body within max_frame_size and max_frame_length
+    cdef object _max_length            # max_frame_length, or a limit no frame reaches
     cdef bint _escape
     cdef bytes _zero_prefix            # the default prefix: length_offset zero bytes
     cdef object _field_max             # largest value the length field can hold
@@ -208,6 +215,11 @@ cdef class FrameEncoder:
     @cython.locals(largest=Py_ssize_t, size=Py_ssize_t, items=list, buffers=list, run=list)
     cpdef list encode_vectored(self, object payloads)
 
+    # The length field stays a Python int: its sums with the header and the
+    # adjustment must not wrap (a field of 2**64 - 1 is a finding otherwise).
+    @cython.locals(size=Py_ssize_t, head=Py_ssize_t, body=Py_ssize_t)
+    cdef _check_frame(self, bytes frame)
+
 
 cdef class MessageDecoder(_StreamDecoder):
     cdef readonly Py_ssize_t discarded  # oversized messages dropped (on_oversized discard or raise)
@@ -217,6 +229,7 @@ cdef class MessageDecoder(_StreamDecoder):
     cdef int _on_oversized             # _OVERSIZED_FAIL, _DISCARD or _RAISE
     cdef object _header                # _BODY: the parsed JSON header whose content arrives
     cdef Py_ssize_t _content_length    # that content's length
+    cdef bytes _header_raw             # _BODY, _IN_PLACE: that header's bytes (for detach)
 
     @cython.locals(avail=Py_ssize_t, length=Py_ssize_t, header_length=Py_ssize_t)
     cdef Py_ssize_t _parse(self, const unsigned char *p, Py_ssize_t pos, Py_ssize_t end,
