@@ -465,7 +465,7 @@ class FramedStream(Generic[ItemT]):
             if self._io is not None:
                 # sockio ends the wait at the deadline or at shut_input(): None.
                 read = await self._io.receive_into(
-                    self._decoder, self._read_size, self._deadline(), self._interruptible
+                    self._decoder, self._deadline(), self._interruptible
                 )
                 if read is None:
                     if not self._input_shut:
