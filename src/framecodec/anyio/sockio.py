@@ -34,6 +34,7 @@ SendBroken.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from typing import Any, List, Optional
 
@@ -164,24 +165,34 @@ class SocketIO:
                 await self._yield_in_turn()
             return frames
 
-    async def send(self, data: Any) -> None:
-        """Send ``data``: send() first, and wait for room only when the socket
-        has none (the peer's backpressure).  Cancelled or failed after part
-        of it left, the socket's sending side is shut, so that the peer sees
-        the frame cut (IncompleteFrameError) instead of waiting for its end,
-        and SendBroken is raised: nothing may be sent after half a frame."""
+    async def send(self, buffers: List[Any]) -> None:
+        """Send ``buffers`` (one item's, or a batch's) in order: send() first,
+        or sendmsg() for several (no joined copy: 140 us a 1 MiB frame), and
+        wait for room only when the socket has none (the peer's
+        backpressure).  Cancelled or failed after part of it left, the
+        socket's sending side is shut, so that the peer sees the frame cut
+        (IncompleteFrameError) instead of waiting for its end, and
+        SendBroken is raised: nothing may be sent after half a frame."""
         await self.checkpoint_if_cancelled()
         sock = self.sock
-        view = memoryview(data)
+        made = [memoryview(buffer) for buffer in buffers]
+        views = [view if view.itemsize == 1 else view.cast("B") for view in made if view.nbytes]
+        made.extend(views)  # casts are views of their own, released too
         sent = 0
         waited = False
         try:
-            while sent < len(view):
+            while views:
                 try:
-                    sent += sock.send(view[sent:] if sent else view)
+                    if len(views) == 1 or _IOV_MAX == 1:
+                        nbytes = sock.send(views[0])
+                    else:
+                        nbytes = sock.sendmsg(views[:_IOV_MAX])
                 except BlockingIOError:
                     await self._wait_writable()
                     waited = True
+                    continue
+                sent += nbytes
+                views = _after(views, nbytes, made)
         except BaseException as exc:
             if sent:
                 try:
@@ -191,11 +202,38 @@ class SocketIO:
                 raise SendBroken() from exc
             raise
         finally:
-            view.release()
+            for view in made:
+                view.release()
         if waited:
             self._unyielded = 0
         else:
             await self._yield_in_turn()
+
+
+def _iov_max() -> int:
+    """Buffers per sendmsg(): POSIX guarantees 16, Linux and the BSDs take 1024."""
+    if not hasattr(socket.socket, "sendmsg"):  # Windows: one buffer per send()
+        return 1
+    try:
+        return max(16, os.sysconf("SC_IOV_MAX"))
+    except (AttributeError, ValueError, OSError):
+        return 16
+
+
+_IOV_MAX = _iov_max()
+
+
+def _after(views: List[memoryview], nbytes: int, made: List[memoryview]) -> List[memoryview]:
+    """What is left of ``views`` (none empty) once ``nbytes`` of them left."""
+    index = 0
+    while index < len(views) and nbytes >= views[index].nbytes:
+        nbytes -= views[index].nbytes
+        index += 1
+    rest = views[index:]
+    if nbytes:
+        rest[0] = rest[0][nbytes:]
+        made.append(rest[0])
+    return rest
 
 
 class TrioSocketIO(SocketIO):

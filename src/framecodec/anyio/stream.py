@@ -298,11 +298,11 @@ class FramedStream(Generic[ItemT]):
         """Send one item's buffers (the send lock held).  A failure after the
         first byte may have left sets _send_error: sending is over."""
         self._check_sending()
-        data = buffers[0] if len(buffers) == 1 else b"".join(buffers)
         try:
             if self._io is not None:
-                await self._io.send(data)
+                await self._io.send(buffers)
             else:
+                data = buffers[0] if len(buffers) == 1 else b"".join(buffers)
                 await anyio.lowlevel.checkpoint_if_cancelled()  # before anything leaves
                 try:
                     await self.stream.send(data)
