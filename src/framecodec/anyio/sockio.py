@@ -68,7 +68,7 @@ class SocketIO:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._unyielded = 0  # operations since the last wait or yield
-        self._wait_first = False  # the last read waited: the next waits first
+        self._wait_first = False  # the last read waited and took all: the next waits first
         self._interrupted = False  # interrupt() was called: reads wait no more
         self._wait_scope: Optional[Any] = None  # the cancel scope of a read's wait
 
@@ -138,9 +138,11 @@ class SocketIO:
         if deadline != INFINITY and deadline <= self.current_time():
             return None
         sock = self.sock
-        # When the last read had to wait (one request at a time, say), the
-        # next most likely must too: wait first, sparing a recv_into that
-        # fails; a wait with bytes there already ends at once.
+        # When the last read had to wait and took all there was (one request
+        # at a time, say), the next most likely must wait too: wait first,
+        # sparing a recv_into that fails.  Not after a read that filled its
+        # room (the end of a large frame: the next header is there already),
+        # where a wait would cost a loop pass.
         waited = self._wait_first
         if waited and not await self._wait_readable(deadline, interruptible):
             return None
@@ -154,11 +156,12 @@ class SocketIO:
                     return None
                 waited = True
                 continue
+            room = view.nbytes
             view.release()
             if nbytes == 0:
                 raise anyio.EndOfStream
             frames: List[Any] = decoder.buffer_updated(nbytes)
-            self._wait_first = waited
+            self._wait_first = waited and nbytes < room
             if waited:
                 self._unyielded = 0
             else:
