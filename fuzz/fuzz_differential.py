@@ -123,6 +123,10 @@ def _encoders(cfg, payloads) -> None:
     for p in payloads[:8]:
         _both("encode", lambda core: pick[id(core)].encode(p))
     stream = cfg.stream
+    for end in (len(stream), cfg.fill % (len(stream) + 1)):
+        _both(
+            f"encode_frame(stream[:{end}])", lambda core: pick[id(core)].encode_frame(stream[:end])
+        )
     offset = encoders[0].format.length_offset
     prefix = stream[:offset] if len(stream) >= offset else None
     for size in (len(stream), int.from_bytes(stream[:3], "little"), -len(stream)):
@@ -139,6 +143,38 @@ def _encoders(cfg, payloads) -> None:
                 f"unpack_uint(stream, {width}, {order}, {off})",
                 lambda core: core.unpack_uint(stream, width, order, off),
             )
+
+
+def _switching(cfg, messages: bool) -> None:
+    """stop_after() then detach(): both cores deliver the same frames and
+    hand over the same bytes (or raise alike), however the stream is cut."""
+    from framecodec.errors import ProtocolError
+
+    stop = cfg.fill % 5 + 1
+    stream = cfg.stream
+
+    def run(core, piece):
+        if messages:
+            decoder = core.MessageDecoder(**cfg.message_options)
+        else:
+            decoder = core.FrameDecoder(cfg.preset, **cfg.frame_options)
+        decoder.stop_after(stop)
+        out = []
+        try:
+            for pos in range(0, len(stream), piece):
+                out += decoder.feed(stream[pos : pos + piece])
+        except ProtocolError as exc:
+            return ("error", type(exc).__name__, str(exc), out + exc.frames)
+        if len(out) > stop:
+            raise lib.Finding(f"stop_after({stop}) delivered {len(out)} frames")
+        try:
+            rest = decoder.detach()
+        except RuntimeError as exc:  # inside a discarded frame
+            return ("refused", str(exc), out)
+        return ("detached", out, rest, decoder.stopped)
+
+    for piece in (1, 7, len(stream) + 1):
+        _both(f"stop_after({stop}), pieces of {piece}", lambda core: run(core, piece))
 
 
 def TestOneInput(data: bytes) -> None:
@@ -166,6 +202,7 @@ def check_input(data: bytes, compiled_core, twin_core) -> None:
             raise lib.Finding(f"construction: compiled gave {a!r}, twin gave {b!r}")
         _same_exception(a, b, "construction")
         return
+    _switching(cfg, messages)
     check = DiffCheck(decoders, messages)
     delivered = []
     driver = lib.Lockstep(decoders, check)

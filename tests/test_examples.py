@@ -92,3 +92,29 @@ def test_server_script_runs_and_stops_on_ctrl_c(capsys):
 def test_usage():
     assert app_client.main([]) == 2
     assert app_server.main([]) == 2
+
+
+frame_relay = load("frame_relay")
+
+
+@pytest.mark.parametrize("format", ["grpc", "postgres"])
+def test_frame_relay_passes_whole_frames_unchanged(format):
+    encoder = framecodec.FrameEncoder(format)
+
+    def upstream_handler(frame):  # a whole frame in, a whole frame out
+        return encoder.encode(frame[5:].upper(), prefix=frame[:1])
+
+    upstream = framecodec.serve("127.0.0.1:0", upstream_handler, format=format).start()
+    with (
+        upstream,
+        framecodec.connect(upstream.address, format=format, timeout=TIMEOUT) as through,
+        frame_relay.relay("127.0.0.1:0", through, format).start() as relay,
+        framecodec.connect(relay.address, format=format, timeout=TIMEOUT) as client,
+    ):
+        for prefix, body in [(b"Q", b"select 1"), (b"\x01", b""), (b"D", bytes(70_000))]:
+            frame = encoder.encode(body, prefix=prefix)
+            assert client.request(frame) == encoder.encode(body.upper(), prefix=prefix)
+
+
+def test_frame_relay_usage():
+    assert frame_relay.main([]) == 2

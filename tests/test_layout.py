@@ -159,4 +159,4 @@ def test_the_network_names_load_on_first_use():
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
-    assert out.stdout.strip() == "framecodec.aio.connection"
+    assert out.stdout.strip() == "framecodec.aio.connect"

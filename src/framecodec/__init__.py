@@ -33,6 +33,7 @@ from .codec import (
 from .errors import (
     BufferTooSmallError,
     ConnectionClosed,
+    DecoderDetachedError,
     FrameTooLargeError,
     HandlerError,
     IncompleteFrameError,
@@ -46,7 +47,7 @@ if TYPE_CHECKING:  # what __getattr__ loads, for type checkers and IDEs
     from .net.client import Client, connect
     from .net.datagram import DatagramClient, DatagramServer, serve_datagrams
     from .net.multiclient import ClientConnection, MultiClient
-    from .net.server import Connection, ConnectionHandler, Server, serve
+    from .net.server import Connection, ConnectionHandler, Server, StartTLS, serve
     from .net.tls import client_context, server_context
 
 # The network layer's names, and the module each loads from on first use.
@@ -64,6 +65,7 @@ _LAZY = {
     "ConnectionHandler": "net.server",
     "Server": "net.server",
     "serve": "net.server",
+    "StartTLS": "net.server",
     "client_context": "net.tls",
     "server_context": "net.tls",
 }
@@ -97,6 +99,7 @@ __all__ = [
     "ConnectionHandler",
     "DatagramClient",
     "DatagramServer",
+    "DecoderDetachedError",
     "FrameDecoder",
     "FrameEncoder",
     "FrameFormat",
@@ -110,6 +113,7 @@ __all__ = [
     "MultiClient",
     "ProtocolError",
     "Server",
+    "StartTLS",
     "__version__",
     "client_context",
     "connect",

@@ -56,6 +56,14 @@ class IncompleteFrameError(ProtocolError):
         self.buffered = buffered
 
 
+class DecoderDetachedError(RuntimeError):
+    """A decoder was called after detach() handed its stream over.
+
+    Not a ProtocolError: no byte was wrong; the bytes belong to whichever
+    decoder took over (see docs/switching.md).
+    """
+
+
 # -- the network layers ------------------------------------------------------
 
 
@@ -87,3 +95,26 @@ class PeerStalled(ConnectionError):
     """A server closed a connection whose peer took none of its replies for
     ``write_timeout`` seconds: a network ending (counted in network_errors),
     never a handler's failure."""
+
+
+class StartTLSError(ProtocolError):
+    """Bytes arrived in the clear after the exchange that asked for TLS and
+    before the handshake began.
+
+    A correct peer sends nothing between its request (or the "go ahead"
+    reply) and its first TLS record, so those bytes are a protocol error:
+    never dropped, never fed to TLS.  ``buffered`` is how many undelivered
+    bytes the decoder held, ``frames`` the frames completed but not
+    delivered (received after the one that asked for TLS).  The connection
+    is closed.
+    """
+
+    def __init__(self, message: str, frames: Sequence[Any] = (), buffered: int = 0) -> None:
+        super().__init__(message, frames)
+        self.buffered = buffered
+
+
+class StartTLSRefused(ConnectionError):
+    """A handler asked to upgrade a connection to TLS on a server that has
+    no ``starttls_context`` (or a connection already TLS): that connection
+    is closed, counted in ``tls_failures``."""

@@ -156,6 +156,24 @@ def test_workers_serve_tls_and_messages(pki: Any) -> None:
             assert client.request({"a": 1}).value == {"a": 1}
 
 
+def starttls_echo(frame: bytes) -> Any:
+    if frame == b"STARTTLS":
+        return framecodec.StartTLS(b"go ahead")
+    return frame.upper()
+
+
+def test_workers_upgrade_with_starttls(pki: Any) -> None:
+    context = framecodec.server_context(pki.cert, pki.key)
+    with framecodec.serve(
+        "127.0.0.1:0", starttls_echo, workers=2, starttls_context=context
+    ).start() as pool:
+        for _ in range(4):  # connections land on either worker
+            with framecodec.connect(pool.address, timeout=TIMEOUT) as client:
+                assert client.request(b"STARTTLS") == b"go ahead"
+                client.start_tls(framecodec.client_context(pki.ca), server_hostname="localhost")
+                assert client.request(b"secret") == b"SECRET"
+
+
 # -- supervision ---------------------------------------------------------------------
 
 

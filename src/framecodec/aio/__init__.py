@@ -59,14 +59,20 @@ more is delivered as a copy, which the default loop avoids.
 
 TLS: asyncio gives TLS no half-close, so a TLS peer's close_notify ends the
 connection; replies to its last frames still pending in a coroutine handler
-are dropped.  Plain connections stay open for those replies.
+are dropped.  Plain connections stay open for those replies.  A plain
+connection upgrades to TLS in place with ``await conn.start_tls(context,
+server_hostname=...)``, and a server's handler by answering
+``StartTLS(reply)`` (``start_server(..., starttls_context=...)``; see
+starttls.py and docs/starttls.md).
 """
 
 from __future__ import annotations
 
 from ..net.server.endings import DEFAULT_HIGH_WATER
-from .connection import CORK_BYTES, READ_SIZE, Connection, open_connection
-from .server import Server, start_server
+from .connect import open_connection
+from .connection import CORK_BYTES, READ_SIZE, Connection
+from .server import Server
+from .start import start_server
 
 __all__ = [
     "CORK_BYTES",

@@ -6,29 +6,37 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import socket
 import ssl
 from typing import (
+    TYPE_CHECKING,
     Any,
     AsyncIterator,
     Callable,
     Deque,
+    Generic,
+    Iterable,
     List,
+    Mapping,
     Optional,
     Tuple,
     Union,
     cast,
+    overload,
 )
 
-from ..codec.formats import FrameFormat
 from ..codec.messages import Message
 from ..errors import ConnectionClosed, IncompleteFrameError, ProtocolError
-from ..net.addresses import Address, AddressLike, parse_address
-from ..net.protocols import FrameProtocol, Protocol, make_protocol
+from ..net.addresses import Address
+from ..net.protocols import FrameProtocol, Protocol
 from ..net.server.endings import DEFAULT_HIGH_WATER
 from ..net.transport import ConnectionState, keep_stream_start, stream_start
+from ..net.types import ItemT
+from .starttls import check_upgrade, upgrade
 
-__all__ = ["Connection", "open_connection"]
+if TYPE_CHECKING:
+    from ..net.types import FrameData, MessageContent
+
+__all__ = ["Connection"]
 
 OPEN, CLOSING, CLOSED = ConnectionState.OPEN, ConnectionState.CLOSING, ConnectionState.CLOSED
 
@@ -58,8 +66,9 @@ def _message_size(message: Message) -> int:
     return len(message.content) + 64  # the header's share, roughly
 
 
-class Connection(asyncio.BufferedProtocol):
-    """One framed connection: the object open_connection returns.
+class Connection(asyncio.BufferedProtocol, Generic[ItemT]):
+    """One framed connection: the object open_connection returns
+    (``Connection[bytes]`` for frames, ``Connection[Message]`` for messages).
 
     ``await send(item)``, ``await send_many(items)``, ``await recv()``,
     ``await request(item)`` (send, then receive the reply), ``async for
@@ -107,7 +116,9 @@ class Connection(asyncio.BufferedProtocol):
         self._state = OPEN  # CLOSING once closing was asked for, CLOSED when the transport is lost
         self._transport: Optional[asyncio.Transport] = None
         self._tls = False
-        self._frames: Deque[Any] = collections.deque()
+        self._upgrading = False  # a STARTTLS handshake under way (see starttls.py)
+        self._held: List[Any] = []  # frames that came as it ended
+        self._frames: Deque[ItemT] = collections.deque()
         self._queued = 0  # bytes of _frames
         self._backlog_extra = 0  # bytes a server holds for its handler
         # recv() and request() callers waiting, oldest first; True marks a
@@ -151,17 +162,53 @@ class Connection(asyncio.BufferedProtocol):
 
     # -- sending ----------------------------------------------------------------------
 
+    @overload
+    async def send(
+        self: Connection[bytes], item: FrameData, *, prefix: Optional[bytes] = ...
+    ) -> None: ...
+
+    @overload
+    async def send(
+        self: Connection[Message],
+        item: MessageContent,
+        *,
+        content_type: Optional[str] = ...,
+        content_encoding: Optional[str] = ...,
+        headers: Optional[Mapping[str, Any]] = ...,
+    ) -> None: ...
+
     async def send(self, item: Any, **options: Any) -> None:
         """Send one frame (or message: content or Message, with content_type=...)."""
         self._write(self.protocol.encode(item, **options))
         if self._writing_paused:
             await self._drain()
 
-    async def send_many(self, items: Any) -> None:
+    @overload
+    async def send_many(self: Connection[bytes], items: Iterable[FrameData]) -> None: ...
+
+    @overload
+    async def send_many(self: Connection[Message], items: Iterable[MessageContent]) -> None: ...
+
+    async def send_many(self, items: Iterable[Any]) -> None:
         """Send several frames with one write."""
         self._write(self.protocol.encode_many(items))
         if self._writing_paused:
             await self._drain()
+
+    @overload
+    async def request(
+        self: Connection[bytes], item: FrameData, *, prefix: Optional[bytes] = ...
+    ) -> bytes: ...
+
+    @overload
+    async def request(
+        self: Connection[Message],
+        item: MessageContent,
+        *,
+        content_type: Optional[str] = ...,
+        content_encoding: Optional[str] = ...,
+        headers: Optional[Mapping[str, Any]] = ...,
+    ) -> Message: ...
 
     async def request(self, item: Any, **options: Any) -> Any:
         """Send ``item`` and return the reply: the next frame in receiving order."""
@@ -182,7 +229,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def _write(self, buffers: List[Any]) -> None:
         transport = self._transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self._upgrading:
             reason = f": {self._error}" if self._error is not None else ""
             raise ConnectionClosed(f"the connection is closed{reason}")
         self._queue(buffers)
@@ -263,13 +310,13 @@ class Connection(asyncio.BufferedProtocol):
 
     # -- receiving ----------------------------------------------------------------------
 
-    async def recv(self) -> Any:
+    async def recv(self) -> ItemT:
         """The next frame (a Message for protocol="messages")."""
         if self._frames:
             return self._take()
         if self._error is not None:
             raise self._error
-        waiter: asyncio.Future[Any] = self._loop.create_future()
+        waiter: asyncio.Future[ItemT] = self._loop.create_future()
         entry = (waiter, False)
         self._waiters.append(entry)
         try:
@@ -287,10 +334,10 @@ class Connection(asyncio.BufferedProtocol):
                     pass
             raise
 
-    def __aiter__(self) -> AsyncIterator[Any]:
+    def __aiter__(self) -> AsyncIterator[ItemT]:
         return self
 
-    async def __anext__(self) -> Any:
+    async def __anext__(self) -> ItemT:
         if self._frames:
             return self._take()
         try:
@@ -298,12 +345,31 @@ class Connection(asyncio.BufferedProtocol):
         except ConnectionClosed:
             raise StopAsyncIteration from None
 
-    def _take(self) -> Any:
+    def _take(self) -> ItemT:
         frame = self._frames.popleft()
         self._queued -= self._size(frame)
         if self._reading_paused:
             self._update_reading()
         return frame
+
+    # -- STARTTLS ---------------------------------------------------------------------
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        *,
+        server_hostname: Optional[str] = None,
+        ssl_handshake_timeout: Optional[float] = 60.0,
+    ) -> None:
+        """Upgrade this plain connection to TLS after the exchange that agreed
+        on it, as framecodec.Client.start_tls does (see aio/starttls.py):
+        bytes received in the clear and not yet taken raise StartTLSError; a
+        failed handshake (ssl.SSLError, ConnectionAbortedError after
+        ``ssl_handshake_timeout`` s) is raised; either closes the connection."""
+        check_upgrade(self)
+        if server_hostname is None and self.address is not None:
+            server_hostname = self.address.host
+        await upgrade(self, ssl_context, False, server_hostname, ssl_handshake_timeout)
 
     # -- closing ----------------------------------------------------------------------
 
@@ -342,7 +408,7 @@ class Connection(asyncio.BufferedProtocol):
     async def wait_closed(self) -> None:
         await asyncio.shield(self._lost)
 
-    async def __aenter__(self) -> Connection:
+    async def __aenter__(self) -> Connection[ItemT]:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
@@ -391,8 +457,8 @@ class Connection(asyncio.BufferedProtocol):
                 self._deliver(exc.frames)
             self._protocol_error(exc)
             return
-        if frames:
-            self._deliver(frames)
+        if frames:  # those of a TLS handshake's last read wait for its transport
+            self._held.extend(frames) if self._upgrading else self._deliver(frames)
 
     def eof_received(self) -> Optional[bool]:
         if self._input_over:
@@ -406,6 +472,8 @@ class Connection(asyncio.BufferedProtocol):
         return self._peer_finished()
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
+        if self._lost.done():
+            return  # reported already (a failed STARTTLS handshake: see starttls.py)
         if self._error is None:
             error: BaseException
             if exc is None:
@@ -475,7 +543,7 @@ class Connection(asyncio.BufferedProtocol):
         """Pause or resume reading by the backlog (and, for servers, by
         replies waiting for a peer that does not read them)."""
         transport = self._transport
-        if transport is None or self._input_over or transport.is_closing():
+        if transport is None or self._input_over or transport.is_closing() or self._upgrading:
             return
         backlog = self._queued + self._backlog_extra
         blocked = self._writing_paused and self._stop_reading_while_writes_wait
@@ -516,59 +584,3 @@ def _with_read_size(protocol: Union[str, Protocol], options: dict[str, Any]) -> 
     if isinstance(protocol, str) and "read_size" not in options:
         return {**options, "read_size": READ_SIZE}
     return options
-
-
-async def open_connection(
-    address: AddressLike,
-    *,
-    protocol: Union[str, Protocol] = "frames",
-    ssl_context: Optional[ssl.SSLContext] = None,
-    server_hostname: Optional[str] = None,
-    timeout: Optional[float] = None,
-    high_water: int = DEFAULT_HIGH_WATER,
-    format: Union[str, FrameFormat, None] = None,
-    **options: Any,
-) -> Connection:
-    """Connect to ``address`` and return a Connection.
-
-    ``protocol``, ``format`` and the options are those of framecodec.connect;
-    with ``ssl_context`` the connection is TLS, checked against
-    ``server_hostname`` (default: the address's host; give it for Unix
-    sockets).  ``timeout`` bounds connecting and the TLS handshake
-    (TimeoutError).
-    """
-    proto = make_protocol(protocol, format, **_with_read_size(protocol, options))
-    target = parse_address(address)
-    loop = asyncio.get_running_loop()
-    hostname = server_hostname if server_hostname is not None else target.host
-    tls: dict[str, Any] = {}
-    if ssl_context is not None:
-        tls = {"ssl": ssl_context, "server_hostname": hostname}
-
-    def factory() -> Connection:
-        return Connection(proto, high_water=high_water, address=target)
-
-    async def connect() -> Connection:
-        conn: Connection
-        if target.is_unix:
-            # Connected here, not by the loop, so that abstract names
-            # (unix:@name) work on every loop.
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.setblocking(False)
-                await loop.sock_connect(sock, target.sockaddr)
-                _, conn = await loop.create_unix_connection(factory, sock=sock, **tls)
-            except BaseException:
-                sock.close()
-                raise
-        else:
-            host, port = target.sockaddr
-            _, conn = await loop.create_connection(factory, host, port, **tls)
-        return conn
-
-    if timeout is None:
-        return await connect()
-    try:
-        return await asyncio.wait_for(connect(), timeout)
-    except asyncio.TimeoutError:
-        raise TimeoutError(f"connecting to {target} timed out after {timeout} s") from None

@@ -30,8 +30,9 @@ from ..net.server.base import (
     shed_pending,
 )
 from ..net.server.endings import DEFAULT_HIGH_WATER, count_ending, log_ending, peer_label
-from ..net.server.handlers import ASYNC_SHAPES, HandlerShape, handler_shape
+from ..net.server.handlers import ASYNC_SHAPES, HandlerShape, StartTLS, handler_shape
 from ..net.service import logger
+from . import starttls
 from .connection import CLOSED, CLOSING, Connection, _with_read_size
 
 __all__ = ["Server", "start_server"]
@@ -44,7 +45,7 @@ def _fileno(sock: Any) -> int:
         return -1
 
 
-class _ServerConnection(Connection):
+class _ServerConnection(Connection[Any]):
     """A server's connection: frames go to the handler instead of a queue
     (except per_connection handlers, which read with recv())."""
 
@@ -82,15 +83,17 @@ class _ServerConnection(Connection):
         if mode == HandlerShape.FRAME:
             handler = self._handler
             try:
-                replies = [reply for reply in map(handler, frames) if reply is not None]
+                replies = starttls.answer_frames(self, handler, frames)  # stops at a StartTLS
                 if replies:
                     self._reply(self.protocol.encode_many(replies))
             except Exception as exc:
                 self._handler_failed(exc)
         elif mode == HandlerShape.BATCH:
             try:
-                replies = self._handler(frames)
-                if replies:
+                replies = starttls.as_list(self._handler(frames))  # looked at twice
+                if replies and StartTLS in map(type, replies):
+                    starttls.reply_then_start_tls(self, replies, ())
+                elif replies:
                     self._reply(self.protocol.encode_many(replies))
             except Exception as exc:
                 self._handler_failed(exc)
@@ -133,10 +136,13 @@ class _ServerConnection(Connection):
                 self._update_reading()
             try:
                 if batch:
-                    replies = await handler(frames)
+                    replies = starttls.as_list(await handler(frames))  # looked at twice
                 else:
                     reply = await handler(frame)
                     replies = [reply] if reply is not None else None
+                if replies and StartTLS in map(type, replies):
+                    await starttls.start_tls_after(self, replies)  # empties pending
+                    continue
                 if replies:
                     self._reply_later(encode_many(replies))
             except Exception as exc:
@@ -154,7 +160,7 @@ class _ServerConnection(Connection):
     async def _run_per_connection(self) -> None:
         try:
             await self._handler(self)
-        except (ConnectionClosed, ProtocolError):
+        except (ConnectionClosed, ProtocolError, *starttls.UPGRADE_ENDINGS):
             pass  # the connection ended under the handler: already logged
         except Exception as exc:
             self._handler_failed(exc)
@@ -178,6 +184,8 @@ class _ServerConnection(Connection):
             self._flush()  # the last replies, now rather than at the end of the pass
         if self._state is CLOSED:
             self.server._forget(self)
+
+    start_tls = starttls.start_tls_here  # per_connection handlers: see starttls.py
 
     # -- a peer that does not read: write_timeout ---------------------------------
 
@@ -260,6 +268,8 @@ class _ServerConnection(Connection):
         self._close_after_work()
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
+        if self._lost.done():
+            return  # reported already (a failed STARTTLS handshake)
         self._stop_stall_timer()
         super().connection_lost(exc)
         self.server._lost_connection(self, self._ending or exc)
@@ -295,6 +305,7 @@ class Server:
         high_water: int,
         shutdown_timeout: float,
         write_timeout: Optional[float] = 60.0,
+        starttls_context: Optional[ssl.SSLContext] = None,
     ) -> None:
         if write_timeout is not None and write_timeout <= 0:
             raise ValueError("write_timeout must be positive or None")
@@ -303,6 +314,8 @@ class Server:
         self._mode = mode
         self.protocol = protocol
         self.ssl_context = ssl_context
+        self.starttls_context = starttls_context
+        self.ssl_handshake_timeout: Optional[float] = 60.0  # set by _start()
         self.high_water = high_water
         self.shutdown_timeout = shutdown_timeout
         self.write_timeout = write_timeout
@@ -327,7 +340,7 @@ class Server:
         return self._bound.address
 
     @property
-    def connections(self) -> List[Connection]:
+    def connections(self) -> List[Connection[Any]]:
         return list(self._open)
 
     def count(self, key: str, n: int = 1) -> None:
@@ -335,6 +348,7 @@ class Server:
 
     async def _start(self, backlog: int, handshake_timeout: Optional[float]) -> None:
         loop = asyncio.get_running_loop()
+        self.ssl_handshake_timeout = handshake_timeout
         options: dict[str, Any] = {"backlog": backlog}
         if self.ssl_context is not None:
             options["ssl"] = self.ssl_context
@@ -416,7 +430,9 @@ class Server:
     def _lost_connection(self, conn: _ServerConnection, exc: Optional[BaseException]) -> None:
         """Count and log how ``conn`` ended, as the blocking servers do."""
         count_ending(self.stats, exc)
-        log_ending(self.address, conn.label, exc, stopping=self._closing)
+        log_ending(
+            self.address, conn.label, exc, stopping=self._closing, handshaking=conn._upgrading
+        )
 
     def _forget(self, conn: _ServerConnection) -> None:
         self._open.discard(conn)
@@ -504,6 +520,7 @@ async def start_server(
     per_connection: bool = False,
     ssl_context: Optional[ssl.SSLContext] = None,
     ssl_handshake_timeout: Optional[float] = 60.0,
+    starttls_context: Optional[ssl.SSLContext] = None,
     high_water: int = DEFAULT_HIGH_WATER,
     shutdown_timeout: float = 5.0,
     write_timeout: Optional[float] = 60.0,
@@ -522,9 +539,12 @@ async def start_server(
 
     ``handler``, ``batch`` and ``per_connection``: see the module docstring.
     ``protocol``, ``format`` and the options are those of framecodec.serve;
-    ``ssl_context`` (framecodec.server_context) serves TLS.  ``high_water``
-    is each connection's budget in bytes for frames waiting for a
-    coroutine handler and for unsent replies (see Flow control above).
+    ``ssl_context`` (framecodec.server_context) serves TLS;
+    ``starttls_context`` lets handlers upgrade plain connections to TLS
+    after a reply (StartTLS, or ``await conn.start_tls()``; see
+    docs/starttls.md), their handshakes bounded by ssl_handshake_timeout.
+    ``high_water`` is each connection's budget in bytes for frames waiting
+    for a coroutine handler and for unsent replies (see Flow control above).
     ``write_timeout`` closes a connection whose replies have been held back
     (over high_water) that long with none of them taken by the peer, as
     stalled (PeerStalled, counted in network_errors); None disables it.
@@ -562,8 +582,10 @@ async def start_server(
             high_water=high_water,
             shutdown_timeout=shutdown_timeout,
             write_timeout=write_timeout,
+            starttls_context=starttls_context,
         )
-        await server._start(backlog, ssl_handshake_timeout if ssl_context is not None else None)
+        tls = ssl_context is not None or starttls_context is not None
+        await server._start(backlog, ssl_handshake_timeout if tls else None)
     except BaseException:
         bound.close()
         raise

@@ -12,7 +12,7 @@ from anyio.streams.tls import TLSStream
 from ..codec.formats import FrameFormat
 from ..codec.messages import Message
 from ..net.addresses import AddressLike, parse_address
-from ..net.protocols import Protocol, make_protocol
+from ..net.protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
 from .stream import FramedStream, check_timeouts, with_read_size
 from .streams import connect_tcp, connect_unix
 
@@ -64,18 +64,29 @@ async def open_byte_stream(
     return stream
 
 
+# The options and what receive() returns follow the protocol, as for
+# framecodec.connect (a protocol object takes no options beside it).
 @overload
 async def connect(
     address: AddressLike,
     *,
-    protocol: Literal["frames"] = ...,
+    protocol: Union[Literal["frames"], FrameProtocol] = ...,
     ssl_context: Optional[ssl.SSLContext] = ...,
     server_hostname: Optional[str] = ...,
     timeout: Optional[float] = ...,
-    format: Union[str, FrameFormat, None] = ...,
     idle_timeout: Optional[float] = ...,
     frame_timeout: Optional[float] = ...,
-    **options: Any,
+    format: Union[str, FrameFormat, None] = ...,
+    width: int = ...,
+    byteorder: str = ...,
+    length_offset: int = ...,
+    length_adjustment: int = ...,
+    strip: Optional[int] = ...,
+    max_frame_size: int = ...,
+    discard_oversized: bool = ...,
+    prealloc_limit: int = ...,
+    read_size: int = ...,
+    large_length_escape: bool = ...,
 ) -> FramedStream[bytes]: ...
 
 
@@ -83,30 +94,18 @@ async def connect(
 async def connect(
     address: AddressLike,
     *,
-    protocol: Literal["messages"],
+    protocol: Union[Literal["messages"], MessageProtocol],
     ssl_context: Optional[ssl.SSLContext] = ...,
     server_hostname: Optional[str] = ...,
     timeout: Optional[float] = ...,
+    idle_timeout: Optional[float] = ...,
+    frame_timeout: Optional[float] = ...,
     format: None = ...,
-    idle_timeout: Optional[float] = ...,
-    frame_timeout: Optional[float] = ...,
-    **options: Any,
+    max_header_size: int = ...,
+    max_content_size: int = ...,
+    read_size: int = ...,
+    prealloc_limit: int = ...,
 ) -> FramedStream[Message]: ...
-
-
-@overload
-async def connect(
-    address: AddressLike,
-    *,
-    protocol: Union[str, Protocol],
-    ssl_context: Optional[ssl.SSLContext] = ...,
-    server_hostname: Optional[str] = ...,
-    timeout: Optional[float] = ...,
-    format: Union[str, FrameFormat, None] = ...,
-    idle_timeout: Optional[float] = ...,
-    frame_timeout: Optional[float] = ...,
-    **options: Any,
-) -> FramedStream[Any]: ...
 
 
 async def connect(

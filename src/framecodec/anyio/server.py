@@ -14,7 +14,19 @@ from __future__ import annotations
 import collections
 import socket
 import ssl
-from typing import Any, Callable, List, Optional, Set, Tuple, Union, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    List,
+    Literal,
+    Optional,
+    Set,
+    Tuple,
+    Union,
+    cast,
+    overload,
+)
 
 import anyio
 import anyio.abc
@@ -30,7 +42,7 @@ from ..net.addresses import (
     _remove_stale_socket_file,
     parse_address,
 )
-from ..net.protocols import Protocol, make_protocol
+from ..net.protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
 from ..net.server.base import handler_failed
 from ..net.server.endings import count_ending, log_ending, peer_label
 from ..net.server.handlers import ASYNC_SHAPES, HandlerShape, handler_shape
@@ -38,6 +50,27 @@ from ..net.service import logger
 from ..net.tls import tolerate_bare_eof
 from .stream import FramedStream, check_timeouts, with_read_size
 from .streams import accept
+
+if TYPE_CHECKING:
+    from typing import Awaitable
+
+    from ..codec.messages import Message
+    from ..net.types import (
+        AsyncBatchHandler,
+        AsyncFrameHandler,
+        FrameData,
+        ItemT,
+        MessageContent,
+        ReplyT,
+    )
+
+    # A plain or coroutine function of a frame, of a batch (batch=True), or
+    # of the connection's FramedStream (per_connection=True).
+    Handler = Union[
+        AsyncFrameHandler[ItemT, ReplyT],
+        AsyncBatchHandler[ItemT, ReplyT],
+        Callable[[FramedStream[ItemT]], Awaitable[object]],
+    ]
 
 __all__ = ["Server", "serve"]
 
@@ -315,9 +348,65 @@ async def _listen(
         raise
 
 
+# The options and the handler's frames follow the protocol, as for
+# framecodec.serve (a protocol object takes no options beside it).
+@overload
 async def serve(
     address: Union[AddressLike, socket.socket],
-    handler: Any,
+    handler: Handler[bytes, FrameData],
+    *,
+    protocol: Union[Literal["frames"], FrameProtocol] = ...,
+    batch: bool = ...,
+    per_connection: bool = ...,
+    ssl_context: Optional[ssl.SSLContext] = ...,
+    max_connections: Optional[int] = ...,
+    idle_timeout: Optional[float] = ...,
+    frame_timeout: Optional[float] = ...,
+    shutdown_timeout: float = ...,
+    backlog: int = ...,
+    reuse_port: bool = ...,
+    task_status: anyio.abc.TaskStatus[Server] = ...,
+    format: Union[str, FrameFormat, None] = ...,
+    width: int = ...,
+    byteorder: str = ...,
+    length_offset: int = ...,
+    length_adjustment: int = ...,
+    strip: Optional[int] = ...,
+    max_frame_size: int = ...,
+    discard_oversized: bool = ...,
+    prealloc_limit: int = ...,
+    read_size: int = ...,
+    large_length_escape: bool = ...,
+) -> None: ...
+
+
+@overload
+async def serve(
+    address: Union[AddressLike, socket.socket],
+    handler: Handler[Message, MessageContent],
+    *,
+    protocol: Union[Literal["messages"], MessageProtocol],
+    batch: bool = ...,
+    per_connection: bool = ...,
+    ssl_context: Optional[ssl.SSLContext] = ...,
+    max_connections: Optional[int] = ...,
+    idle_timeout: Optional[float] = ...,
+    frame_timeout: Optional[float] = ...,
+    shutdown_timeout: float = ...,
+    backlog: int = ...,
+    reuse_port: bool = ...,
+    task_status: anyio.abc.TaskStatus[Server] = ...,
+    format: None = ...,
+    max_header_size: int = ...,
+    max_content_size: int = ...,
+    read_size: int = ...,
+    prealloc_limit: int = ...,
+) -> None: ...
+
+
+async def serve(
+    address: Union[AddressLike, socket.socket],
+    handler: Handler[Any, Any],
     *,
     protocol: Union[str, Protocol] = "frames",
     batch: bool = False,

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import collections
 from typing import (
+    TYPE_CHECKING,
     Any,
     AsyncIterator,
     Deque,
     Generic,
+    Iterable,
     List,
     Literal,
     Optional,
@@ -40,9 +42,12 @@ from ..codec.formats import FrameFormat
 from ..codec.messages import Message
 from ..errors import ConnectionClosed, IncompleteFrameError, ProtocolError
 from ..net.addresses import Address
-from ..net.protocols import Protocol, make_protocol
+from ..net.protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
 from .sockio import INFINITY, SendBroken, SocketIO, socket_io
 from .streams import network_error, raw_socket_of
+
+if TYPE_CHECKING:
+    from ..net.types import FrameData, MessageContent
 
 __all__ = ["READ_SIZE", "FramedStream", "check_timeouts", "with_read_size"]
 
@@ -117,11 +122,20 @@ class FramedStream(Generic[ItemT]):
         self: FramedStream[bytes],
         stream: anyio.abc.AnyByteStream,
         *,
-        protocol: Literal["frames"] = ...,
-        format: Union[str, FrameFormat, None] = ...,
+        protocol: Union[Literal["frames"], FrameProtocol] = ...,
         idle_timeout: Optional[float] = ...,
         frame_timeout: Optional[float] = ...,
-        **options: Any,
+        format: Union[str, FrameFormat, None] = ...,
+        width: int = ...,
+        byteorder: str = ...,
+        length_offset: int = ...,
+        length_adjustment: int = ...,
+        strip: Optional[int] = ...,
+        max_frame_size: int = ...,
+        discard_oversized: bool = ...,
+        prealloc_limit: int = ...,
+        read_size: int = ...,
+        large_length_escape: bool = ...,
     ) -> None: ...
 
     @overload
@@ -129,23 +143,14 @@ class FramedStream(Generic[ItemT]):
         self: FramedStream[Message],
         stream: anyio.abc.AnyByteStream,
         *,
-        protocol: Literal["messages"],
+        protocol: Union[Literal["messages"], MessageProtocol],
+        idle_timeout: Optional[float] = ...,
+        frame_timeout: Optional[float] = ...,
         format: None = ...,
-        idle_timeout: Optional[float] = ...,
-        frame_timeout: Optional[float] = ...,
-        **options: Any,
-    ) -> None: ...
-
-    @overload
-    def __init__(
-        self: FramedStream[Any],
-        stream: anyio.abc.AnyByteStream,
-        *,
-        protocol: Union[str, Protocol],
-        format: Union[str, FrameFormat, None] = ...,
-        idle_timeout: Optional[float] = ...,
-        frame_timeout: Optional[float] = ...,
-        **options: Any,
+        max_header_size: int = ...,
+        max_content_size: int = ...,
+        read_size: int = ...,
+        prealloc_limit: int = ...,
     ) -> None: ...
 
     def __init__(
@@ -224,6 +229,11 @@ class FramedStream(Generic[ItemT]):
 
     # -- sending ----------------------------------------------------------------------
 
+    # What may be sent follows the protocol (the options: see Client.send).
+    @overload
+    async def send(self: FramedStream[bytes], item: FrameData, **options: Any) -> None: ...
+    @overload
+    async def send(self: FramedStream[Message], item: MessageContent, **options: Any) -> None: ...
     async def send(self, item: Any, **options: Any) -> None:
         """Send one frame (or message: content or Message, with content_type=...)."""
         buffers = self.protocol.encode(item, **options)
@@ -233,7 +243,11 @@ class FramedStream(Generic[ItemT]):
         finally:
             self._release_send()
 
-    async def send_many(self, items: Any) -> None:
+    @overload
+    async def send_many(self: FramedStream[bytes], items: Iterable[FrameData]) -> None: ...
+    @overload
+    async def send_many(self: FramedStream[Message], items: Iterable[MessageContent]) -> None: ...
+    async def send_many(self, items: Iterable[Any]) -> None:
         """Send several frames with one write."""
         buffers = self.protocol.encode_many(items)
         await self._acquire_send()
@@ -242,7 +256,13 @@ class FramedStream(Generic[ItemT]):
         finally:
             self._release_send()
 
-    async def request(self, item: Any, **options: Any) -> ItemT:
+    @overload
+    async def request(self: FramedStream[bytes], item: FrameData, **options: Any) -> bytes: ...
+    @overload
+    async def request(
+        self: FramedStream[Message], item: MessageContent, **options: Any
+    ) -> Message: ...
+    async def request(self, item: Any, **options: Any) -> Any:
         """Send ``item`` and return the reply: the next frame in receiving order."""
         buffers = self.protocol.encode(item, **options)
         claim = _Claim(request=True)
@@ -259,7 +279,7 @@ class FramedStream(Generic[ItemT]):
             raise
         finally:
             self._release_send()
-        return await self._wait(claim)  # type: ignore[no-any-return]
+        return await self._wait(claim)
 
     async def send_eof(self) -> None:
         """End our direction of the stream (TCP and Unix sockets; not TLS):

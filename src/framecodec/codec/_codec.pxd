@@ -32,6 +32,8 @@ cdef int _BODY
 cdef int _IN_PLACE
 cdef int _DISCARDING
 cdef int _FAILED
+cdef int _DETACHED
+cdef long long _MAX_STOP_AFTER
 
 
 cdef object window(object exporter, Py_ssize_t start, Py_ssize_t stop)
@@ -94,6 +96,8 @@ cdef class _StreamDecoder:
     cdef long long _discard_left    # _DISCARDING: bytes of the oversized frame still to drop
     cdef object _error              # _FAILED: the ProtocolError that broke this decoder
     cdef bint _busy                 # a public call is in progress (see _begin_call)
+    cdef Py_ssize_t _frames_left    # stop_after: frames still to deliver; -1 no limit, 0 stopped
+    cdef bytes _big_head            # _IN_PLACE: the frame's bytes before its storage
 
     cdef _begin_call(self)
 
@@ -118,20 +122,22 @@ cdef class _StreamDecoder:
 
     cdef _reserve(self, Py_ssize_t size)
 
-    cdef _start_big(self, const unsigned char *p, Py_ssize_t start, Py_ssize_t end,
-                    Py_ssize_t size)
+    cdef _start_big(self, const unsigned char *p, Py_ssize_t frame, Py_ssize_t start,
+                    Py_ssize_t end, Py_ssize_t size)
 
     cdef _start_discard(self, long long left)
 
     cdef _end_discard(self)
 
-    @cython.locals(skip="long long", big=_FrameStorage)
+    @cython.locals(skip="long long", big=_FrameStorage, first=Py_ssize_t)
     cdef _advance(self, list out)
 
     cdef Py_ssize_t _parse(self, const unsigned char *p, Py_ssize_t pos, Py_ssize_t end,
                            list out) except -1
 
     cdef _deliver_big(self, bytes data, list out)
+
+    cdef bytes _held_head(self)
 
 
 cdef inline Py_ssize_t parse_received(_StreamDecoder decoder, list out) except -1:
@@ -197,12 +203,18 @@ cdef class FrameEncoder:
     @cython.locals(largest=Py_ssize_t, size=Py_ssize_t, items=list, buffers=list, run=list)
     cpdef list encode_vectored(self, object payloads)
 
+    # The length field stays a Python int: its sums with the header and the
+    # adjustment must not wrap (a field of 2**64 - 1 is a finding otherwise).
+    @cython.locals(size=Py_ssize_t, head=Py_ssize_t, body=Py_ssize_t)
+    cdef _check_frame(self, bytes frame)
+
 
 cdef class MessageDecoder(_StreamDecoder):
     cdef Py_ssize_t _max_header_size
     cdef Py_ssize_t _max_content_size
     cdef object _header                # _BODY: the parsed JSON header whose content arrives
     cdef Py_ssize_t _content_length    # that content's length
+    cdef bytes _header_raw             # _BODY, _IN_PLACE: that header's bytes (for detach)
 
     @cython.locals(avail=Py_ssize_t, length=Py_ssize_t, header_length=Py_ssize_t)
     cdef Py_ssize_t _parse(self, const unsigned char *p, Py_ssize_t pos, Py_ssize_t end,

@@ -27,7 +27,13 @@ try:
 except ImportError:  # the twin on a machine without Cython installed
     from . import _cython_shim as cython
 
-from ..errors import FrameTooLargeError, IncompleteFrameError, MalformedHeaderError, ProtocolError
+from ..errors import (
+    DecoderDetachedError,
+    FrameTooLargeError,
+    IncompleteFrameError,
+    MalformedHeaderError,
+    ProtocolError,
+)
 from .formats import MAX_FRAME_SIZE_LIMIT, RAW_LENGTH_LIMIT, resolve_format
 from .messages import (
     DEFAULT_MAX_CONTENT_SIZE,
@@ -62,6 +68,10 @@ _BODY = 1  # the header is read; the body is being buffered
 _IN_PLACE = 2  # a large body is being received in its own storage (_big)
 _DISCARDING = 3  # an oversized frame's bytes are being dropped (_discard_left)
 _FAILED = 4  # a protocol error ended the stream (_error); every call raises it again
+_DETACHED = 5  # detach() handed the stream over; every call raises DecoderDetachedError
+
+# stop_after(): the most frames it may be told (a bound the compiled core can hold).
+_MAX_STOP_AFTER = 1 << 62
 
 if not cython.compiled:
     # Python versions of the primitives that _primitives.pxd gives in C.
@@ -268,6 +278,10 @@ class _StreamDecoder:
         self._discard_left = 0
         self._error = None
         self._busy = False
+        # stop_after(): frames still to deliver; -1 when no limit is set, 0
+        # once stopped (received bytes are then held, unparsed, for detach).
+        self._frames_left = -1
+        self._big_head = b""  # _IN_PLACE: the frame's bytes before its storage (for detach)
 
     # -- public API --------------------------------------------------------
 
@@ -286,6 +300,72 @@ class _StreamDecoder:
         discarded; and after a protocol error, which leaves a frame that
         never completes.  A frame deadline starts when this becomes true."""
         return not self._between_frames()
+
+    @property
+    def stopped(self):
+        """True once the frames stop_after() allowed are delivered (and after detach)."""
+        return self._frames_left == 0
+
+    def stop_after(self, frames):
+        """Deliver at most ``frames`` more frames, then stop, to switch framing.
+
+        Once the last of them is delivered, no call delivers another frame,
+        even from bytes that arrived in the same feed() or read: whatever
+        follows is held, unparsed, for detach().  Until then get_buffer()
+        offers no more room than the next step of the next frame needs (a
+        header, then the rest of the frame), so a reader never takes from
+        its socket a byte past the last frame.  A frame in progress counts
+        as the first.  Without it there is no limit and no cost.
+        """
+        with cython.critical_section(self):
+            self._begin_call()
+            try:
+                if type(frames) is not int:
+                    frames = index(frames)  # the same TypeError from both cores
+                if frames < 1 or frames > _MAX_STOP_AFTER:
+                    raise ValueError(
+                        f"stop_after needs between 1 and {_MAX_STOP_AFTER} frames, not {frames} "
+                        "(to stop now, call detach())"
+                    )
+                if self._frames_left == 0 and self._end > self._pos:
+                    raise RuntimeError(
+                        f"{type(self).__name__} stopped holding {self._end - self._pos} bytes "
+                        "it has not parsed: detach() them and feed them to a new decoder"
+                    )
+                self._frames_left = frames
+            finally:
+                self._busy = False
+
+    def detach(self):
+        """Hand the stream over: every byte received and not delivered, as bytes.
+
+        That is the bytes after the last frame delivered, including any part
+        of a frame in progress (its header too, even when the frame was
+        being received in place).  Afterwards every call on this decoder
+        raises DecoderDetachedError.  Refused (RuntimeError) while an
+        oversized frame is being discarded, whose bytes are gone.
+        """
+        with cython.critical_section(self):
+            self._begin_call()
+            try:
+                if self._phase == _DISCARDING:
+                    raise RuntimeError(
+                        "cannot detach while an oversized frame is being discarded: "
+                        f"{self._discard_left} of its bytes are still to come"
+                    )
+                rest = self._held_head()
+                if self._phase == _IN_PLACE:
+                    rest += self._big_head + bytes(self._big._data[: self._big.filled])
+                rest += bytes(self._buf[self._pos : self._end])
+                self._buf = bytearray()
+                self._pos = self._end = 0
+                self._big = None
+                self._big_head = b""
+                self._frames_left = 0
+                self._phase = _DETACHED
+                return rest
+            finally:
+                self._busy = False
 
     def feed(self, data):
         """Add received bytes; return the list of frames they completed.
@@ -332,6 +412,15 @@ class _StreamDecoder:
                 if self._phase == _IN_PLACE:
                     big = self._big
                     view = big.view(big.room(self._read_size if sizehint <= 0 else sizehint))
+                elif self._frames_left > 0:
+                    # stop_after: no further than the next step, so the socket
+                    # keeps every byte past the last frame.
+                    if self._phase == _DISCARDING:
+                        wanted = min(self._discard_left, self._read_size)
+                    else:
+                        wanted = max(1, self._need - (self._end - self._pos))
+                    self._reserve(wanted)
+                    view = window(self._buf, self._end, self._end + wanted)
                 elif self._exact and self._phase != _DISCARDING:
                     # Large frames come in runs: read up to the next one's payload
                     # and no further, or its first read would land here and be copied.
@@ -426,6 +515,10 @@ class _StreamDecoder:
         if self._phase == _FAILED:
             error = self._error
             raise error.again() from error
+        if self._phase == _DETACHED:
+            raise DecoderDetachedError(
+                f"{type(self).__name__} was detached: feed its bytes to the decoder that took over"
+            )
         view = self._view
         if view is not None:
             self._view = None
@@ -444,7 +537,8 @@ class _StreamDecoder:
         raise exc
 
     def _between_frames(self):
-        return self._phase == _HEADER and self._end == self._pos
+        # A stopped decoder holds bytes for detach(), not a frame of its own.
+        return self._frames_left == 0 or (self._phase == _HEADER and self._end == self._pos)
 
     def _feed(self, data, out):
         size = len(data)
@@ -466,6 +560,17 @@ class _StreamDecoder:
                 pos += skip
                 if not self._discard_left:
                     self._end_discard()
+            elif self._frames_left >= 0:
+                if self._frames_left == 0:
+                    # Stopped (stop_after): hold the rest, unparsed, for detach().
+                    self._append(data, pos, size - pos)
+                    return
+                # Limited: one step of one frame at a time through the buffer,
+                # so that no parse can reach past the last frame allowed.
+                take = min(size - pos, max(1, self._need - (self._end - self._pos)))
+                self._append(data, pos, take)
+                pos += take
+                self._advance(out)
             elif self._end > self._pos:
                 # Part of a frame is buffered: move over only what its next
                 # step needs, so the rest of data can be parsed in place.
@@ -543,8 +648,11 @@ class _StreamDecoder:
         if len(buf) - self._end < size:
             resize_bytearray(buf, max(self._end + size, 2 * len(buf)))
 
-    def _start_big(self, p, start, end, size):
+    def _start_big(self, p, frame, start, end, size):
         """Receive the frame ``size`` bytes long that begins at ``p[start:end]`` in place.
+
+        ``p[frame:start]`` is the part of the frame before what is delivered
+        (the header stripped), kept only for detach().
 
         The storage reserved now is bounded by prealloc_limit whatever the
         header announced; beyond that it grows only as the payload arrives.
@@ -556,6 +664,7 @@ class _StreamDecoder:
             target[:] = p[start:end]
         big.filled = have
         self._big = big
+        self._big_head = p[frame:start]
         self._phase = _IN_PLACE
 
     def _start_discard(self, left):
@@ -569,11 +678,15 @@ class _StreamDecoder:
 
     def _advance(self, out):
         """Deliver whatever the received bytes complete, appending to ``out``."""
+        if self._frames_left == 0:
+            return  # stopped (stop_after): the bytes are held for detach()
+        first = len(out)
         if self._phase == _IN_PLACE:
             big = self._big
             if big.filled < big.size:
                 return
             self._big = None
+            self._big_head = b""
             self._phase = _HEADER
             self._need = self._frame_start
             self._exact = True
@@ -596,6 +709,10 @@ class _StreamDecoder:
                 break
         if self._pos == self._end:
             self._pos = self._end = 0
+        if self._frames_left > 0:
+            # stop_after: callers bring at most one step of one frame at a
+            # time, so this count cannot pass zero.
+            self._frames_left -= len(out) - first
 
     def _parse(self, p, pos, end, out):
         """Append the frames that ``p[pos:end]`` completes; return the new position.
@@ -610,6 +727,10 @@ class _StreamDecoder:
 
     def _deliver_big(self, data, out):
         raise NotImplementedError
+
+    def _held_head(self):
+        """Bytes of the frame in progress that the buffer no longer holds (for detach)."""
+        return b""
 
 
 # ---------------------------------------------------------------------------
@@ -689,7 +810,7 @@ class FrameDecoder(_StreamDecoder):
             stop = pos + raw + head_adjust  # where this frame ends
             if stop > end:
                 if stop - pos - strip >= BIG_FRAME:
-                    self._start_big(p, pos + strip, end, stop - pos - strip)
+                    self._start_big(p, pos, pos + strip, end, stop - pos - strip)
                     return end
                 # The header stays buffered and is read again when the body is
                 # complete: cheaper than remembering what it said.
@@ -751,7 +872,7 @@ class FrameDecoder(_StreamDecoder):
             out.append(p[pos + strip : pos + total])
             return pos + total
         if total - strip >= BIG_FRAME:
-            self._start_big(p, pos + strip, end, total - strip)
+            self._start_big(p, pos, pos + strip, end, total - strip)
             return _stop(end)
         self._phase = _BODY
         self._need = total
@@ -827,6 +948,72 @@ class FrameEncoder:
         """One frame: header and payload in one bytes object."""
         payload = _bytes_like(payload)
         return concat(self.header(len(payload), prefix), payload)
+
+    def encode_frame(self, frame):
+        """A whole frame, checked and put back on the wire unchanged.
+
+        ``frame`` is header and body, as a decoder of this format with
+        ``strip=0`` delivers it (grpc, postgres): relaying or echoing one is
+        ``encode_frame(frame)``.  The length field is checked, not
+        rewritten: one that disagrees with the frame's size raises
+        MalformedHeaderError (a frame cut or edited by mistake is caught
+        here, not by the peer), a body over ``max_frame_size``
+        FrameTooLargeError.  To build a frame from a body, use encode().
+        """
+        frame = _bytes_like(frame)
+        if type(frame) is not bytes:
+            frame = bytes(frame)
+        self._check_frame(frame)
+        return frame
+
+    def encode_frames(self, frames):
+        """Many whole frames, each checked as by encode_frame(), as a list
+        of buffers for one vectored write: runs of frames under BIG_FRAME
+        bytes joined, larger ones left as they are."""
+        buffers = []
+        run = []
+        for frame in frames:
+            frame = self.encode_frame(frame)
+            if len(frame) < BIG_FRAME:
+                run.append(frame)
+                continue
+            if run:
+                buffers.append(b"".join(run))
+                run = []
+            buffers.append(frame)
+        if run:
+            buffers.append(b"".join(run))
+        return buffers
+
+    def _check_frame(self, frame):
+        size = len(frame)
+        head = self._plain_header_size
+        if size < head:
+            raise MalformedHeaderError(
+                f"a whole frame of this format has at least its {head}-byte header, "
+                f"not {size} bytes"
+            )
+        field = load_uint(frame, self._length_offset, self._width, self._little)
+        if self._escape and field > _INT32_MAX:
+            if field != _ESCAPE:
+                raise MalformedHeaderError(
+                    f"negative frame length (0x{field:08x}) in a signed 4-byte field"
+                )
+            head += 8
+            if size < head:
+                raise MalformedHeaderError(
+                    f"a whole frame with an escaped length has at least {head} bytes, not {size}"
+                )
+            field = load_uint(frame, 4, 8, False)
+        body = size - head
+        if field + self._adjustment != body:
+            raise MalformedHeaderError(
+                f"frame of {size} bytes whose length field ({field}) says "
+                f"{head + field + self._adjustment}: a whole frame's length field must "
+                "match its size"
+            )
+        if body > self._max_frame_size:
+            raise _frame_too_large(body, self._max_frame_size, ())
 
     def _plain_headers(self, sizes):
         """The twin's headers for ordinary sizes, from a small cache: a dict
@@ -967,6 +1154,7 @@ class MessageDecoder(_StreamDecoder):
         self._max_content_size = max_content_size
         self._header = None
         self._content_length = 0
+        self._header_raw = b""  # _BODY, _IN_PLACE: the header's bytes (for detach)
 
     def _parse(self, p, pos, end, out):
         # Unlike FrameDecoder, the parsed JSON header is remembered (in
@@ -1012,10 +1200,11 @@ class MessageDecoder(_StreamDecoder):
                 pos += length
                 continue
             self._header = header
+            self._header_raw = p[pos - 2 - header_length : pos]
             self._content_length = length
             self._phase = _BODY
             if length >= BIG_FRAME:
-                self._start_big(p, pos, end, length)
+                self._start_big(p, pos, pos, end, length)
                 return end
             self._need = length
             return pos
@@ -1023,6 +1212,9 @@ class MessageDecoder(_StreamDecoder):
     def _deliver_big(self, data, out):
         out.append(Message(self._header, data))
         self._header = None
+
+    def _held_head(self):
+        return self._header_raw if self._header is not None else b""
 
 
 # ---------------------------------------------------------------------------

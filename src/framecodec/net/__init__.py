@@ -13,7 +13,7 @@ from .addresses import Address, parse_address
 from .client import Client, connect
 from .datagram import DatagramClient, DatagramServer, serve_datagrams
 from .multiclient import ClientConnection, MultiClient
-from .server import Connection, ConnectionHandler, Server, serve
+from .server import Connection, ConnectionHandler, Server, StartTLS, serve
 from .tls import client_context, server_context
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "DatagramServer",
     "MultiClient",
     "Server",
+    "StartTLS",
     "client_context",
     "connect",
     "parse_address",

@@ -18,26 +18,48 @@ import socket
 import ssl
 import time
 from collections import deque
-from typing import Any, BinaryIO, Deque, Iterable, Iterator, List, Optional, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    BinaryIO,
+    Deque,
+    Generic,
+    Iterable,
+    Iterator,
+    List,
+    Literal,
+    Mapping,
+    Optional,
+    Union,
+    overload,
+)
 
 from ..codec.formats import FrameFormat
+from ..codec.messages import Message
 from ..errors import BufferTooSmallError, IncompleteFrameError, ProtocolError
 from .addresses import Address, AddressLike, connect_socket, parse_address
-from .protocols import FrameProtocol, Protocol, make_protocol
-from .tls import tolerate_bare_eof
+from .protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
+from .tls import check_starttls_input, tolerate_bare_eof
 from .transport import ConnectionClosed, OutputQueue, close_socket, receive
+from .types import ItemT
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+    from .types import FrameData, MessageContent
 
 __all__ = ["BufferTooSmallError", "Client", "connect"]
 
 
-class Client:
+class Client(Generic[ItemT]):
     """A connected blocking client; make one with connect().
 
     ``recv()`` returns the next frame (bytes) or Message; at a clean end of
     stream it raises ConnectionClosed, and IncompleteFrameError if the peer
     vanished inside a frame.  Frames completed before a protocol error are
     delivered first; the error is raised after them.  Iterating yields
-    frames until the peer closes.
+    frames until the peer closes.  ``Client[bytes]`` receives frames,
+    ``Client[Message]`` messages.
     """
 
     def __init__(
@@ -54,7 +76,7 @@ class Client:
         self._decoder = protocol.new_decoder()
         self._tls = isinstance(sock, ssl.SSLSocket)
         self._output = OutputQueue(tls=self._tls)
-        self._frames: Deque[Any] = deque()
+        self._frames: Deque[ItemT] = deque()
         self._error: Optional[BaseException] = None  # raised once _frames is empty
         self._closed = False
         self.timeout = timeout
@@ -85,15 +107,34 @@ class Client:
 
     # -- sending --------------------------------------------------------------------
 
+    @overload
+    def send(self: Client[bytes], item: FrameData, *, prefix: Optional[bytes] = ...) -> None: ...
+
+    @overload
+    def send(
+        self: Client[Message],
+        item: MessageContent,
+        *,
+        content_type: Optional[str] = ...,
+        content_encoding: Optional[str] = ...,
+        headers: Optional[Mapping[str, Any]] = ...,
+    ) -> None: ...
+
     def send(self, item: Any, **options: Any) -> None:
         """Send one frame (or message: content or Message, with content_type=...)."""
         self._write(self.protocol.encode(item, **options))
+
+    @overload
+    def send_many(self: Client[bytes], items: Iterable[FrameData]) -> None: ...
+
+    @overload
+    def send_many(self: Client[Message], items: Iterable[MessageContent]) -> None: ...
 
     def send_many(self, items: Iterable[Any]) -> None:
         """Send several frames in one vectored write."""
         self._write(self.protocol.encode_many(items))
 
-    def send_file(self, file: BinaryIO, count: Optional[int] = None) -> int:
+    def send_file(self: Client[bytes], file: BinaryIO, count: Optional[int] = None) -> int:
         """Send one frame whose payload is ``count`` bytes of ``file`` from its
         current position (all the rest by default); return the payload size.
 
@@ -145,7 +186,7 @@ class Client:
 
     # -- receiving ------------------------------------------------------------------
 
-    def recv(self) -> Any:
+    def recv(self) -> ItemT:
         """The next frame (a Message for protocol="messages")."""
         frames = self._frames
         if not frames:
@@ -155,7 +196,7 @@ class Client:
                 self._fill()
         return frames.popleft()
 
-    def recv_into(self, buffer: Any, offset: int = 0) -> int:
+    def recv_into(self: Client[bytes], buffer: WriteableBuffer, offset: int = 0) -> int:
         """Copy the next frame's payload into ``buffer`` at ``offset``; return its size.
 
         A buffer too small raises BufferTooSmallError (with ``.needed``) and
@@ -178,12 +219,27 @@ class Client:
         self._frames.popleft()
         return size
 
+    @overload
+    def request(
+        self: Client[bytes], item: FrameData, *, prefix: Optional[bytes] = ...
+    ) -> bytes: ...
+
+    @overload
+    def request(
+        self: Client[Message],
+        item: MessageContent,
+        *,
+        content_type: Optional[str] = ...,
+        content_encoding: Optional[str] = ...,
+        headers: Optional[Mapping[str, Any]] = ...,
+    ) -> Message: ...
+
     def request(self, item: Any, **options: Any) -> Any:
         """send(item), then recv()."""
         self._write(self.protocol.encode(item, **options))
         return self.recv()
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[ItemT]:
         while True:
             try:
                 yield self.recv()
@@ -236,6 +292,46 @@ class Client:
             if not frames:
                 raise self._error  # type: ignore[misc]
 
+    # -- STARTTLS -------------------------------------------------------------------
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, *, server_hostname: Optional[str] = None
+    ) -> None:
+        """Upgrade this plain connection to TLS, after the exchange that
+        agreed on it (the server's "go ahead" reply, received with recv()).
+
+        ``server_hostname`` defaults to the address's host, as connect()'s.
+        Frames or bytes received but not yet delivered at this point came in
+        the clear after the "go ahead", which a correct server never sends:
+        they raise StartTLSError (framecodec.errors) and close the client.
+        The decoder carries over: it is between two frames with nothing
+        buffered.  The handshake is bounded by ``timeout``; a failed one
+        (ssl.SSLError, TimeoutError) closes the client.
+        """
+        self._check_open()
+        if self._tls:
+            raise ValueError("the connection is already TLS")
+        try:
+            check_starttls_input(self._decoder, list(self._frames))
+        except BaseException as exc:
+            self._frames.clear()  # they are the error's now (exc.frames)
+            self._fail(exc)
+            raise
+        if server_hostname is None and self.address is not None:
+            server_hostname = self.address.host
+        if server_hostname is None and ssl_context.check_hostname:
+            raise ValueError("start_tls() needs server_hostname here (a Unix socket has no host)")
+        context = tolerate_bare_eof(ssl_context)
+        try:
+            self._sock = context.wrap_socket(self._sock, server_hostname=server_hostname)
+        except BaseException as exc:
+            if isinstance(exc, socket.timeout):
+                exc = TimeoutError(f"TLS handshake timed out after {self._timeout} s")
+            self._fail(exc)
+            raise exc from None
+        self._tls = True
+        self._output = OutputQueue(tls=True)
+
     # -- closing -----------------------------------------------------------------------
 
     def _fail(self, exc: BaseException) -> None:
@@ -271,7 +367,7 @@ class Client:
             self._closed = True
             close_socket(self._sock)
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Client[ItemT]:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -280,6 +376,70 @@ class Client:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<Client {self.protocol.name} {self.address} {state}>"
+
+
+# For type checkers the options are keyword arguments, each overload with
+# those of its protocol (frame format options, or MessageDecoder's), and the
+# protocol (a literal name or a protocol object) says what recv() returns.
+# The implementation passes them on to make_protocol, which refuses others.
+@overload
+def connect(
+    address: AddressLike,
+    *,
+    protocol: Literal["frames"] = ...,
+    timeout: Optional[float] = ...,
+    ssl_context: Optional[ssl.SSLContext] = ...,
+    server_hostname: Optional[str] = ...,
+    format: Union[str, FrameFormat, None] = ...,
+    width: int = ...,
+    byteorder: str = ...,
+    length_offset: int = ...,
+    length_adjustment: int = ...,
+    strip: Optional[int] = ...,
+    max_frame_size: int = ...,
+    discard_oversized: bool = ...,
+    prealloc_limit: int = ...,
+    read_size: int = ...,
+    large_length_escape: bool = ...,
+) -> Client[bytes]: ...
+
+
+@overload
+def connect(
+    address: AddressLike,
+    *,
+    protocol: Literal["messages"],
+    timeout: Optional[float] = ...,
+    ssl_context: Optional[ssl.SSLContext] = ...,
+    server_hostname: Optional[str] = ...,
+    format: None = ...,
+    max_header_size: int = ...,
+    max_content_size: int = ...,
+    read_size: int = ...,
+    prealloc_limit: int = ...,
+) -> Client[Message]: ...
+
+
+@overload
+def connect(
+    address: AddressLike,
+    *,
+    protocol: FrameProtocol,
+    timeout: Optional[float] = ...,
+    ssl_context: Optional[ssl.SSLContext] = ...,
+    server_hostname: Optional[str] = ...,
+) -> Client[bytes]: ...
+
+
+@overload
+def connect(
+    address: AddressLike,
+    *,
+    protocol: MessageProtocol,
+    timeout: Optional[float] = ...,
+    ssl_context: Optional[ssl.SSLContext] = ...,
+    server_hostname: Optional[str] = ...,
+) -> Client[Message]: ...
 
 
 def connect(
@@ -291,11 +451,12 @@ def connect(
     server_hostname: Optional[str] = None,
     format: Union[str, FrameFormat, None] = None,
     **options: Any,
-) -> Client:
+) -> Client[Any]:
     """Connect to ``address`` (see framecodec.net.addresses) and return a Client.
 
     ``protocol`` is "frames" (``format`` preset plus frame options) or
-    "messages".  With ``ssl_context`` the connection is TLS;
+    "messages" (MessageDecoder's options); a Client[bytes] receives frames,
+    a Client[Message] messages.  With ``ssl_context`` the connection is TLS;
     ``server_hostname`` defaults to the address's host (give it for Unix
     sockets).  Certificate and host name errors raise ssl.SSLCertVerificationError.
     """

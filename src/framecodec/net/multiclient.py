@@ -25,13 +25,33 @@ import selectors
 import socket
 import ssl
 import time
-from typing import Any, Callable, Iterator, List, Optional, Set, Tuple, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Generic,
+    Iterable,
+    Iterator,
+    List,
+    Literal,
+    Mapping,
+    Optional,
+    Set,
+    Tuple,
+    Union,
+    overload,
+)
 
 from ..codec.formats import FrameFormat
+from ..codec.messages import Message
 from .addresses import Address, AddressLike, candidates, parse_address, tune
-from .protocols import Protocol, make_protocol
+from .protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
 from .tls import tolerate_bare_eof
 from .transport import ConnectionClosed, ConnectionState, Stream
+from .types import ItemT
+
+if TYPE_CHECKING:
+    from .types import FrameData, MessageContent
 
 __all__ = ["ClientConnection", "MultiClient"]
 
@@ -47,7 +67,7 @@ UNIX_RETRY_MAX = 0.05
 OPEN, CLOSING, CLOSED = ConnectionState.OPEN, ConnectionState.CLOSING, ConnectionState.CLOSED
 
 
-class ClientConnection:
+class ClientConnection(Generic[ItemT]):
     """One connection of a MultiClient.
 
     ``send``/``send_many`` queue frames (usable before the connection is
@@ -56,7 +76,7 @@ class ClientConnection:
     """
 
     def __init__(
-        self, owner: MultiClient, address: Address, server_hostname: Optional[str], data: Any
+        self, owner: MultiClient[ItemT], address: Address, server_hostname: Optional[str], data: Any
     ) -> None:
         self.address = address
         self.data = data
@@ -101,10 +121,31 @@ class ClientConnection:
             return sum(map(len, self._early))
         return self.stream.output.size
 
+    @overload
+    def send(
+        self: ClientConnection[bytes], item: FrameData, *, prefix: Optional[bytes] = ...
+    ) -> None: ...
+
+    @overload
+    def send(
+        self: ClientConnection[Message],
+        item: MessageContent,
+        *,
+        content_type: Optional[str] = ...,
+        content_encoding: Optional[str] = ...,
+        headers: Optional[Mapping[str, Any]] = ...,
+    ) -> None: ...
+
     def send(self, item: Any, **options: Any) -> None:
         self._queue(self._owner.protocol.encode(item, **options))
 
-    def send_many(self, items: Any) -> None:
+    @overload
+    def send_many(self: ClientConnection[bytes], items: Iterable[FrameData]) -> None: ...
+
+    @overload
+    def send_many(self: ClientConnection[Message], items: Iterable[MessageContent]) -> None: ...
+
+    def send_many(self, items: Iterable[Any]) -> None:
         self._queue(self._owner.protocol.encode_many(items))
 
     def close(self) -> None:
@@ -123,13 +164,50 @@ class ClientConnection:
             self._owner._settle(self)
 
 
-class MultiClient:
+class MultiClient(Generic[ItemT]):
     """A set of client connections served by one selector.
 
     ``timeout`` bounds connecting (and the TLS handshake) of each connection;
     ``on_close(connection)`` is called when one ends.  All connections share
     ``protocol`` and its options, and ``ssl_context`` when given.
+    ``MultiClient[bytes]`` receives frames, ``MultiClient[Message]`` messages.
     """
+
+    @overload
+    def __init__(
+        self: MultiClient[bytes],
+        *,
+        protocol: Union[Literal["frames"], FrameProtocol] = ...,
+        ssl_context: Optional[ssl.SSLContext] = ...,
+        timeout: Optional[float] = ...,
+        on_close: Optional[Callable[[ClientConnection[bytes]], None]] = ...,
+        format: Union[str, FrameFormat, None] = ...,
+        width: int = ...,
+        byteorder: str = ...,
+        length_offset: int = ...,
+        length_adjustment: int = ...,
+        strip: Optional[int] = ...,
+        max_frame_size: int = ...,
+        discard_oversized: bool = ...,
+        prealloc_limit: int = ...,
+        read_size: int = ...,
+        large_length_escape: bool = ...,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: MultiClient[Message],
+        *,
+        protocol: Union[Literal["messages"], MessageProtocol],
+        ssl_context: Optional[ssl.SSLContext] = ...,
+        timeout: Optional[float] = ...,
+        on_close: Optional[Callable[[ClientConnection[Message]], None]] = ...,
+        format: None = ...,
+        max_header_size: int = ...,
+        max_content_size: int = ...,
+        read_size: int = ...,
+        prealloc_limit: int = ...,
+    ) -> None: ...
 
     def __init__(
         self,
@@ -137,7 +215,7 @@ class MultiClient:
         protocol: Union[str, Protocol] = "frames",
         ssl_context: Optional[ssl.SSLContext] = None,
         timeout: Optional[float] = None,
-        on_close: Optional[Callable[[ClientConnection], None]] = None,
+        on_close: Optional[Callable[[Any], None]] = None,
         format: Union[str, FrameFormat, None] = None,
         **options: Any,
     ) -> None:
@@ -146,17 +224,17 @@ class MultiClient:
         self.timeout = timeout
         self.on_close = on_close
         self._selector = selectors.DefaultSelector()
-        self._open: Set[ClientConnection] = set()
-        self._connecting: Set[ClientConnection] = set()
-        self._received: List[Tuple[ClientConnection, Any]] = []
+        self._open: Set[ClientConnection[ItemT]] = set()
+        self._connecting: Set[ClientConnection[ItemT]] = set()
+        self._received: List[Tuple[ClientConnection[ItemT], ItemT]] = []
 
     @property
-    def connections(self) -> List[ClientConnection]:
+    def connections(self) -> List[ClientConnection[ItemT]]:
         return list(self._open)
 
     def connect(
         self, address: AddressLike, *, server_hostname: Optional[str] = None, data: Any = None
-    ) -> ClientConnection:
+    ) -> ClientConnection[ItemT]:
         """Start connecting to ``address``; returns at once."""
         target = parse_address(address)
         conn = ClientConnection(self, target, server_hostname, data)
@@ -167,7 +245,7 @@ class MultiClient:
 
     # -- receiving ------------------------------------------------------------------
 
-    def poll(self, timeout: Optional[float] = None) -> List[Tuple[ClientConnection, Any]]:
+    def poll(self, timeout: Optional[float] = None) -> List[Tuple[ClientConnection[ItemT], ItemT]]:
         """Wait up to ``timeout`` for I/O once; return the (connection, frame)
         pairs it completed (maybe none)."""
         self._retry_due()
@@ -186,7 +264,9 @@ class MultiClient:
         received, self._received = self._received, []
         return received
 
-    def frames(self, timeout: Optional[float] = None) -> Iterator[Tuple[ClientConnection, Any]]:
+    def frames(
+        self, timeout: Optional[float] = None
+    ) -> Iterator[Tuple[ClientConnection[ItemT], ItemT]]:
         """(connection, frame) pairs until no connection is left; TimeoutError
         if none arrives for ``timeout`` seconds."""
         last = time.monotonic()
@@ -202,7 +282,9 @@ class MultiClient:
     __iter__ = frames
 
     def run(
-        self, callback: Callable[[ClientConnection, Any], None], timeout: Optional[float] = None
+        self,
+        callback: Callable[[ClientConnection[ItemT], ItemT], None],
+        timeout: Optional[float] = None,
     ) -> None:
         """Call ``callback(connection, frame)`` for each frame until no
         connection is left (the callback closes them when done)."""
@@ -215,7 +297,7 @@ class MultiClient:
             self._end(conn, None)
         self._selector.close()
 
-    def __enter__(self) -> MultiClient:
+    def __enter__(self) -> MultiClient[ItemT]:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -223,7 +305,7 @@ class MultiClient:
 
     # -- connecting -------------------------------------------------------------------
 
-    def _try_next(self, conn: ClientConnection) -> None:
+    def _try_next(self, conn: ClientConnection[ItemT]) -> None:
         """Start a non-blocking connect to the next resolved address."""
         while conn._candidates:
             family, type_, proto, sockaddr = conn._candidates[0]
@@ -247,7 +329,7 @@ class MultiClient:
             conn._first_error = conn._first_error or _os_error(err, conn.address)
         self._end(conn, conn._first_error or OSError(f"cannot connect to {conn.address}"))
 
-    def _connect_done(self, conn: ClientConnection) -> None:
+    def _connect_done(self, conn: ClientConnection[ItemT]) -> None:
         sock = conn._sock
         assert sock is not None
         self._selector.unregister(sock)
@@ -260,7 +342,7 @@ class MultiClient:
         else:
             self._connected(conn, sock)
 
-    def _connected(self, conn: ClientConnection, sock: socket.socket) -> None:
+    def _connected(self, conn: ClientConnection[ItemT], sock: socket.socket) -> None:
         try:
             tune(sock)
             if self.ssl_context is not None:
@@ -281,7 +363,7 @@ class MultiClient:
         conn._early = []
         self._service(conn, EVENT_WRITE)
 
-    def _not_ready(self) -> List[ClientConnection]:
+    def _not_ready(self) -> List[ClientConnection[ItemT]]:
         """Connections still connecting or in their handshake (the others are
         dropped from the set, so each poll looks at these only)."""
         for conn in list(self._connecting):
@@ -317,7 +399,7 @@ class MultiClient:
 
     # -- I/O ---------------------------------------------------------------------------
 
-    def _service(self, conn: ClientConnection, mask: int) -> None:
+    def _service(self, conn: ClientConnection[ItemT], mask: int) -> None:
         stream = conn.stream
         assert stream is not None
         try:
@@ -333,7 +415,7 @@ class MultiClient:
         except Exception as exc:  # OSError, ssl.SSLError: this connection only
             self._end(conn, exc)
 
-    def _settle(self, conn: ClientConnection) -> None:
+    def _settle(self, conn: ClientConnection[ItemT]) -> None:
         """Send what is queued; close if finished; else re-arm the selector."""
         stream = conn.stream
         if stream is None or conn.state is CLOSED or stream.handshaking:
@@ -349,7 +431,7 @@ class MultiClient:
         else:
             stream.watch(self._selector, conn.state is not CLOSING, conn)
 
-    def _end(self, conn: ClientConnection, error: Optional[BaseException]) -> None:
+    def _end(self, conn: ClientConnection[ItemT], error: Optional[BaseException]) -> None:
         if conn.state is CLOSED:
             return
         conn.state = CLOSED

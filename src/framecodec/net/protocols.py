@@ -31,13 +31,21 @@ def _as_bytes(payload: Any) -> Any:
 
 
 class FrameProtocol:
-    """Length-prefixed frames of one FrameFormat."""
+    """Length-prefixed frames of one FrameFormat.
+
+    A format that delivers whole frames (``strip=0``: grpc, postgres) also
+    sends whole frames: what a handler returns or ``send()`` is given is a
+    frame as received, header included, checked and sent as it is (the
+    encoder's encode_frame), so echoing or relaying one needs no splitting.
+    ``send(body, prefix=...)`` still builds a frame from a body.
+    """
 
     name = "frames"
 
     def __init__(self, format: Union[str, FrameFormat, None] = None, **options: Any) -> None:
         self.format = resolve_format(format, **options)
         self._encoder = _core.FrameEncoder(self.format)
+        self.whole_frames = self.format.strip == 0
 
     def new_decoder(self) -> Any:
         return _core.FrameDecoder(self.format)
@@ -48,6 +56,8 @@ class FrameProtocol:
 
     def encode(self, payload: Any, prefix: Optional[bytes] = None) -> List[Any]:
         try:
+            if self.whole_frames and prefix is None:
+                return [self._encoder.encode_frame(payload)]
             if type(payload) is not bytes:
                 payload = _as_bytes(payload)
             if len(payload) < SMALL_PAYLOAD:
@@ -60,6 +70,9 @@ class FrameProtocol:
     def encode_many(self, payloads: Iterable[Any]) -> List[Any]:
         # Small payloads joined, large ones left in place: one C call.
         try:
+            if self.whole_frames:
+                frames: List[Any] = self._encoder.encode_frames(payloads)
+                return frames
             buffers: List[Any] = self._encoder.encode_vectored(payloads)
         except TypeError as exc:
             explain_unsendable(self, payloads, exc)

@@ -14,9 +14,11 @@ import logging
 import socket
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 from .addresses import Address, BoundSocket
+
+ServiceT = TypeVar("ServiceT", bound="Service")  # start() and with give the Server back
 
 __all__ = ["Service", "Waker"]
 
@@ -104,7 +106,7 @@ class Service:
         self._claim()
         self._run()
 
-    def start(self) -> Service:
+    def start(self: ServiceT) -> ServiceT:
         """Serve in a background thread; returns self, e.g. ``with serve(...).start() as s:``."""
         self._claim()
         self._thread = threading.Thread(
@@ -138,7 +140,7 @@ class Service:
         """Stop at once: shutdown(timeout=0)."""
         self.shutdown(0)
 
-    def __enter__(self) -> Service:
+    def __enter__(self: ServiceT) -> ServiceT:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:

@@ -8,14 +8,25 @@ handshake costs one connection, not the server.
 Every blocking TLS endpoint (servers, connect(), MultiClient) sets
 OP_IGNORE_UNEXPECTED_EOF on its context (see tolerate_bare_eof) and ends
 its connections with close_notify (transport.close_socket).
+
+STARTTLS (a plain connection upgraded after an exchange of frames) is
+checked here for every layer: see check_starttls_input.
 """
 
 from __future__ import annotations
 
 import ssl
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
-__all__ = ["clear_openssl_errors", "client_context", "server_context", "tolerate_bare_eof"]
+from ..errors import StartTLSError
+
+__all__ = [
+    "check_starttls_input",
+    "clear_openssl_errors",
+    "client_context",
+    "server_context",
+    "tolerate_bare_eof",
+]
 
 
 def server_context(
@@ -66,6 +77,23 @@ def tolerate_bare_eof(context: ssl.SSLContext) -> ssl.SSLContext:
     and a threads server could not wake a worker by ending its input."""
     context.options |= getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
     return context
+
+
+def check_starttls_input(decoder: Any, undelivered: Sequence[Any] = ()) -> None:
+    """Raise StartTLSError if bytes arrived in the clear past the frame that
+    asked for TLS: frames completed but not delivered (``undelivered``), or
+    bytes the decoder holds.  A correct peer sends nothing between that
+    exchange and the handshake, so such bytes are neither dropped nor fed
+    to TLS.  When this passes, the decoder sits between two frames with
+    nothing buffered and carries on, unchanged, over TLS."""
+    buffered: int = decoder.buffered
+    if undelivered or buffered or decoder.mid_frame:
+        raise StartTLSError(
+            f"{len(undelivered)} frame(s) and {buffered} byte(s) arrived in the clear "
+            "after the STARTTLS exchange, before the TLS handshake",
+            undelivered,
+            buffered=buffered,
+        )
 
 
 def _find_err_clear_error() -> Optional[Callable[[], Any]]:

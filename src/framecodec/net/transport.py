@@ -19,7 +19,7 @@ import ssl
 import sys
 from collections import deque
 from itertools import islice
-from typing import Any, Deque, Iterable, List, Optional
+from typing import Any, Callable, Deque, Iterable, List, Optional
 
 from ..errors import ConnectionClosed, ProtocolError
 from .tls import clear_openssl_errors
@@ -268,6 +268,20 @@ class Stream:
         # TLS can need the other direction to progress (handshake, renegotiation).
         self._read_wants_write = False
         self._write_wants_read = False
+
+    def start_tls(
+        self, selector: selectors.BaseSelector, wrap: Callable[[], socket.socket]
+    ) -> None:
+        """STARTTLS: take the socket that ``wrap()`` makes of this one (a TLS
+        socket whose handshake is still to be done, on the same descriptor),
+        unregistered first: the old socket object loses its descriptor."""
+        if self.watched:
+            selector.unregister(self.sock)
+            self.watched = 0
+        self.sock = wrap()
+        self.tls = self.handshaking = True
+        self.output = OutputQueue(True, copy_mutable=True)
+        self._read_wants_write = self._write_wants_read = False
 
     def handshake(self) -> bool:
         """One step of the TLS handshake; True once it is complete.

@@ -11,32 +11,150 @@ from __future__ import annotations
 
 import socket
 import ssl
-from typing import Any, Dict, Optional, Type, Union
+from typing import TYPE_CHECKING, Any, Dict, Literal, Optional, Type, Union, overload
 
 from ...codec.formats import FrameFormat
 from ...errors import HandlerError
 from ..addresses import AddressLike, bind_socket
-from ..protocols import Protocol, make_protocol
+from ..protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
 from .base import Connection, Server
 from .endings import DEFAULT_HIGH_WATER
-from .handlers import ConnectionHandler
+from .handlers import ConnectionHandler, StartTLS
 from .selector import SelectorServer
 from .threads import ThreadingServer
 from .workers import WorkerPool
 
-__all__ = ["BACKENDS", "Connection", "ConnectionHandler", "HandlerError", "Server", "serve"]
+if TYPE_CHECKING:
+    from ...codec.messages import Message
+    from .handlers import FrameReply, Handler, MessageReply
+
+__all__ = [
+    "BACKENDS",
+    "Connection",
+    "ConnectionHandler",
+    "HandlerError",
+    "Server",
+    "StartTLS",
+    "serve",
+]
 
 BACKENDS: Dict[str, Type[Server]] = {"selector": SelectorServer, "threads": ThreadingServer}
 
 
+# The handler's frames, and the options, follow the protocol: see connect().
+@overload
 def serve(
     address: AddressLike,
-    handler: Any,
+    handler: Handler[bytes, FrameReply],
+    *,
+    protocol: Literal["frames"] = ...,
+    backend: str = ...,
+    batch: bool = ...,
+    ssl_context: Optional[ssl.SSLContext] = ...,
+    starttls_context: Optional[ssl.SSLContext] = ...,
+    max_connections: Optional[int] = ...,
+    overflow: str = ...,
+    idle_timeout: Optional[float] = ...,
+    frame_timeout: Optional[float] = ...,
+    write_timeout: Optional[float] = ...,
+    high_water: int = ...,
+    backlog: int = ...,
+    reuse_address: bool = ...,
+    workers: int = ...,
+    format: Union[str, FrameFormat, None] = ...,
+    width: int = ...,
+    byteorder: str = ...,
+    length_offset: int = ...,
+    length_adjustment: int = ...,
+    strip: Optional[int] = ...,
+    max_frame_size: int = ...,
+    discard_oversized: bool = ...,
+    prealloc_limit: int = ...,
+    read_size: int = ...,
+    large_length_escape: bool = ...,
+) -> Server: ...
+
+
+@overload
+def serve(
+    address: AddressLike,
+    handler: Handler[Message, MessageReply],
+    *,
+    protocol: Literal["messages"],
+    backend: str = ...,
+    batch: bool = ...,
+    ssl_context: Optional[ssl.SSLContext] = ...,
+    starttls_context: Optional[ssl.SSLContext] = ...,
+    max_connections: Optional[int] = ...,
+    overflow: str = ...,
+    idle_timeout: Optional[float] = ...,
+    frame_timeout: Optional[float] = ...,
+    write_timeout: Optional[float] = ...,
+    high_water: int = ...,
+    backlog: int = ...,
+    reuse_address: bool = ...,
+    workers: int = ...,
+    format: None = ...,
+    max_header_size: int = ...,
+    max_content_size: int = ...,
+    read_size: int = ...,
+    prealloc_limit: int = ...,
+) -> Server: ...
+
+
+@overload
+def serve(
+    address: AddressLike,
+    handler: Handler[bytes, FrameReply],
+    *,
+    protocol: FrameProtocol,
+    backend: str = ...,
+    batch: bool = ...,
+    ssl_context: Optional[ssl.SSLContext] = ...,
+    starttls_context: Optional[ssl.SSLContext] = ...,
+    max_connections: Optional[int] = ...,
+    overflow: str = ...,
+    idle_timeout: Optional[float] = ...,
+    frame_timeout: Optional[float] = ...,
+    write_timeout: Optional[float] = ...,
+    high_water: int = ...,
+    backlog: int = ...,
+    reuse_address: bool = ...,
+    workers: int = ...,
+) -> Server: ...
+
+
+@overload
+def serve(
+    address: AddressLike,
+    handler: Handler[Message, MessageReply],
+    *,
+    protocol: MessageProtocol,
+    backend: str = ...,
+    batch: bool = ...,
+    ssl_context: Optional[ssl.SSLContext] = ...,
+    starttls_context: Optional[ssl.SSLContext] = ...,
+    max_connections: Optional[int] = ...,
+    overflow: str = ...,
+    idle_timeout: Optional[float] = ...,
+    frame_timeout: Optional[float] = ...,
+    write_timeout: Optional[float] = ...,
+    high_water: int = ...,
+    backlog: int = ...,
+    reuse_address: bool = ...,
+    workers: int = ...,
+) -> Server: ...
+
+
+def serve(
+    address: AddressLike,
+    handler: Handler[Any, Any],
     *,
     backend: str = "selector",
     protocol: Union[str, Protocol] = "frames",
     batch: bool = False,
     ssl_context: Optional[ssl.SSLContext] = None,
+    starttls_context: Optional[ssl.SSLContext] = None,
     max_connections: Optional[int] = None,
     overflow: str = "wait",
     idle_timeout: Optional[float] = None,
@@ -78,6 +196,11 @@ def serve(
     read (``read_size`` bytes of requests) plus one partial frame
     (``max_frame_size``).
 
+    ``starttls_context`` (framecodec.server_context) lets handlers upgrade
+    a plain connection to TLS after a reply (StartTLS, or
+    ``connection.start_tls()``; see docs/starttls.md); without it such a
+    request closes that connection (StartTLSRefused, in ``tls_failures``).
+
     ``workers`` above 1 runs that many server processes on the address, one
     per core, each with all the settings above; the Server returned is
     their supervisor (see framecodec.net.server.workers).
@@ -92,6 +215,7 @@ def serve(
         protocol=proto,
         batch=batch,
         ssl_context=ssl_context,
+        starttls_context=starttls_context,
         max_connections=max_connections,
         overflow=overflow,
         idle_timeout=idle_timeout,

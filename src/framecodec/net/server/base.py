@@ -24,16 +24,33 @@ import selectors
 import socket
 import ssl
 import time
-from typing import Any, Callable, Iterable, List, Optional, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Generic,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    overload,
+)
 
-from ...errors import HandlerError
+from ...errors import HandlerError, StartTLSRefused
 from ..addresses import Address, BoundSocket
 from ..protocols import Protocol
 from ..service import Service, logger
-from ..tls import tolerate_bare_eof
+from ..tls import check_starttls_input, tolerate_bare_eof
 from ..transport import ConnectionState
+from ..types import ItemT
 from .endings import count_ending, log_ending, peer_label
 from .handlers import ConnectionHandler, handler_factory
+
+if TYPE_CHECKING:
+    from ...codec.messages import Message
+    from ..types import FrameData, MessageContent
 
 __all__ = ["Connection", "ConnectionHandler", "HandlerError", "Server"]
 
@@ -76,8 +93,8 @@ def shed_pending(listener: socket.socket, reserve: int) -> Tuple[Optional[int], 
 OPEN, CLOSING, CLOSED = ConnectionState.OPEN, ConnectionState.CLOSING, ConnectionState.CLOSED
 
 
-class Connection:
-    """One client connection, as handlers see it.
+class Connection(Generic[ItemT]):
+    """One client connection, as handlers see it (``Connection[bytes]`` for frames).
 
     ``send`` and ``send_many`` queue replies, which go out when the current
     handler callback returns (or sooner, once the queue is large); call them
@@ -89,8 +106,13 @@ class Connection:
         self.server = server
         self.sock = sock
         self.peer: Optional[Address] = Address.from_sockaddr(peer) if peer else None
-        self.handler: Optional[ConnectionHandler] = None
+        self.handler: Optional[ConnectionHandler[ItemT]] = None
         self.state = OPEN
+        # STARTTLS: asked for by the handler (replies still to send), then
+        # the handshake under way.
+        self.tls_requested = False
+        self.tls_upgrading = False
+        self._unhandled: List[Any] = []
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.label}>"
@@ -104,9 +126,30 @@ class Connection:
         """Bytes this connection holds: buffered input plus unsent output."""
         raise NotImplementedError
 
+    @overload
+    def send(
+        self: Connection[bytes], item: FrameData, *, prefix: Optional[bytes] = ...
+    ) -> None: ...
+
+    @overload
+    def send(
+        self: Connection[Message],
+        item: MessageContent,
+        *,
+        content_type: Optional[str] = ...,
+        content_encoding: Optional[str] = ...,
+        headers: Optional[Mapping[str, Any]] = ...,
+    ) -> None: ...
+
     def send(self, item: Any, **options: Any) -> None:
         """Queue one reply (frame payload, or message content / Message)."""
         self._queue(self.server.protocol.encode(item, **options))
+
+    @overload
+    def send_many(self: Connection[bytes], items: Iterable[FrameData]) -> None: ...
+
+    @overload
+    def send_many(self: Connection[Message], items: Iterable[MessageContent]) -> None: ...
 
     def send_many(self, items: Iterable[Any]) -> None:
         self._queue(self.server.protocol.encode_many(items))
@@ -119,6 +162,16 @@ class Connection:
         """Close once the replies queued are sent."""
         if self.state is OPEN:
             self.state = CLOSING
+
+    def start_tls(self, unhandled: Sequence[Any] = ()) -> None:
+        """Upgrade this connection to TLS (the server's ``starttls_context``)
+        once the replies queued so far are sent: call it from a handler
+        callback, after sending the "go ahead".  ``unhandled``: frames of
+        this read left unanswered, which came in the clear before the
+        handshake; they, like bytes already buffered, are a protocol error
+        (StartTLSError) that closes the connection."""
+        self.tls_requested = True
+        self._unhandled = list(unhandled)
 
     def _queue(self, buffers: List[Any]) -> None:
         raise NotImplementedError
@@ -165,6 +218,7 @@ class Server(Service):
         frame_timeout: Optional[float],
         write_timeout: Optional[float],
         high_water: int,
+        starttls_context: Optional[ssl.SSLContext] = None,
     ) -> None:
         if overflow not in ("wait", "reject"):
             raise ValueError(f"overflow must be 'wait' or 'reject', not {overflow!r}")
@@ -182,6 +236,9 @@ class Server(Service):
         self.kind = f"{self.backend}{' TLS' if ssl_context is not None else ''} server"
         self.protocol = protocol
         self.ssl_context = ssl_context if ssl_context is None else tolerate_bare_eof(ssl_context)
+        self.starttls_context = (
+            starttls_context if starttls_context is None else tolerate_bare_eof(starttls_context)
+        )
         self.max_connections = max_connections
         self.overflow = overflow
         self.idle_timeout = idle_timeout
@@ -189,7 +246,7 @@ class Server(Service):
         self.write_timeout = write_timeout
         self.high_water = high_water
         self.low_water = high_water // 2
-        self._open: dict[int, Connection] = {}
+        self._open: dict[int, Connection[Any]] = {}
         self._accepting = False
         self._draining = False
         self._resume_at: Optional[float] = None
@@ -197,7 +254,7 @@ class Server(Service):
         self._short_of_descriptors = False  # logged once per burst of failed accepts
 
     @property
-    def connections(self) -> List[Connection]:
+    def connections(self) -> List[Connection[Any]]:
         with self._lock:
             return list(self._open.values())
 
@@ -296,6 +353,32 @@ class Server(Service):
         sock.getpeername()  # OSError (ENOTCONN) once the peer has reset
         return self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
 
+    def _check_starttls(self, conn: Connection[Any], decoder: Any) -> None:
+        """A handler asked for STARTTLS on ``conn``: raise StartTLSRefused if
+        it cannot be had, StartTLSError if bytes came in the clear after the
+        request (see tls.check_starttls_input)."""
+        if self.starttls_context is None:
+            raise StartTLSRefused(
+                "the handler asked for STARTTLS; the server has no starttls_context"
+            )
+        if isinstance(conn.sock, ssl.SSLSocket):
+            raise StartTLSRefused("the handler asked for STARTTLS on a connection already TLS")
+        unhandled, conn._unhandled = conn._unhandled, []
+        check_starttls_input(decoder, unhandled)
+
+    def _wrap_starttls(self, conn: Connection[Any]) -> ssl.SSLSocket:
+        """``conn``'s socket wrapped for its STARTTLS handshake, still to be
+        done; the connection is handshaking from now on."""
+        assert self.starttls_context is not None
+        conn.sock.getpeername()  # OSError once the peer has reset: see _wrap_tls
+        conn.tls_requested = False
+        conn.tls_upgrading = True
+        sock = self.starttls_context.wrap_socket(
+            conn.sock, server_side=True, do_handshake_on_connect=False
+        )
+        conn.sock = sock
+        return sock
+
     def _lost_before_setup(self, peer: Any, exc: BaseException) -> None:
         """Count a connection that failed before it could be served (reset in
         the backlog, say) as accepted and ended, as every other one is."""
@@ -323,17 +406,17 @@ class Server(Service):
 
     # -- connection bookkeeping ---------------------------------------------------
 
-    def _add(self, conn: Connection) -> None:
+    def _add(self, conn: Connection[Any]) -> None:
         with self._lock:
             self._open[id(conn)] = conn
             self.stats["accepted"] += 1
         logger.info("%s: connection from %s", self.address, conn.label)
 
-    def _start_handler(self, conn: Connection) -> None:
+    def _start_handler(self, conn: Connection[Any]) -> None:
         handler = conn.handler = self.new_handler()
         call_handler(handler.connection_made, conn)
 
-    def _ended(self, conn: Connection, exc: Optional[BaseException]) -> None:
+    def _ended(self, conn: Connection[Any], exc: Optional[BaseException]) -> None:
         """Log why a connection ended, count it, tell its handler, forget it."""
         conn.state = CLOSED
         with self._lock:
@@ -342,7 +425,11 @@ class Server(Service):
             count_ending(self.stats, exc)
         label = conn.label
         log_ending(
-            self.address, label, exc, stopping=self.stopping, handshaking=conn.handler is None
+            self.address,
+            label,
+            exc,
+            stopping=self.stopping,
+            handshaking=conn.handler is None or conn.tls_upgrading,
         )
         if conn.handler is not None:
             try:

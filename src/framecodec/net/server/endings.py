@@ -2,7 +2,8 @@
 one vocabulary of the blocking servers and framecodec.aio's.
 
 Every connection that ends adds 1 to ``closed`` and 1 to the kind of its
-ending (clean_closes, handler_errors, protocol_errors, tls_failures,
+ending (clean_closes, handler_errors, protocol_errors, tls_failures (a
+failed handshake, or a STARTTLS refused),
 timeouts, network_errors: a reset, or a peer that stalled, taking none of
 its replies for write_timeout), and logs one line on the "framecodec.server"
 logger, in the same words whichever server ran it.
@@ -14,7 +15,13 @@ import socket
 import ssl
 from typing import Any, MutableMapping, Optional
 
-from ...errors import HandlerError, IncompleteFrameError, PeerStalled, ProtocolError
+from ...errors import (
+    HandlerError,
+    IncompleteFrameError,
+    PeerStalled,
+    ProtocolError,
+    StartTLSRefused,
+)
 from ..addresses import Address
 from ..service import logger
 
@@ -54,7 +61,7 @@ def ending_kind(exc: Optional[BaseException]) -> str:
         return "handler_errors"
     if isinstance(exc, ProtocolError):
         return "protocol_errors"
-    if isinstance(exc, ssl.SSLError):
+    if isinstance(exc, (ssl.SSLError, StartTLSRefused)):
         return "tls_failures"
     if isinstance(exc, (TimeoutError, socket.timeout)):
         return "timeouts"
@@ -86,6 +93,8 @@ def log_ending(
         logger.warning(
             "%s: protocol error from %s, closing it: %s%s", address, label, exc, peer_hint(exc)
         )
+    elif isinstance(exc, StartTLSRefused):
+        logger.warning("%s: STARTTLS refused for %s, closing it: %s", address, label, exc)
     elif isinstance(exc, ssl.SSLError) and handshaking:
         logger.warning(
             "%s: TLS handshake with %s failed: %s%s", address, label, exc, _tls_hint(exc)

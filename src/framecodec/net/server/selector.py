@@ -26,7 +26,7 @@ EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
 
 
-class SelectorConnection(Connection):
+class SelectorConnection(Connection[Any]):
     def __init__(self, server: SelectorServer, sock: socket.socket, peer: Any, now: float) -> None:
         super().__init__(server, sock, peer)
         self.stream = Stream(sock, server.protocol.new_decoder())
@@ -133,10 +133,14 @@ class SelectorServer(Server):
                     stream.watch(self._selector, True, conn)
                     return
                 conn.frame_started = None
-                self._start_handler(conn)
+                if conn.handler is None:
+                    self._start_handler(conn)
+                conn.tls_upgrading = False  # a STARTTLS handshake, if it was one
                 mask |= EVENT_READ  # the first frames may already sit inside OpenSSL
             readable = mask & EVENT_READ or (mask & EVENT_WRITE and stream.read_wants_write)
-            if readable and not (stream.at_eof or conn.paused or conn.state is not OPEN):
+            if readable and not (
+                stream.at_eof or conn.paused or conn.state is not OPEN or conn.tls_requested
+            ):
                 self._read(conn, now)
             self._after_io(conn, now)
         except Exception as exc:
@@ -149,6 +153,8 @@ class SelectorServer(Server):
         handler = conn.handler
         if frames:
             call_handler(handler.frames_received, frames)  # type: ignore[union-attr]
+            if conn.tls_requested:
+                self._check_starttls(conn, stream.decoder)
         if stream.at_eof and stream.error is None:
             call_handler(handler.eof_received)  # type: ignore[union-attr]
         if stream.decoder.mid_frame:
@@ -172,6 +178,10 @@ class SelectorServer(Server):
                 conn.stalled_since = now if output.size else None
             elif conn.stalled_since is None:
                 conn.stalled_since = now
+        if conn.tls_requested and not output.size and conn.state is OPEN:
+            # STARTTLS: the replies went out in the clear; handshake now.
+            stream.start_tls(self._selector, lambda: self._wrap_starttls(conn))
+            conn.frame_started = now  # the handshake's deadline, as the first one's
         if stream.watched == EVENT_READ and not (
             output.size or conn.paused or conn.state is not OPEN or stream.at_eof or stream.tls
         ):
@@ -187,7 +197,8 @@ class SelectorServer(Server):
         if (stream.at_eof or conn.state is not OPEN) and not output:
             self._close(conn, stream.error)
         else:
-            stream.watch(self._selector, not (conn.paused or conn.state is not OPEN), conn)
+            reading = not (conn.paused or conn.state is not OPEN or conn.tls_requested)
+            stream.watch(self._selector, reading, conn)
 
     def _close(self, conn: SelectorConnection, exc: Optional[BaseException]) -> None:
         if conn.state is not CLOSED:

@@ -33,7 +33,7 @@ from .base import CLOSED, OPEN, Connection, Server, call_handler, handler_failed
 __all__ = ["ThreadingServer"]
 
 
-class ThreadConnection(Connection):
+class ThreadConnection(Connection[Any]):
     def __init__(self, server: ThreadingServer, sock: socket.socket, peer: Any) -> None:
         super().__init__(server, sock, peer)
         self.decoder = server.protocol.new_decoder()
@@ -254,4 +254,23 @@ class ThreadingServer(Server):
                     frames_received(frames)
                 except Exception as exc:  # call_handler(), inline: this is the hot path
                     raise handler_failed(frames_received) from exc
+                if conn.tls_requested:
+                    sock = self._start_tls(conn)
+                    output = conn.output
         conn.flush()
+
+    def _start_tls(self, conn: ThreadConnection) -> socket.socket:
+        """STARTTLS asked for by the handler: send its replies in the clear,
+        then do the handshake here, bounded like the first one."""
+        self._check_starttls(conn, conn.decoder)
+        conn.flush()
+        sock = self._wrap_starttls(conn)
+        conn.output = OutputQueue(tls=True)
+        sock.settimeout(self.handshake_timeout)
+        conn.waiting = True
+        if self.stopping:
+            raise ConnectionAbortedError("the server is stopping")
+        sock.do_handshake()
+        conn.waiting = False
+        conn.tls_upgrading = False
+        return sock

@@ -151,7 +151,7 @@ class WorkerPool(Server):
         ]
 
     @property
-    def connections(self) -> List[Connection]:
+    def connections(self) -> List[Connection[Any]]:
         return []
 
     # -- running ------------------------------------------------------------------
