@@ -1,19 +1,26 @@
 """FramedStream straight on a socket (recv_into the decoder, sock.send): the
 path of every plain TCP and Unix stream connect() and serve() make, on both
-backends.  Cancelled receives and sends, and closing under a waiting task."""
+backends.  Cancelled receives and sends, closing under a waiting task, how
+often the operations yield, and asyncio's registration of the socket."""
 
 from __future__ import annotations
 
+import array
+import asyncio
 import contextlib
+import functools
 import socket
-from typing import AsyncIterator, Tuple
+from typing import Any, AsyncIterator, List, Tuple
 
 import anyio
+import anyio.lowlevel
 import pytest
 from anyio import wait_all_tasks_blocked
+from anyio.abc import SocketAttribute
 
-from framecodec import ConnectionClosed, FrameEncoder
+from framecodec import ConnectionClosed, FrameDecoder, FrameEncoder
 from framecodec import anyio as fa
+from framecodec.anyio.sockio import YIELD_EVERY
 
 from .support import TIMEOUT
 
@@ -105,3 +112,92 @@ async def test_closing_wakes_a_receiver_waiting_on_the_socket():
                 await wait_all_tasks_blocked()
                 await stream.aclose()
         assert len(outcome) == 1
+
+
+async def test_small_sends_let_the_other_tasks_run_now_and_then_not_each_time():
+    """A task sending small frames as fast as the socket takes them yields
+    once every YIELD_EVERY sends: the other tasks still run, and the sends
+    do not pay a loop pass each."""
+    sends = 10 * YIELD_EVERY
+    turns = 0
+
+    async def other() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with connected() as (stream, _):
+        with anyio.fail_after(TIMEOUT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(other)
+                await anyio.lowlevel.checkpoint()  # let it start
+                before = turns
+                for _ in range(sends):  # a few kB: the socket takes them all at once
+                    await stream.send(b"small")
+                during = turns - before
+                tg.cancel_scope.cancel()
+    assert 1 <= during <= sends // YIELD_EVERY + 2
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_on_asyncio_the_socket_leaves_the_loop_when_unread_and_at_close():
+    """The socket stays registered with the loop between waits (sockio's
+    AsyncioSocketIO); the first event nobody waits for unregisters it, and so
+    does closing, waiters or not: a closed descriptor left registered would
+    break the next socket given its number."""
+    loop = asyncio.get_running_loop()
+    big = b"b" * (16 << 20)  # more than the socket buffers hold: its send waits
+    outcomes = []
+
+    async def outcome(call: Any) -> None:
+        try:
+            outcomes.append(await call())
+        except (ConnectionClosed, anyio.ClosedResourceError) as exc:
+            outcomes.append(type(exc))
+
+    async with connected() as (stream, peer):
+        fd = stream.stream.extra(SocketAttribute.raw_socket).fileno()
+        with anyio.fail_after(TIMEOUT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(outcome, stream.receive)
+                await wait_all_tasks_blocked()  # waiting: registered
+                peer.sendall(ENCODER.encode(b"one"))
+            peer.sendall(ENCODER.encode(b"two"))  # nobody reads it yet
+            await anyio.sleep(0.05)  # loop passes: its event comes, nobody waits
+            assert not loop.remove_reader(fd)  # so it was unregistered
+            assert await stream.receive() == b"two"  # registered again to read it
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(outcome, stream.receive)
+                tg.start_soon(outcome, functools.partial(stream.send, big))
+                await wait_all_tasks_blocked()  # both wait on the socket
+                await stream.aclose()
+    assert outcomes[0] == b"one"
+    assert sorted(map(str, outcomes[1:])) == [str(ConnectionClosed)] * 2
+    assert not loop.remove_reader(fd)
+    assert not loop.remove_writer(fd)
+
+
+async def test_a_batch_of_large_frames_leaves_vectored_and_whole_in_order():
+    """send_many of large payloads goes out with sendmsg, the payloads not
+    copied: more buffers than one call takes (two a frame), partial sends
+    resumed where they stopped, a payload of 8-byte items sent by bytes; the
+    peer gets every frame whole and in order."""
+    payloads: List[Any] = [bytes([i % 251]) * (64 * 1024 + i) for i in range(600)]
+    payloads.append(array.array("d", range(70_000)))
+    received: List[bytes] = []
+
+    def receive_all(peer: socket.socket) -> None:
+        decoder = FrameDecoder()
+        while len(received) < len(payloads):
+            chunk = peer.recv(1 << 20)
+            assert chunk, f"the stream ended after {len(received)} frames"
+            received.extend(decoder.feed(chunk))
+
+    async with connected() as (stream, peer):
+        with anyio.fail_after(TIMEOUT * 3):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(anyio.to_thread.run_sync, receive_all, peer)
+                await stream.send_many(payloads)
+    assert len(received) == len(payloads)
+    assert all(got == bytes(sent) for got, sent in zip(received, payloads))

@@ -35,10 +35,10 @@ a send waits while the stream does (the peer is not reading).
 
 Reads and writes: on a plain socket that reads only when asked (every TCP
 and Unix stream of connect() and serve(), on both backends: on asyncio,
-TCP without an asyncio transport, see streams.py) with recv_into straight
-into the decoder's buffer (get_buffer, buffer_updated) and sock.send,
-waiting with anyio.wait_readable/wait_writable only when the socket is not
-ready; other streams (TLS, in-memory, anyio's asyncio TCP streams made
+sockets without an asyncio transport, see streams.py) with recv_into
+straight into the decoder's buffer (get_buffer, buffer_updated) and
+sock.send or sendmsg, waiting only when the socket is not ready, with each
+backend's cheapest wait (sockio.py); other streams (TLS, in-memory, anyio's asyncio TCP streams made
 elsewhere) through the stream and feed(), ``read_size`` bytes at most per
 read, one copy per byte either way.
 

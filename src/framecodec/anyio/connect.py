@@ -14,7 +14,7 @@ from ..codec.messages import Message
 from ..net.addresses import AddressLike, parse_address
 from ..net.protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
 from .stream import FramedStream, check_timeouts, with_read_size
-from .streams import connect_tcp
+from .streams import connect_tcp, connect_unix
 
 __all__ = ["connect", "open_byte_stream"]
 
@@ -35,7 +35,7 @@ async def open_byte_stream(
         with anyio.fail_after(timeout):
             stream: anyio.abc.ByteStream
             if target.is_unix:
-                stream = await anyio.connect_unix(target.sockaddr)
+                stream = await connect_unix(target.sockaddr)
             else:
                 host, port = target.sockaddr[:2]
                 stream = await connect_tcp(host, port)

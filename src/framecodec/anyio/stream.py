@@ -2,7 +2,7 @@
 
 Receiving is a pull: a receive() that finds no frame waiting reads once
 from the stream (on a plain socket with recv_into into the decoder's
-buffer, see streams.receive_into; otherwise through feed()), and the
+buffer, see sockio.py; otherwise through feed()), and the
 frames that read completed go to the receivers in line, the rest wait in
 order.  Nothing reads ahead of the receivers, so the bytes held are bounded
 by one read (``read_size``) plus the decoder's own limits; a peer that
@@ -43,7 +43,8 @@ from ..codec.messages import Message
 from ..errors import ConnectionClosed, IncompleteFrameError, ProtocolError
 from ..net.addresses import Address
 from ..net.protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
-from .streams import SendBroken, network_error, raw_socket_of, receive_into, send_on
+from .sockio import INFINITY, SendBroken, SocketIO, socket_io
+from .streams import network_error, raw_socket_of
 
 if TYPE_CHECKING:
     from ..net.types import FrameData, MessageContent
@@ -175,8 +176,14 @@ class FramedStream(Generic[ItemT]):
         self._decoder = self.protocol.new_decoder()
         self._read_size = _read_size(self.protocol)
         # A plain socket nothing else reads or writes (streams.raw_socket_of):
-        # received into and sent from directly; None: through the stream.
-        self._sock = raw_socket_of(stream)
+        # received into and sent from directly (sockio.py); None: through the stream.
+        sock = raw_socket_of(stream)
+        self._io: Optional[SocketIO] = socket_io(stream, sock) if sock is not None else None
+        self._checkpoint_if_cancelled = (
+            self._io.checkpoint_if_cancelled
+            if self._io is not None
+            else anyio.lowlevel.checkpoint_if_cancelled
+        )
         self._frames: Deque[Any] = collections.deque()  # received, nobody's yet
         self._claims: Deque[_Claim] = collections.deque()  # receivers waiting, in order
         self._reading = False
@@ -186,9 +193,10 @@ class FramedStream(Generic[ItemT]):
         self._frame_began: Optional[float] = None  # when the frame in progress began
         self._error: Optional[BaseException] = None  # raised once _frames is empty
         self._input_shut = False  # shut_input() was called: stop reading
-        # Whether reads run in a cancel scope that shut_input() may cancel (a
-        # server's streams); one costs a few microseconds per read (over ten
-        # on trio), so a client's reads have one only for its timeouts.
+        # Whether shut_input() may end a read under way (a server's streams):
+        # through a stream, a cancel scope around each read, worth a loop pass
+        # on trio, so a client's reads have one only for its timeouts; on a
+        # socket, sockio ends the wait itself.
         self._interruptible = False
         self._sending = False  # a send is under way: the others wait for it
         self._send_free: Optional[anyio.Event] = None  # set as it ends, if any waits
@@ -220,7 +228,7 @@ class FramedStream(Generic[ItemT]):
     def receives_into_buffer(self) -> bool:
         """True when reads land in the decoder's buffer (get_buffer and
         buffer_updated); False when they go through feed()."""
-        return self._sock is not None
+        return self._io is not None
 
     # -- sending ----------------------------------------------------------------------
 
@@ -313,11 +321,11 @@ class FramedStream(Generic[ItemT]):
         """Send one item's buffers (the send lock held).  A failure after the
         first byte may have left sets _send_error: sending is over."""
         self._check_sending()
-        data = buffers[0] if len(buffers) == 1 else b"".join(buffers)
         try:
-            if self._sock is not None:
-                await send_on(self._sock, data)
+            if self._io is not None:
+                await self._io.send(buffers)
             else:
+                data = buffers[0] if len(buffers) == 1 else b"".join(buffers)
                 await anyio.lowlevel.checkpoint_if_cancelled()  # before anything leaves
                 try:
                     await self.stream.send(data)
@@ -342,7 +350,7 @@ class FramedStream(Generic[ItemT]):
     async def receive(self) -> ItemT:
         """The next frame (a Message for protocol="messages")."""
         if self._frames:  # then no receiver is waiting: take it
-            await anyio.lowlevel.checkpoint_if_cancelled()
+            await self._checkpoint_if_cancelled()
             return self._frames.popleft()  # type: ignore[no-any-return]
         claim = _Claim()
         self._enlist(claim)
@@ -351,7 +359,7 @@ class FramedStream(Generic[ItemT]):
     async def receive_batch(self) -> List[ItemT]:
         """Every frame waiting, or those of the next read that completes one."""
         if self._frames:
-            await anyio.lowlevel.checkpoint_if_cancelled()
+            await self._checkpoint_if_cancelled()
             frames = list(self._frames)
             self._frames.clear()
             return frames
@@ -392,7 +400,7 @@ class FramedStream(Generic[ItemT]):
     async def _wait(self, claim: _Claim) -> Any:
         try:
             if claim.done:
-                await anyio.lowlevel.checkpoint_if_cancelled()
+                await self._checkpoint_if_cancelled()
             while not claim.done:
                 if self._reading:
                     if self._read_done is None:
@@ -458,6 +466,8 @@ class FramedStream(Generic[ItemT]):
         self._fail(exc)
         if self._read_scope is not None:
             self._read_scope.cancel()
+        if self._io is not None:
+            self._io.interrupt()
 
     # -- one read ------------------------------------------------------------------
 
@@ -465,14 +475,27 @@ class FramedStream(Generic[ItemT]):
         if self._frame_began is not None and self.frame_timeout is not None:
             return self._frame_began + self.frame_timeout
         if self._frame_began is None and self.idle_timeout is not None:
-            return anyio.current_time() + self.idle_timeout
-        return float("inf")
+            return self._now() + self.idle_timeout
+        return INFINITY
+
+    def _now(self) -> float:
+        return self._io.current_time() if self._io is not None else anyio.current_time()
 
     async def _read(self) -> None:
         """Read once and deliver what it completed, or end the input."""
         self._reading = True
         try:
-            if self._interruptible or self.idle_timeout or self.frame_timeout:
+            if self._io is not None:
+                # sockio ends the wait at the deadline or at shut_input(): None.
+                read = await self._io.receive_into(
+                    self._decoder, self._deadline(), self._interruptible
+                )
+                if read is None:
+                    if not self._input_shut:
+                        self._fail(self._timed_out())
+                    return
+                frames = read
+            elif self._interruptible or self.idle_timeout or self.frame_timeout:
                 with anyio.CancelScope(deadline=self._deadline()) as scope:
                     self._read_scope = scope
                     frames = await self._read_chunk()
@@ -511,15 +534,13 @@ class FramedStream(Generic[ItemT]):
                 done.set()
         if self._decoder.mid_frame:
             if frames or self._frame_began is None:
-                self._frame_began = anyio.current_time()
+                self._frame_began = self._now()
         else:
             self._frame_began = None
         if frames:
             self._deliver(frames)
 
     async def _read_chunk(self) -> List[Any]:
-        if self._sock is not None:
-            return await receive_into(self._sock, self._decoder, self._read_size)
         frames: List[Any] = self._decoder.feed(await self._receive_chunk())
         return frames
 
@@ -555,9 +576,9 @@ class FramedStream(Generic[ItemT]):
             return
         self._closed = True
         self.shut_input(ConnectionClosed("the stream was closed here"))
-        if self._sock is not None and self._sock.fileno() >= 0:
+        if self._io is not None:
             # Wake whoever waits on the socket itself, not through the stream.
-            anyio.notify_closing(self._sock)
+            self._io.notify_closing()
         await self.stream.aclose()
 
     async def __aenter__(self) -> FramedStream[ItemT]:

@@ -11,8 +11,9 @@ Reading beside it would reorder bytes, and stopping it is a race (a
 receive cancelled before it starts may still complete, and its chunk was
 lost that way: the flaky hang of the anyio-asyncio benchmark rows).  So on
 asyncio, connect() and serve() connect and accept TCP sockets themselves
-and wrap them in SocketStream below, which reads only when asked, with
-``anyio.wait_readable`` (the loop's add_reader) as anyio's Unix streams do.
+and wrap them in SocketStream below, which reads only when asked, waiting
+with the loop's add_reader as anyio's Unix streams do, but registered once
+for many waits (sockio.AsyncioSocketIO); Unix sockets too, for those waits.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncio
 import errno
 import os
 import socket
+import sys
 from typing import Any, List, Optional, Tuple
 
 import anyio
@@ -29,16 +31,15 @@ import anyio.lowlevel
 from anyio.abc import SocketAttribute
 
 from ..net.addresses import tune
+from .sockio import AsyncioSocketIO, SocketIO
 
 __all__ = [
-    "SendBroken",
     "SocketStream",
     "accept",
     "connect_tcp",
+    "connect_unix",
     "network_error",
     "raw_socket_of",
-    "receive_into",
-    "send_on",
 ]
 
 
@@ -68,14 +69,21 @@ def _on_asyncio() -> bool:
 
 class SocketStream(anyio.abc.SocketStream):
     """A connected TCP (or Unix) socket as an anyio socket stream that
-    reads and writes only when asked: recv or send first, and
-    ``anyio.wait_readable``/``wait_writable`` only when the socket is not
-    ready.  What connect() and serve() use for TCP on asyncio."""
+    reads and writes only when asked: recv or send first, and a wait only
+    when the socket is not ready.  What connect() and serve() use on
+    asyncio.  Its ``socket_io`` (sockio.AsyncioSocketIO) keeps the socket
+    registered with the loop between waits, for this stream's receive() and
+    send() and for a FramedStream over it alike; aclose() unregisters it."""
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self._sock = sock
         self._closed = False
+        self.socket_io: SocketIO
+        if sys.platform == "win32":  # the proactor loop has no add_reader
+            self.socket_io = SocketIO(sock)
+        else:
+            self.socket_io = AsyncioSocketIO(sock, asyncio.get_running_loop())
 
     @property
     def _raw_socket(self) -> socket.socket:
@@ -92,7 +100,7 @@ class SocketStream(anyio.abc.SocketStream):
             try:
                 data = self._sock.recv(max_bytes)
             except BlockingIOError:
-                await self._wait(anyio.wait_readable)
+                await self._wait(self.socket_io._wait_readable, float("inf"), False)
                 continue
             except OSError as exc:
                 raise self._error(exc) from exc
@@ -108,17 +116,17 @@ class SocketStream(anyio.abc.SocketStream):
                 try:
                     sent += self._sock.send(view[sent:])
                 except BlockingIOError:
-                    await self._wait(anyio.wait_writable)
+                    await self._wait(self.socket_io._wait_writable)
                 except OSError as exc:
                     raise self._error(exc) from exc
 
-    async def _wait(self, wait: Any) -> None:
+    async def _wait(self, wait: Any, *args: Any) -> None:
         if self._closed:
             raise anyio.ClosedResourceError
         try:
-            await wait(self._sock)
+            await wait(*args)
         except (anyio.ClosedResourceError, OSError):
-            # notify_closing() woke us (or the socket is gone): we closed it.
+            # aclose() woke us (or the socket is gone): we closed it.
             raise anyio.ClosedResourceError from None
 
     async def send_eof(self) -> None:
@@ -132,7 +140,7 @@ class SocketStream(anyio.abc.SocketStream):
         if not self._closed:
             self._closed = True
             if self._sock.fileno() >= 0:
-                anyio.notify_closing(self._sock)  # wake any task waiting on it
+                self.socket_io.notify_closing()  # unregister it, wake its waiters
             self._sock.close()
         await anyio.lowlevel.checkpoint()
 
@@ -176,12 +184,20 @@ async def connect_tcp(host: str, port: int) -> anyio.abc.SocketStream:
         errors.clear()  # break the traceback reference cycle
 
 
+async def connect_unix(path: str) -> anyio.abc.SocketStream:
+    """A Unix socket connection: anyio's own on trio, a SocketStream on
+    asyncio (whose waits are cheaper than anyio's there: see sockio.py)."""
+    if not _on_asyncio():
+        return await anyio.connect_unix(path)
+    return SocketStream(await _connect_socket(socket.AF_UNIX, 0, path))
+
+
 async def accept(listener: anyio.abc.SocketListener) -> anyio.abc.SocketStream:
-    """The next connection of ``listener``: anyio's accept, except for TCP
-    on asyncio, whose accepted streams come with a transport that reads at
-    once; there the socket is accepted here, into a SocketStream."""
+    """The next connection of ``listener``: anyio's accept on trio; on
+    asyncio, the socket accepted here, into a SocketStream (anyio's accepted
+    TCP streams come with a transport that reads at once)."""
     sock = listener.extra(SocketAttribute.raw_socket)
-    if sock.family == getattr(socket, "AF_UNIX", None) or not _on_asyncio():
+    if not _on_asyncio():
         return await listener.accept()
     await anyio.lowlevel.checkpoint()
     while True:
@@ -207,77 +223,6 @@ async def accept(listener: anyio.abc.SocketListener) -> anyio.abc.SocketStream:
 _TRANSIENT_ACCEPT_ERRORS = frozenset(
     code for code in (errno.ECONNABORTED, getattr(errno, "EPROTO", None)) if code is not None
 )
-
-
-# -- framing straight on a socket (FramedStream's hot path) ---------------------
-
-# Sends up to this size yield to the other tasks once done (see send_on).
-_YIELD_BELOW = 64 * 1024
-
-
-class SendBroken(Exception):
-    """Raised by a send once a frame may have left in part (its cause chained)."""
-
-
-async def send_on(sock: socket.socket, data: Any) -> None:
-    """Send ``data`` on the socket itself: send() first, and wait for room
-    only when the socket has none (the peer's backpressure), so a send that
-    fits costs no wait.  Cancelled or failed after part of it left, the
-    socket's sending side is shut, so that the peer sees the frame cut
-    (IncompleteFrameError) instead of waiting for its end, and SendBroken
-    is raised: nothing may be sent after half a frame."""
-    await anyio.lowlevel.checkpoint_if_cancelled()
-    view = memoryview(data)
-    sent = 0
-    try:
-        while sent < len(view):
-            try:
-                sent += sock.send(view[sent:])
-            except BlockingIOError:
-                await anyio.wait_writable(sock)
-    except BaseException as exc:
-        if sent:
-            try:
-                sock.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass  # gone already: the peer sees the cut either way
-            raise SendBroken() from exc
-        raise
-    finally:
-        view.release()
-    if sent <= _YIELD_BELOW:
-        # One task sending small frames to a fast peer would otherwise never
-        # let the others run; large sends wait once the socket buffer fills.
-        await anyio.lowlevel.cancel_shielded_checkpoint()
-
-
-async def receive_into(sock: socket.socket, decoder: Any, read_size: int) -> List[Any]:
-    """One recv_into the decoder's buffer (get_buffer, buffer_updated): the
-    frames it completed.  recv_into first, and wait for readability only
-    when nothing is there, so a ready socket costs no wait.  A cancellation
-    can only come before the recv_into or during the wait: the bytes stay in
-    the kernel, or are the decoder's already."""
-    await anyio.lowlevel.checkpoint_if_cancelled()
-    waited = False
-    while True:
-        view = decoder.get_buffer(read_size)
-        try:
-            nbytes = sock.recv_into(view)
-        except BlockingIOError:
-            view.release()  # the decoder's buffer may move while we wait
-            await anyio.wait_readable(sock)
-            waited = True
-            continue
-        view.release()
-        if nbytes == 0:
-            raise anyio.EndOfStream
-        frames: List[Any] = decoder.buffer_updated(nbytes)
-        if not waited:
-            # A peer that keeps us busy must not starve the other tasks (trio's
-            # own socket reads yield so too); shielded, since the bytes are the
-            # decoder's now and its frames ours.
-            await anyio.lowlevel.cancel_shielded_checkpoint()
-        return frames
 
 
 def network_error(exc: BaseException) -> BaseException:

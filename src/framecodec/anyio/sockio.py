@@ -1,0 +1,408 @@
+"""Frames straight on a socket, FramedStream's hot path: recv_into the
+decoder's buffer and sock.send, trying the socket first and waiting only
+when it is not ready, with the cheapest wait each backend offers.
+
+Profiles of the 64 B round trip and of one-way streams showed where the
+time went: per wait, anyio's wait_readable on asyncio registers the socket
+with the loop and unregisters it (two epoll_ctl calls, a closure, its own
+bookkeeping); per read of a server's connection, a cancel scope (so that a
+shutdown can end it), worth a loop pass on trio; after every small send and
+every read that did not wait, a shielded yield, another loop pass.  So:
+
+- on asyncio (AsyncioSocketIO, for the sockets of our own SocketStream,
+  whose close unregisters them), the socket stays registered with the loop
+  between waits, and a wait is a future that its callback resolves; the
+  registration goes at the first event nobody waits for (level-triggered:
+  once) or at close.  A shutdown or a deadline resolves the future too, so
+  a read needs no cancel scope;
+- on trio (TrioSocketIO), trio.lowlevel's own calls, without anyio's
+  indirection, and a trio cancel scope only around a wait that has a
+  deadline or may be interrupted;
+- elsewhere (SocketIO), anyio's calls;
+- everywhere, an operation that did not wait yields only once every
+  YIELD_EVERY of them (a wait is a yield already): one busy connection
+  still cannot starve the other tasks, and a request or a reply no longer
+  pays a loop pass.
+
+Cancellation is unchanged: each operation is a cancellation point before it
+touches the socket; a receive can only be cancelled before its recv_into or
+while it waits (the bytes stay in the kernel, or are the decoder's); a send
+cancelled after part of it left shuts the socket's sending side and raises
+SendBroken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from typing import Any, List, Optional
+
+import anyio
+import anyio.lowlevel
+
+__all__ = [
+    "INFINITY",
+    "YIELD_EVERY",
+    "AsyncioSocketIO",
+    "SendBroken",
+    "SocketIO",
+    "TrioSocketIO",
+    "socket_io",
+]
+
+# Socket operations in a row that did not wait, after which one yields.
+YIELD_EVERY = 16
+
+INFINITY = float("inf")
+
+
+class SendBroken(Exception):
+    """Raised by a send once a frame may have left in part (its cause chained)."""
+
+
+class SocketIO:
+    """Receiving into a decoder and sending on one socket, with anyio's
+    waits: the path of any backend without one of its own below."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._unyielded = 0  # operations since the last wait or yield
+        self._wait_first = False  # the last read waited and took all: the next waits first
+        self._interrupted = False  # interrupt() was called: reads wait no more
+        self._wait_scope: Optional[Any] = None  # the cancel scope of a read's wait
+
+    # -- what each backend provides ----------------------------------------------
+
+    async def checkpoint_if_cancelled(self) -> None:
+        await anyio.lowlevel.checkpoint_if_cancelled()
+
+    async def _yield(self) -> None:
+        await anyio.lowlevel.cancel_shielded_checkpoint()
+
+    def current_time(self) -> float:
+        return anyio.current_time()
+
+    async def _wait_readable(self, deadline: float, interruptible: bool) -> bool:
+        """Wait until the socket may be read: True; False if interrupt() was
+        called or ``deadline`` passed first."""
+        if self._interrupted:
+            return False
+        if deadline == INFINITY and not interruptible:
+            await anyio.wait_readable(self.sock)
+            return True
+        with anyio.CancelScope(deadline=deadline) as scope:
+            self._wait_scope = scope
+            try:
+                await anyio.wait_readable(self.sock)
+            finally:
+                self._wait_scope = None
+        return not scope.cancelled_caught
+
+    async def _wait_writable(self) -> None:
+        await anyio.wait_writable(self.sock)
+
+    def interrupt(self) -> None:
+        """End a read's wait, now or when it begins (the input is shut)."""
+        self._interrupted = True
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
+
+    def notify_closing(self) -> None:
+        """Wake whoever waits on the socket: it is about to close."""
+        if self.sock.fileno() >= 0:
+            anyio.notify_closing(self.sock)
+
+    # -- the operations -------------------------------------------------------------
+
+    async def _yield_in_turn(self) -> None:
+        """Called after each operation that did not wait: every YIELD_EVERY-th
+        yields (shielded: the operation is done, its bytes taken or given)."""
+        self._unyielded += 1
+        if self._unyielded >= YIELD_EVERY:
+            self._unyielded = 0
+            await self._yield()
+
+    async def receive_into(
+        self, decoder: Any, deadline: float = INFINITY, interruptible: bool = False
+    ) -> Optional[List[Any]]:
+        """One recv_into the decoder's buffer (get_buffer, buffer_updated):
+        the frames it completed; None if the wait for bytes was interrupted
+        or ``deadline`` (current_time()'s clock) passed.  EndOfStream at the
+        peer's end.  The decoder sizes the room by its last reads, up to its
+        read_size (asking for read_size each time reserves that much per
+        read: 15 us a read of 64 B frames, against 3).  A cancellation can
+        only come before the recv_into or during the wait: the bytes stay in
+        the kernel, or are the decoder's."""
+        await self.checkpoint_if_cancelled()
+        if deadline != INFINITY and deadline <= self.current_time():
+            return None
+        sock = self.sock
+        # When the last read had to wait and took all there was (one request
+        # at a time, say), the next most likely must wait too: wait first,
+        # sparing a recv_into that fails.  Not after a read that filled its
+        # room (the end of a large frame: the next header is there already),
+        # where a wait would cost a loop pass.
+        waited = self._wait_first
+        if waited and not await self._wait_readable(deadline, interruptible):
+            return None
+        while True:
+            view = decoder.get_buffer(-1)
+            try:
+                nbytes = sock.recv_into(view)
+            except BlockingIOError:
+                view.release()  # the decoder's buffer may move while we wait
+                if not await self._wait_readable(deadline, interruptible):
+                    return None
+                waited = True
+                continue
+            room = view.nbytes
+            view.release()
+            if nbytes == 0:
+                raise anyio.EndOfStream
+            frames: List[Any] = decoder.buffer_updated(nbytes)
+            self._wait_first = waited and nbytes < room
+            if waited:
+                self._unyielded = 0
+            else:
+                await self._yield_in_turn()
+            return frames
+
+    async def send(self, buffers: List[Any]) -> None:
+        """Send ``buffers`` (one item's, or a batch's) in order: send() first,
+        or sendmsg() for several (no joined copy: 140 us a 1 MiB frame), and
+        wait for room only when the socket has none (the peer's
+        backpressure).  Cancelled or failed after part of it left, the
+        socket's sending side is shut, so that the peer sees the frame cut
+        (IncompleteFrameError) instead of waiting for its end, and
+        SendBroken is raised: nothing may be sent after half a frame."""
+        await self.checkpoint_if_cancelled()
+        sock = self.sock
+        made = [memoryview(buffer) for buffer in buffers]
+        views = [view if view.itemsize == 1 else view.cast("B") for view in made if view.nbytes]
+        made.extend(views)  # casts are views of their own, released too
+        sent = 0
+        waited = False
+        try:
+            while views:
+                try:
+                    if len(views) == 1 or _IOV_MAX == 1:
+                        nbytes = sock.send(views[0])
+                    else:
+                        nbytes = sock.sendmsg(views[:_IOV_MAX])
+                except BlockingIOError:
+                    await self._wait_writable()
+                    waited = True
+                    continue
+                sent += nbytes
+                views = _after(views, nbytes, made)
+        except BaseException as exc:
+            if sent:
+                try:
+                    sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass  # gone already: the peer sees the cut either way
+                raise SendBroken() from exc
+            raise
+        finally:
+            for view in made:
+                view.release()
+        if waited:
+            self._unyielded = 0
+        else:
+            await self._yield_in_turn()
+
+
+def _iov_max() -> int:
+    """Buffers per sendmsg(): POSIX guarantees 16, Linux and the BSDs take 1024."""
+    if not hasattr(socket.socket, "sendmsg"):  # Windows: one buffer per send()
+        return 1
+    try:
+        return max(16, os.sysconf("SC_IOV_MAX"))
+    except (AttributeError, ValueError, OSError):
+        return 16
+
+
+_IOV_MAX = _iov_max()
+
+
+def _after(views: List[memoryview], nbytes: int, made: List[memoryview]) -> List[memoryview]:
+    """What is left of ``views`` (none empty) once ``nbytes`` of them left."""
+    index = 0
+    while index < len(views) and nbytes >= views[index].nbytes:
+        nbytes -= views[index].nbytes
+        index += 1
+    rest = views[index:]
+    if nbytes:
+        rest[0] = rest[0][nbytes:]
+        made.append(rest[0])
+    return rest
+
+
+class TrioSocketIO(SocketIO):
+    """trio.lowlevel's calls, without anyio's indirection (a few microseconds
+    each), and a native cancel scope only around a wait that needs one."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock)
+        import trio
+
+        self._trio = trio
+        lowlevel = trio.lowlevel
+        # Bound once: these are what every operation calls.
+        self.checkpoint_if_cancelled = lowlevel.checkpoint_if_cancelled  # type: ignore[method-assign]
+        self._yield = lowlevel.cancel_shielded_checkpoint  # type: ignore[method-assign]
+        self.current_time = trio.current_time  # type: ignore[method-assign]
+        self._trio_wait_readable = lowlevel.wait_readable
+        self._trio_wait_writable = lowlevel.wait_writable
+
+    async def _wait_readable(self, deadline: float, interruptible: bool) -> bool:
+        if self._interrupted:
+            return False
+        try:
+            if deadline == INFINITY and not interruptible:
+                await self._trio_wait_readable(self.sock)
+                return True
+            with self._trio.CancelScope(deadline=deadline) as scope:
+                self._wait_scope = scope
+                try:
+                    await self._trio_wait_readable(self.sock)
+                finally:
+                    self._wait_scope = None
+            return not scope.cancelled_caught
+        except self._trio.ClosedResourceError:
+            raise anyio.ClosedResourceError from None
+
+    async def _wait_writable(self) -> None:
+        try:
+            await self._trio_wait_writable(self.sock)
+        except self._trio.ClosedResourceError:
+            raise anyio.ClosedResourceError from None
+
+    def notify_closing(self) -> None:
+        if self.sock.fileno() >= 0:
+            self._trio.lowlevel.notify_closing(self.sock)
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
+
+
+class AsyncioSocketIO(SocketIO):
+    """The socket stays registered with the loop between waits; a wait is a
+    future its callback resolves (a deadline and interrupt() resolve it to
+    False).  Only for a socket whose every close goes through close() here,
+    which unregisters it: a closed descriptor left registered would make
+    the loop fail on the next socket given its number."""
+
+    def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(sock)
+        self._loop = loop
+        self._fd = sock.fileno()
+        self._read_waiter: Optional[asyncio.Future[bool]] = None
+        self._write_waiter: Optional[asyncio.Future[bool]] = None
+        self._reader_added = False
+        self._writer_added = False
+        self._closed = False
+        self.current_time = loop.time  # type: ignore[method-assign]  # anyio's clock on asyncio
+
+    def _on_readable(self) -> None:
+        waiter = self._read_waiter
+        if waiter is None:  # nobody reads now: stop watching until someone does
+            self._loop.remove_reader(self._fd)
+            self._reader_added = False
+        elif not waiter.done():
+            waiter.set_result(True)
+
+    def _on_writable(self) -> None:
+        waiter = self._write_waiter
+        if waiter is None:
+            self._loop.remove_writer(self._fd)
+            self._writer_added = False
+        elif not waiter.done():
+            waiter.set_result(True)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+
+    async def _wait_readable(self, deadline: float, interruptible: bool) -> bool:
+        if self._interrupted:
+            return False
+        self._check_open()
+        loop = self._loop
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._read_waiter = waiter
+        if not self._reader_added:
+            loop.add_reader(self._fd, self._on_readable)
+            self._reader_added = True
+        timer = loop.call_at(deadline, _expire, waiter) if deadline != INFINITY else None
+        try:
+            return await waiter
+        finally:
+            self._read_waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    async def _wait_writable(self) -> None:
+        self._check_open()
+        loop = self._loop
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._write_waiter = waiter
+        if not self._writer_added:
+            loop.add_writer(self._fd, self._on_writable)
+            self._writer_added = True
+        try:
+            await waiter
+        finally:
+            self._write_waiter = None
+
+    def interrupt(self) -> None:
+        self._interrupted = True
+        waiter = self._read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(False)
+
+    def notify_closing(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Unregister the socket and wake its waiters (ClosedResourceError);
+        before the socket closes."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._reader_added:
+            self._loop.remove_reader(self._fd)
+            self._reader_added = False
+        if self._writer_added:
+            self._loop.remove_writer(self._fd)
+            self._writer_added = False
+        for waiter in (self._read_waiter, self._write_waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(anyio.ClosedResourceError())
+
+
+def _on_trio() -> bool:
+    import sys
+
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return False
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True
+
+
+def socket_io(stream: Any, sock: socket.socket) -> SocketIO:
+    """The I/O for ``sock``, the socket of ``stream``: the stream's own when
+    it has one (streams.SocketStream), trio's on trio, anyio's otherwise."""
+    own = getattr(stream, "socket_io", None)
+    if isinstance(own, SocketIO):
+        return own
+    if _on_trio():
+        return TrioSocketIO(sock)
+    return SocketIO(sock)
