@@ -402,6 +402,48 @@ def test_tls_client_at_a_plain_aio_server_is_hinted_in_the_log(pki, caplog):
     assert any(HINT in r.getMessage() for r in caplog.records), caplog.text
 
 
+# -- hints for a peer that speaks HTTP, or frames at a messages server -----------------
+
+
+def first_bytes_errors(server, payload: bytes, caplog) -> str:
+    """The protocol-error log line of a raw connection that sends payload."""
+    with socket.create_connection(server.address.sockaddr, TIMEOUT) as peer:
+        peer.sendall(payload)
+        assert peer.recv(1) == b""  # the server closed it
+    wait_until(lambda: server.stats["protocol_errors"] == 1)
+    (line,) = [r.getMessage() for r in caplog.records if "protocol error" in r.getMessage()]
+    return line
+
+
+@pytest.mark.parametrize("backend", ["selector", "threads"])
+def test_an_http_client_is_hinted_in_the_log(caplog, backend):
+    caplog.set_level(logging.INFO, logger="framecodec.server")
+    with framecodec.serve("127.0.0.1:0", lambda frame: frame, backend=backend).start() as server:
+        line = first_bytes_errors(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", caplog)
+    assert "exceeds max_frame_size" in line
+    assert "seems to speak HTTP: its first bytes are b'GET '" in line
+
+
+@pytest.mark.parametrize("backend", ["selector", "threads"])
+def test_a_frames_client_at_a_messages_server_is_hinted_in_the_log(caplog, backend):
+    caplog.set_level(logging.INFO, logger="framecodec.server")
+    server = framecodec.serve(
+        "127.0.0.1:0", lambda message: message, protocol="messages", backend=backend
+    )
+    with server.start():
+        line = first_bytes_errors(server, framecodec.FrameEncoder().encode(b"hello"), caplog)
+    assert "header length is zero" in line
+    assert "protocol='frames' client of this messages server" in line
+
+
+def test_no_hint_for_a_peer_that_only_sends_garbage(caplog):
+    caplog.set_level(logging.INFO, logger="framecodec.server")
+    server = framecodec.serve("127.0.0.1:0", lambda message: message, protocol="messages")
+    with server.start():
+        line = first_bytes_errors(server, b"\x00\x05{nope", caplog)
+    assert "seems to" not in line
+
+
 # -- Ctrl-C ---------------------------------------------------------------------------
 
 
