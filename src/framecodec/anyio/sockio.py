@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 import anyio
 import anyio.lowlevel
@@ -48,6 +48,7 @@ __all__ = [
     "SendBroken",
     "SocketIO",
     "TrioSocketIO",
+    "send_ready",
     "socket_io",
 ]
 
@@ -168,22 +169,24 @@ class SocketIO:
                 await self._yield_in_turn()
             return frames
 
-    async def send(self, buffers: List[Any]) -> None:
+    async def send(self, buffers: List[Any], begun: bool = False) -> None:
         """Send ``buffers`` (one item's, or a batch's) in order: send() first,
         or sendmsg() for several (no joined copy: 140 us a 1 MiB frame), and
         wait for room only when the socket has none (the peer's
         backpressure).  Cancelled or failed after part of it left, the
         socket's sending side is shut, so that the peer sees the frame cut
         (IncompleteFrameError) instead of waiting for its end, and
-        SendBroken is raised: nothing may be sent after half a frame."""
-        await self.checkpoint_if_cancelled()
+        SendBroken is raised: nothing may be sent after half a frame.
+        ``begun``: the first buffer's frame began to leave already (the
+        rest of a reply answering.py could not send at once)."""
         sock = self.sock
         made = [memoryview(buffer) for buffer in buffers]
         views = [view if view.itemsize == 1 else view.cast("B") for view in made if view.nbytes]
         made.extend(views)  # casts are views of their own, released too
-        sent = 0
+        sent = 1 if begun else 0
         waited = False
         try:
+            await self.checkpoint_if_cancelled()
             while views:
                 try:
                     if len(views) == 1 or _IOV_MAX == 1:
@@ -211,6 +214,39 @@ class SocketIO:
             self._unyielded = 0
         else:
             await self._yield_in_turn()
+
+
+def send_ready(sock: socket.socket, buffers: List[Any]) -> Tuple[int, List[bytes]]:
+    """Send what the socket takes now, without waiting: the bytes sent, and
+    copies of what is left (empty: all left).  An error once part of it
+    left shuts the sending side, as send() does, and raises SendBroken."""
+    made = [memoryview(buffer) for buffer in buffers]
+    views = [view if view.itemsize == 1 else view.cast("B") for view in made if view.nbytes]
+    made.extend(views)
+    sent = 0
+    try:
+        while views:
+            if len(views) == 1 or _IOV_MAX == 1:
+                nbytes = sock.send(views[0])
+            else:
+                nbytes = sock.sendmsg(views[:_IOV_MAX])
+            sent += nbytes
+            views = _after(views, nbytes, made)
+    except BlockingIOError:
+        pass
+    except OSError as exc:
+        if not sent:
+            raise
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        raise SendBroken() from exc
+    try:
+        return sent, [bytes(view) for view in views]
+    finally:
+        for view in made:
+            view.release()
 
 
 def _iov_max() -> int:
@@ -305,6 +341,9 @@ class AsyncioSocketIO(SocketIO):
         self._reader_added = False
         self._writer_added = False
         self._closed = False
+        # answering.py's callback while it serves the socket: True, it
+        # answered what came; False, the task takes over (the waiter set).
+        self._ready: Optional[Callable[[], bool]] = None
         self.current_time = loop.time  # type: ignore[method-assign]  # anyio's clock on asyncio
 
     def _on_readable(self) -> None:
@@ -313,6 +352,13 @@ class AsyncioSocketIO(SocketIO):
             self._loop.remove_reader(self._fd)
             self._reader_added = False
         elif not waiter.done():
+            ready = self._ready
+            try:
+                if ready is not None and ready():
+                    return
+            except Exception as exc:  # the task raises it
+                waiter.set_exception(exc)
+                return
             waiter.set_result(True)
 
     def _on_writable(self) -> None:
