@@ -49,6 +49,7 @@ from ..net.server.handlers import ASYNC_SHAPES, HandlerShape, handler_shape
 from ..net.service import logger
 from ..net.tls import tolerate_bare_eof
 from .answering import answering, can_answer_in_callback
+from .sockio import TrioSocketIO
 from .stream import FramedStream, check_timeouts, with_read_size
 from .streams import accept
 
@@ -275,6 +276,8 @@ class Server:
             # A plain function's answers come from the read callback when
             # the loop allows it (answering.py): one loop pass a request.
             answer = self._answer if mode in _PLAIN and can_answer_in_callback(framed) else None
+            if isinstance(framed._io, TrioSocketIO):
+                framed._io.interrupt_by_closing = True  # this task alone reads and sends
             while True:
                 if answer is not None:
                     await answering(framed, answer)

@@ -292,12 +292,26 @@ class TrioSocketIO(SocketIO):
         self._trio_wait_readable = lowlevel.wait_readable
         self._trio_wait_writable = lowlevel.wait_writable
 
+    # Set by a server whose connection's task alone reads and sends, one
+    # after the other (a handler given frames): interrupt() may then wake
+    # its read with trio.lowlevel.notify_closing (no send can be waiting;
+    # the server closes the socket next), sparing that read a cancel scope.
+    interrupt_by_closing = False
+
     async def _wait_readable(self, deadline: float, interruptible: bool) -> bool:
         if self._interrupted:
             return False
         try:
-            if deadline == INFINITY and not interruptible:
-                await self._trio_wait_readable(self.sock)
+            if deadline == INFINITY and (not interruptible or self.interrupt_by_closing):
+                self._reading_unscoped = True
+                try:
+                    await self._trio_wait_readable(self.sock)
+                except self._trio.ClosedResourceError:
+                    if self._interrupted:
+                        return False
+                    raise
+                finally:
+                    self._reading_unscoped = False
                 return True
             with self._trio.CancelScope(deadline=deadline) as scope:
                 self._wait_scope = scope
@@ -314,6 +328,13 @@ class TrioSocketIO(SocketIO):
             await self._trio_wait_writable(self.sock)
         except self._trio.ClosedResourceError:
             raise anyio.ClosedResourceError from None
+
+    _reading_unscoped = False  # a read waits with no scope of its own
+
+    def interrupt(self) -> None:
+        super().interrupt()
+        if self._reading_unscoped and self.sock.fileno() >= 0:
+            self._trio.lowlevel.notify_closing(self.sock)
 
     def notify_closing(self) -> None:
         if self.sock.fileno() >= 0:
