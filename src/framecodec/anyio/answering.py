@@ -20,6 +20,9 @@ returns) for anything else, in the state the ordinary path expects:
 - the idle or frame timeout: a timer moved at each read (no new scope);
 - shut_input() (a graceful shutdown) and close(): they resolve the future.
 
+The handler runs in the callback, outside any task, as framecodec.aio's
+do: anyio.current_time(), a task group's start_soon() work there, but not
+what needs the current task (anyio.get_current_task(), a cancel scope).
 A cancellation of the task (a shutdown's drain period over) ends the
 wait; the callback answers only while the task waits, so no frame is
 taken that nobody answers.  Fair to the other connections: each callback
@@ -177,6 +180,9 @@ async def answering(framed: FramedStream[Any], answer: Callable[[List[Any]], Any
         io._ready = None
         io._read_waiter = None
         framed._reading = False
+        done, framed._read_done = framed._read_done, None
+        if done is not None:  # a receiver waited for this "read" to end
+            done.set()
         if answerer.timer is not None:
             answerer.timer.cancel()
     io._wait_first = False  # data may be there already: try it first
