@@ -39,7 +39,15 @@ from typing import TYPE_CHECKING, Any, Callable, List, Optional
 import anyio
 
 from ..errors import ConnectionClosed, ProtocolError
-from .sockio import INFINITY, YIELD_EVERY, AsyncioSocketIO, SendBroken, send_ready
+from .sockio import (
+    INFINITY,
+    YIELD_EVERY,
+    AsyncioSocketIO,
+    SendBroken,
+    SocketIO,
+    TrioSocketIO,
+    send_ready,
+)
 from .streams import network_error
 
 if TYPE_CHECKING:
@@ -49,13 +57,14 @@ __all__ = ["answering", "can_answer_in_callback"]
 
 
 def can_answer_in_callback(framed: FramedStream[Any]) -> bool:
-    """Whether framed's socket is one the loop's callbacks may serve."""
-    return isinstance(framed._io, AsyncioSocketIO)
+    """Whether framed's socket is one answering() serves: asyncio's in the
+    read callback, trio's in a tight loop of the task's own."""
+    return isinstance(framed._io, (AsyncioSocketIO, TrioSocketIO))
 
 
 class _Answerer:
     def __init__(
-        self, framed: FramedStream[Any], io: AsyncioSocketIO, answer: Callable[[List[Any]], Any]
+        self, framed: FramedStream[Any], io: SocketIO, answer: Callable[[List[Any]], Any]
     ) -> None:
         self.framed = framed
         self.io = io
@@ -65,18 +74,23 @@ class _Answerer:
         self.rest_begun = False  # part of that reply left already
         self.timed_out = False
         self.timer: Optional[asyncio.TimerHandle] = None
+        self.loop = io._loop if isinstance(io, AsyncioSocketIO) else None  # timers: asyncio's
 
     def arm(self) -> None:
-        """(Re)start the timer of the idle or frame timeout, if any."""
+        """(Re)start the timer of the idle or frame timeout, if any (on
+        asyncio; on trio, each wait has its deadline)."""
+        if self.loop is None:
+            return
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         deadline = self.framed._deadline()
         if deadline != INFINITY:
-            self.timer = self.io._loop.call_at(deadline, self.expire)
+            self.timer = self.loop.call_at(deadline, self.expire)
 
     def expire(self) -> None:
         self.timer = None
+        assert isinstance(self.io, AsyncioSocketIO)
         waiter = self.io._read_waiter
         if waiter is not None and not waiter.done():
             self.timed_out = True
@@ -155,9 +169,12 @@ async def answering(framed: FramedStream[Any], answer: Callable[[List[Any]], Any
     raise what ``answer`` raised, with the stream as its own read and send
     would have left it.  The caller goes on with its ordinary loop."""
     io = framed._io
-    assert isinstance(io, AsyncioSocketIO)
     if framed._frames or framed._error is not None or framed._reading or framed._sending:
         return  # what waits goes the ordinary way
+    if isinstance(io, TrioSocketIO):
+        await _answering_in_task(framed, io, answer)
+        return
+    assert isinstance(io, AsyncioSocketIO)
     if io._interrupted or io._closed:
         return
     await framed._checkpoint_if_cancelled()
@@ -188,6 +205,39 @@ async def answering(framed: FramedStream[Any], answer: Callable[[List[Any]], Any
     io._wait_first = False  # data may be there already: try it first
     if answerer.timed_out and not framed._input_shut:
         framed._fail(framed._timed_out())
+    await _hand_over(framed, answerer)
+
+
+async def _answering_in_task(
+    framed: FramedStream[Any], io: TrioSocketIO, answer: Callable[[List[Any]], Any]
+) -> None:
+    """trio has no read callback: the task waits and answers in a loop of
+    its own, without the receive line's machinery (claims, the send lock,
+    a checkpoint per operation: the wait is one)."""
+    answerer = _Answerer(framed, io, answer)
+    framed._reading = True
+    try:
+        while True:
+            if not await io._wait_readable(framed._deadline(), True):
+                if not framed._input_shut:
+                    framed._fail(framed._timed_out())
+                return
+            if not answerer.on_readable():
+                break
+    except anyio.ClosedResourceError:
+        framed._fail(ConnectionClosed("the stream was closed here"))
+        return
+    finally:
+        framed._reading = False
+        done, framed._read_done = framed._read_done, None
+        if done is not None:
+            done.set()
+    io._wait_first = False
+    await _hand_over(framed, answerer)
+
+
+async def _hand_over(framed: FramedStream[Any], answerer: _Answerer) -> None:
+    """What the callback left to the task: an error to raise, a reply's rest."""
     if answerer.failure is not None:
         raise answerer.failure
     if answerer.rest is not None:
