@@ -1,7 +1,9 @@
 """A server's plain handler answered inside the loop's read callback, on
 asyncio: read until the socket is empty, hand the complete frames to the
 handler, send its replies, and go on waiting, all in the callback that
-said the socket is readable.
+said the socket is readable.  On trio, which has no such callback, the
+same reading and answering in a tight loop of the task (one wait a
+request, none of the receive line's machinery between).
 
 Through the connection's task, each request costs two loop passes: the
 callback resolves the task's future, and the task runs in the next pass.

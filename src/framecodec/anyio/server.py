@@ -273,8 +273,8 @@ class Server:
                 except Exception as exc:
                     raise _handler_error(handler, exc) from exc
                 return _ending(framed._error) if framed._error is not None else None
-            # A plain function's answers come from the read callback when
-            # the loop allows it (answering.py): one loop pass a request.
+            # A plain function's answers come from the read callback on
+            # asyncio, from a tight loop on trio (answering.py).
             answer = self._answer if mode in _PLAIN and can_answer_in_callback(framed) else None
             if isinstance(framed._io, TrioSocketIO):
                 framed._io.interrupt_by_closing = True  # this task alone reads and sends

@@ -17,7 +17,9 @@ every read that did not wait, a shielded yield, another loop pass.  So:
   a read needs no cancel scope;
 - on trio (TrioSocketIO), trio.lowlevel's own calls, without anyio's
   indirection, and a trio cancel scope only around a wait that has a
-  deadline or may be interrupted;
+  deadline, or that may be interrupted on a stream where notify_closing
+  cannot do it (interrupt_by_closing: a server's task that alone reads
+  and sends);
 - elsewhere (SocketIO), anyio's calls;
 - everywhere, an operation that did not wait yields only once every
   YIELD_EVERY of them (a wait is a yield already): one busy connection
