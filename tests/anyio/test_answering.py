@@ -135,3 +135,21 @@ async def test_shutdown_with_clients_mid_conversation_closes_them_cleanly():
                 with pytest.raises(ConnectionClosed):
                     await stream.receive()
     assert server.stats["clean_closes"] == 3
+
+
+async def test_a_plain_handler_may_use_anyio_calls_that_need_no_task():
+    # On asyncio it runs in the read callback, outside any task.
+    async with anyio.create_task_group() as tg:
+        ran = anyio.Event()
+
+        async def mark() -> None:
+            ran.set()
+
+        def handler(frame: bytes) -> bytes:
+            tg.start_soon(mark)
+            return b"%.0f" % (anyio.current_time() * 0)
+
+        async with serving(handler) as (server, _), await fa.connect(server.address) as stream:
+            with anyio.fail_after(TIMEOUT):
+                assert await stream.request(b"now") == b"0"
+                await ran.wait()
