@@ -48,6 +48,8 @@ from ..net.server.endings import count_ending, log_ending, peer_label
 from ..net.server.handlers import ASYNC_SHAPES, HandlerShape, handler_shape
 from ..net.service import logger
 from ..net.tls import tolerate_bare_eof
+from .answering import answering, can_answer_in_callback
+from .sockio import TrioSocketIO
 from .stream import FramedStream, check_timeouts, with_read_size
 from .streams import accept
 
@@ -73,6 +75,9 @@ if TYPE_CHECKING:
     ]
 
 __all__ = ["Server", "serve"]
+
+# The handler shapes answered without awaiting anything.
+_PLAIN = (HandlerShape.FRAME, HandlerShape.BATCH)
 
 
 class _Connection:
@@ -268,7 +273,14 @@ class Server:
                 except Exception as exc:
                     raise _handler_error(handler, exc) from exc
                 return _ending(framed._error) if framed._error is not None else None
+            # A plain function's answers come from the read callback on
+            # asyncio, from a tight loop on trio (answering.py).
+            answer = self._answer if mode in _PLAIN and can_answer_in_callback(framed) else None
+            if isinstance(framed._io, TrioSocketIO):
+                framed._io.interrupt_by_closing = True  # this task alone reads and sends
             while True:
+                if answer is not None:
+                    await answering(framed, answer)
                 try:
                     frames = await framed.receive_batch()
                 except ConnectionClosed:
@@ -278,6 +290,16 @@ class Server:
                     await framed.send_many(replies)
         except ConnectionClosed:
             return None
+
+    def _answer(self, frames: List[Any]) -> Any:
+        """A plain function's replies to ``frames`` (answering.py's callback)."""
+        handler = self._handler
+        try:
+            if self._mode == HandlerShape.FRAME:
+                return [reply for reply in map(handler, frames) if reply is not None]
+            return handler(frames)
+        except Exception as exc:
+            raise _handler_error(handler, exc) from exc
 
     @staticmethod
     async def _handle(handler: Any, mode: HandlerShape, frames: List[Any]) -> Any:

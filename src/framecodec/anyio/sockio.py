@@ -17,7 +17,9 @@ every read that did not wait, a shielded yield, another loop pass.  So:
   a read needs no cancel scope;
 - on trio (TrioSocketIO), trio.lowlevel's own calls, without anyio's
   indirection, and a trio cancel scope only around a wait that has a
-  deadline or may be interrupted;
+  deadline, or that may be interrupted on a stream where notify_closing
+  cannot do it (interrupt_by_closing: a server's task that alone reads
+  and sends);
 - elsewhere (SocketIO), anyio's calls;
 - everywhere, an operation that did not wait yields only once every
   YIELD_EVERY of them (a wait is a yield already): one busy connection
@@ -36,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 import anyio
 import anyio.lowlevel
@@ -48,6 +50,7 @@ __all__ = [
     "SendBroken",
     "SocketIO",
     "TrioSocketIO",
+    "send_ready",
     "socket_io",
 ]
 
@@ -168,22 +171,24 @@ class SocketIO:
                 await self._yield_in_turn()
             return frames
 
-    async def send(self, buffers: List[Any]) -> None:
+    async def send(self, buffers: List[Any], begun: bool = False) -> None:
         """Send ``buffers`` (one item's, or a batch's) in order: send() first,
         or sendmsg() for several (no joined copy: 140 us a 1 MiB frame), and
         wait for room only when the socket has none (the peer's
         backpressure).  Cancelled or failed after part of it left, the
         socket's sending side is shut, so that the peer sees the frame cut
         (IncompleteFrameError) instead of waiting for its end, and
-        SendBroken is raised: nothing may be sent after half a frame."""
-        await self.checkpoint_if_cancelled()
+        SendBroken is raised: nothing may be sent after half a frame.
+        ``begun``: the first buffer's frame began to leave already (the
+        rest of a reply answering.py could not send at once)."""
         sock = self.sock
         made = [memoryview(buffer) for buffer in buffers]
         views = [view if view.itemsize == 1 else view.cast("B") for view in made if view.nbytes]
         made.extend(views)  # casts are views of their own, released too
-        sent = 0
+        sent = 1 if begun else 0
         waited = False
         try:
+            await self.checkpoint_if_cancelled()
             while views:
                 try:
                     if len(views) == 1 or _IOV_MAX == 1:
@@ -211,6 +216,39 @@ class SocketIO:
             self._unyielded = 0
         else:
             await self._yield_in_turn()
+
+
+def send_ready(sock: socket.socket, buffers: List[Any]) -> Tuple[int, List[bytes]]:
+    """Send what the socket takes now, without waiting: the bytes sent, and
+    copies of what is left (empty: all left).  An error once part of it
+    left shuts the sending side, as send() does, and raises SendBroken."""
+    made = [memoryview(buffer) for buffer in buffers]
+    views = [view if view.itemsize == 1 else view.cast("B") for view in made if view.nbytes]
+    made.extend(views)
+    sent = 0
+    try:
+        while views:
+            if len(views) == 1 or _IOV_MAX == 1:
+                nbytes = sock.send(views[0])
+            else:
+                nbytes = sock.sendmsg(views[:_IOV_MAX])
+            sent += nbytes
+            views = _after(views, nbytes, made)
+    except BlockingIOError:
+        pass
+    except OSError as exc:
+        if not sent:
+            raise
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        raise SendBroken() from exc
+    try:
+        return sent, [bytes(view) for view in views]
+    finally:
+        for view in made:
+            view.release()
 
 
 def _iov_max() -> int:
@@ -256,12 +294,26 @@ class TrioSocketIO(SocketIO):
         self._trio_wait_readable = lowlevel.wait_readable
         self._trio_wait_writable = lowlevel.wait_writable
 
+    # Set by a server whose connection's task alone reads and sends, one
+    # after the other (a handler given frames): interrupt() may then wake
+    # its read with trio.lowlevel.notify_closing (no send can be waiting;
+    # the server closes the socket next), sparing that read a cancel scope.
+    interrupt_by_closing = False
+
     async def _wait_readable(self, deadline: float, interruptible: bool) -> bool:
         if self._interrupted:
             return False
         try:
-            if deadline == INFINITY and not interruptible:
-                await self._trio_wait_readable(self.sock)
+            if deadline == INFINITY and (not interruptible or self.interrupt_by_closing):
+                self._reading_unscoped = True
+                try:
+                    await self._trio_wait_readable(self.sock)
+                except self._trio.ClosedResourceError:
+                    if self._interrupted:
+                        return False
+                    raise
+                finally:
+                    self._reading_unscoped = False
                 return True
             with self._trio.CancelScope(deadline=deadline) as scope:
                 self._wait_scope = scope
@@ -278,6 +330,13 @@ class TrioSocketIO(SocketIO):
             await self._trio_wait_writable(self.sock)
         except self._trio.ClosedResourceError:
             raise anyio.ClosedResourceError from None
+
+    _reading_unscoped = False  # a read waits with no scope of its own
+
+    def interrupt(self) -> None:
+        super().interrupt()
+        if self._reading_unscoped and self.sock.fileno() >= 0:
+            self._trio.lowlevel.notify_closing(self.sock)
 
     def notify_closing(self) -> None:
         if self.sock.fileno() >= 0:
@@ -305,6 +364,9 @@ class AsyncioSocketIO(SocketIO):
         self._reader_added = False
         self._writer_added = False
         self._closed = False
+        # answering.py's callback while it serves the socket: True, it
+        # answered what came; False, the task takes over (the waiter set).
+        self._ready: Optional[Callable[[], bool]] = None
         self.current_time = loop.time  # type: ignore[method-assign]  # anyio's clock on asyncio
 
     def _on_readable(self) -> None:
@@ -313,6 +375,13 @@ class AsyncioSocketIO(SocketIO):
             self._loop.remove_reader(self._fd)
             self._reader_added = False
         elif not waiter.done():
+            ready = self._ready
+            try:
+                if ready is not None and ready():
+                    return
+            except Exception as exc:  # the task raises it
+                waiter.set_exception(exc)
+                return
             waiter.set_result(True)
 
     def _on_writable(self) -> None:

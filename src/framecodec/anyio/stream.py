@@ -317,13 +317,14 @@ class FramedStream(Generic[ItemT]):
         if self._closed:
             raise ConnectionClosed("the stream is closed")
 
-    async def _send_bytes(self, buffers: List[Any]) -> None:
-        """Send one item's buffers (the send lock held).  A failure after the
-        first byte may have left sets _send_error: sending is over."""
+    async def _send_bytes(self, buffers: List[Any], begun: bool = False) -> None:
+        """Send one item's buffers (the send lock held; ``begun``: part of
+        the first left already).  A failure after the first byte may have
+        left sets _send_error: sending is over."""
         self._check_sending()
         try:
             if self._io is not None:
-                await self._io.send(buffers)
+                await self._io.send(buffers, begun)
             else:
                 data = buffers[0] if len(buffers) == 1 else b"".join(buffers)
                 await anyio.lowlevel.checkpoint_if_cancelled()  # before anything leaves
