@@ -43,10 +43,14 @@ def by_buffer(decoder, data: bytes, rng: random.Random) -> list:  # type: ignore
     return frames
 
 
-def check_refeed(make: Callable[[], object], data: bytes, expected: list, seed: int) -> dict:
+def check_refeed(
+    make: Callable[[], object], data: bytes, expected: list, seed: int, overhead: int = 0
+) -> dict:
     """Feed ``data`` to fresh decoders from ``make`` in random cuts, byte by
     byte (up to BYTEWISE_LIMIT) and through get_buffer(); each must deliver
-    ``expected``.  Returns what was checked, for the report."""
+    ``expected``.  ``overhead``: the bytes of each frame on the wire that the
+    decoder does not deliver (its header, when stripped).  Returns what was
+    checked, for the report."""
     rng = random.Random(seed)
     checked = {"bytes": len(data), "frames": len(expected)}
     for round_ in range(3):
@@ -57,9 +61,9 @@ def check_refeed(make: Callable[[], object], data: bytes, expected: list, seed: 
     else:  # whole frames up to the limit
         size, count = 0, 0
         for frame in expected:
-            if size + len(frame) > BYTEWISE_LIMIT:
+            if size + len(frame) + overhead > BYTEWISE_LIMIT:
                 break
-            size += len(frame)
+            size += len(frame) + overhead
             count += 1
         head, frames = data[:size], expected[:count]
     assert by_feed(make(), [head[i : i + 1] for i in range(len(head))]) == frames, "byte by byte"
