@@ -26,7 +26,9 @@ for tests to re-decode.
 
 from __future__ import annotations
 
+import selectors
 import socket
+import ssl
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -74,7 +76,8 @@ class Connection:
     to_server: Direction = field(default_factory=Direction)
     to_client: Direction = field(default_factory=Direction)
     answers: bytes = b""  # the one-byte answers to SSLRequest/GSSENCRequest
-    encrypted: bool = False  # an S or G answer: the rest was forwarded unparsed
+    encrypted: bool = False  # an S or G answer not terminated: forwarded unparsed
+    tls: bool = False  # upgraded to TLS both ways by the relay (STARTTLS)
     captured: Optional[Tuple[bytearray, bytearray]] = None  # (to server, to client)
     error: Optional[BaseException] = None  # what ended it, if not a clean close
 
@@ -87,8 +90,13 @@ class PgRelay:
         upstream: Tuple[str, int],
         listen: Tuple[str, int] = ("127.0.0.1", 0),
         capture: bool = False,
+        tls: Optional[Tuple[ssl.SSLContext, ssl.SSLContext]] = None,
     ) -> None:
         self.upstream = upstream
+        # (context for clients, context to the server): with them, an S answer
+        # to an SSLRequest upgrades both sides to TLS and the relay goes on
+        # framing the decrypted messages (STARTTLS).
+        self.tls = tls
         self.capture = capture
         self.connections: List[Connection] = []
         self._listener = socket.create_server(listen)
@@ -147,51 +155,24 @@ class PgRelay:
             thread.start()
 
     def _serve(self, client: socket.socket, conn: Connection) -> None:
+        server: Optional[socket.socket] = None
         try:
             server = socket.create_connection(self.upstream)
-        except OSError as exc:
-            conn.error = exc
-            client.close()
-            return
-        for sock in (client, server):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        back: Optional[threading.Thread] = None
-        try:
-            rests = self._opening(client, server, conn)
-            if rests is None:  # TLS or GSSAPI follows: forward unparsed
+            for sock in (client, server):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client, server, rests = self._opening(client, server, conn)
+            if rests is None:  # TLS or GSSAPI we do not terminate: forward unparsed
                 conn.encrypted = True
-                back = self._start(self._pipe, server, client, conn.to_client, 1, conn)
-                self._pipe(client, server, conn.to_server, 0, conn)
-            else:
-                rest_up, rest_down = rests
-                back = self._start(
-                    self._messages, server, client, conn.to_client, 1, conn, rest_down
-                )
-                self._messages(client, server, conn.to_server, 0, conn, rest_up)
+                rests = (b"", b"")
+            up = _Way(client, server, conn.to_server, 0, conn, rests[0])
+            down = _Way(server, client, conn.to_client, 1, conn, rests[1])
+            _duplex(up, down)
         except Exception as exc:  # a bad peer ends its own connection only
             conn.error = exc
-            _shutdown(server)
-            _shutdown(client)
         finally:
-            if back is not None:
-                back.join()
             client.close()
-            server.close()
-
-    def _start(self, target, src, dst, count, side, conn, *rest) -> threading.Thread:  # type: ignore[no-untyped-def]
-        """The server-to-client direction, on its own thread."""
-
-        def run() -> None:
-            try:
-                target(src, dst, count, side, conn, *rest)
-            except Exception as exc:  # this connection only: wake the other direction
-                conn.error = exc
-                _shutdown(src)
-                _shutdown(dst)
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        return thread
+            if server is not None:
+                server.close()
 
     def _recv(self, sock: socket.socket, count: Direction, side: int, conn: Connection) -> bytes:
         data = sock.recv(CHUNK)
@@ -202,10 +183,10 @@ class PgRelay:
 
     def _opening(
         self, client: socket.socket, server: socket.socket, conn: Connection
-    ) -> Optional[Tuple[bytes, bytes]]:
-        """Relay the untyped packets; return the bytes after the startup packet
-        and any the server sent after its last answer, or None when the server
-        accepted TLS or GSSAPI encryption."""
+    ) -> Tuple[socket.socket, socket.socket, Optional[Tuple[bytes, bytes]]]:
+        """Relay the untyped packets (blocking).  Return the sockets (TLS ones
+        after an upgrade) and the bytes after the startup packet each way, or
+        None for those when the rest is encrypted end to end."""
         up = conn.to_server
         opening = FrameDecoder(**UNTYPED)
         repack = FrameEncoder(**UNTYPED)
@@ -226,7 +207,7 @@ class PgRelay:
             code = int.from_bytes(body[:4], "big")
             if code not in (SSL_REQUEST, GSSENC_REQUEST):
                 # The startup packet (or a CancelRequest): typed messages follow.
-                return opening.detach(), b""
+                return client, server, (opening.detach(), b"")
             if opening.buffered:
                 raise ConnectionError("client sent bytes before the server answered its request")
             answer = b""
@@ -237,17 +218,33 @@ class PgRelay:
             if answer[:1] == b"E":
                 # A refusal (an ErrorResponse, e.g. to a second SSLRequest):
                 # typed messages from here on, the server then closes.
-                return opening.detach(), answer
+                return client, server, (opening.detach(), answer)
             if len(answer) != 1 or answer not in b"SNG":
                 raise ConnectionError(f"unexpected answer {answer[:16]!r} to request {code}")
             conn.answers += answer
             conn.to_client.packets += 1
+            if answer == b"S" and self.tls is not None:
+                # STARTTLS both ways: TLS to the server first, then 'S' to the
+                # client and the handshake it starts; its startup packet and
+                # every message after it come decrypted, framed as before.
+                for_clients, to_server = self.tls
+                server = to_server.wrap_socket(server, server_hostname=self.upstream[0])
+                client.sendall(answer)
+                conn.to_client.bytes_out += 1
+                client = for_clients.wrap_socket(client, server_side=True)
+                conn.tls = True
+                continue
             client.sendall(answer)
             conn.to_client.bytes_out += 1
-            if answer != b"N":  # S: TLS follows; G: GSSAPI encryption
-                return None
+            if answer != b"N":  # S (not terminated here) or G: encrypted from here
+                return client, server, None
 
-    def _messages(
+
+class _Way:
+    """One direction of a connection: what is read from src, framed, and
+    waits to be written to dst."""
+
+    def __init__(
         self,
         src: socket.socket,
         dst: socket.socket,
@@ -256,53 +253,124 @@ class PgRelay:
         conn: Connection,
         rest: bytes,
     ) -> None:
-        """Typed messages from src to dst until src closes."""
-        decoder = FrameDecoder("postgres", max_frame_size=MAX_MESSAGE)
-        encoder = FrameEncoder("postgres", max_frame_size=MAX_MESSAGE)
-        frames = decoder.feed(rest) if rest else []
-        try:
-            while True:
-                if frames:
-                    self._forward(dst, encoder, frames, count)
-                view = decoder.get_buffer(CHUNK)
-                n = src.recv_into(view)
-                if conn.captured is not None:
-                    conn.captured[side].extend(view[:n])
-                count.bytes_in += n
-                if n == 0:
-                    decoder.eof()  # a message cut short raises
-                    break
-                frames = decoder.buffer_updated(n)
-        finally:
-            # The other direction's reader wakes up when its peer sees this.
-            _shutdown(dst, socket.SHUT_WR)
+        self.src, self.dst, self.count, self.side, self.conn = src, dst, count, side, conn
+        # After an S or G the relay does not terminate: bytes are forwarded unparsed.
+        self.decoder = (
+            None if conn.encrypted else FrameDecoder("postgres", max_frame_size=MAX_MESSAGE)
+        )
+        self.encoder = FrameEncoder("postgres", max_frame_size=MAX_MESSAGE)
+        self.out: List[memoryview] = []
+        self.eof = False
+        if rest:
+            self._deliver(rest)
 
-    def _forward(
-        self, dst: socket.socket, encoder: FrameEncoder, frames: List[bytes], count: Direction
-    ) -> None:
+    def _deliver(self, data: bytes) -> None:
+        if self.decoder is None:
+            self.count.opaque += len(data)
+            self.out.append(memoryview(data))
+        else:
+            self._frames(self.decoder.feed(data))
+
+    def _frames(self, frames: List[bytes]) -> None:
+        if not frames:
+            return
         for frame in frames:
             kind = chr(frame[0])
-            count.types[kind] = count.types.get(kind, 0) + 1
-        count.messages += len(frames)
+            self.count.types[kind] = self.count.types.get(kind, 0) + 1
+        self.count.messages += len(frames)
         # encode_frame checks each length field and returns the frame as it came.
-        out = [encoder.encode_frame(frame) for frame in frames]
-        wire = out[0] if len(out) == 1 else b"".join(out)
-        dst.sendall(wire)
-        count.bytes_out += len(wire)
+        out = [self.encoder.encode_frame(frame) for frame in frames]
+        self.out.append(memoryview(out[0] if len(out) == 1 else b"".join(out)))
 
-    def _pipe(
-        self, src: socket.socket, dst: socket.socket, count: Direction, side: int, conn: Connection
-    ) -> None:
+    def wants_read(self) -> bool:
+        return not self.eof and not self.out  # back-pressure: one batch in flight
+
+    def read(self) -> None:
         try:
-            while True:
-                data = self._recv(src, count, side, conn)
-                if not data:
-                    break
-                dst.sendall(data)
-                count.opaque += len(data)
-                count.bytes_out += len(data)
-        finally:
-            _shutdown(dst, socket.SHUT_WR)
+            if self.decoder is None:
+                data = self.src.recv(CHUNK)
+                n = len(data)
+            else:
+                view = self.decoder.get_buffer(CHUNK)
+                n = self.src.recv_into(view)
+                data = view[:n]
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return
+        self.count.bytes_in += n
+        if self.conn.captured is not None:
+            self.conn.captured[self.side].extend(data)
+        if n == 0:
+            self.eof = True
+            if self.decoder is not None:
+                self.decoder.eof()  # a message cut short raises
+        elif self.decoder is None:
+            self._deliver(bytes(data))
+        else:
+            self._frames(self.decoder.buffer_updated(n))
+
+    def write(self) -> None:
+        while self.out:
+            try:
+                sent = self.dst.send(self.out[0])
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return
+            self.count.bytes_out += sent
+            if sent == len(self.out[0]):
+                self.out.pop(0)
+            else:
+                self.out[0] = self.out[0][sent:]
+
+    def finished(self) -> bool:
+        return self.eof and not self.out
+
+
+def _duplex(up: _Way, down: _Way, timeout: float = 300.0) -> None:
+    """Both directions on one thread (a TLS socket must not be read and
+    written by two threads at once), until both ends have closed."""
+    client, server = up.src, down.src
+    for sock in (client, server):
+        sock.setblocking(False)
+    selector = selectors.DefaultSelector()
+    try:
+        half_closed = set()
+        while not (up.finished() and down.finished()):
+            for way in (up, down):
+                if way.finished() and way.dst not in half_closed:
+                    half_closed.add(way.dst)
+                    _half_close(way.dst)
+            ready = [w for w in (up, down) if w.wants_read() and _pending(w.src)]
+            if not ready:
+                for sock, reader, writer in ((client, up, down), (server, down, up)):
+                    events = (selectors.EVENT_READ if reader.wants_read() else 0) | (
+                        selectors.EVENT_WRITE if writer.out else 0
+                    )
+                    registered = sock in selector.get_map()
+                    if events:
+                        if registered:
+                            selector.modify(sock, events)
+                        else:
+                            selector.register(sock, events)
+                    elif registered:  # read to its end, nothing to write: not polled
+                        selector.unregister(sock)
+                if not selector.select(timeout):
+                    raise TimeoutError(f"no traffic for {timeout} s")
+            for way in (up, down):
+                if way.wants_read():
+                    way.read()
+                way.write()
+    finally:
+        selector.close()
+
+
+def _pending(sock: socket.socket) -> bool:
+    return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+
+
+def _half_close(sock: socket.socket) -> None:
+    """Tell the peer this direction is over."""
+    if isinstance(sock, ssl.SSLSocket):
+        return  # closing the TLS socket at the end says it; shutdown() would end reads too
+    _shutdown(sock, socket.SHUT_WR)
 
 
 def _shutdown(sock: socket.socket, how: int = socket.SHUT_RDWR) -> None:

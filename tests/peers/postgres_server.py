@@ -11,7 +11,7 @@ import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 # FRAMECODEC_PEERS_POSTGRES: "1" the PostgreSQL tests must run (installed
 # with apt-get if missing), "0" they are skipped (.ci/run sets it for the
@@ -83,8 +83,9 @@ class PostgresServer:
         return subprocess.run(argv, **kwargs)
 
 
-def start() -> Iterator[PostgresServer]:
-    """A running server for the duration of the generator (a fixture's body)."""
+def start(tls: Optional[Tuple[bytes, bytes]] = None) -> Iterator[PostgresServer]:
+    """A running server for the duration of the generator (a fixture's body);
+    with ``tls`` (certificate chain, private key: PEM), ssl=on."""
     if bindir() is None and MODE == "1":
         install()
     bin_ = bindir()
@@ -112,6 +113,17 @@ def start() -> Iterator[PostgresServer]:
         stderr=subprocess.PIPE,
     )
     options = f"-p {port} -k {sockdir} -c listen_addresses=127.0.0.1 -c fsync=off"
+    if tls is not None:
+        paths = []
+        for name, pem in zip(("server.crt", "server.key"), tls):
+            path = os.path.join(base, name)
+            with open(path, "wb") as file:
+                file.write(pem)
+            os.chmod(path, 0o600)  # the server refuses a key others can read
+            if root:
+                shutil.chown(path, user)
+            paths.append(path)
+        options += f" -c ssl=on -c ssl_cert_file={paths[0]} -c ssl_key_file={paths[1]}"
     log = os.path.join(base, "server.log")
     started = False
     try:

@@ -5,8 +5,10 @@ one write): every message framed both ways, every byte forwarded."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import pathlib
 import socket
+import ssl
 import sys
 import time
 
@@ -49,12 +51,29 @@ def relay(server):
         yield running
 
 
-def psql(server, relay, sql, *extra):
+@pytest.fixture(scope="module")
+def tls_setup():
+    trustme = pytest.importorskip(
+        "trustme", reason="trustme (test certificates): its cryptography has no PyPy wheel"
+    )
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    return ca, cert
+
+
+@pytest.fixture(scope="module")
+def tls_server(tls_setup):
+    _, cert = tls_setup
+    chain = b"".join(blob.bytes() for blob in cert.cert_chain_pems)
+    yield from postgres_server.start(tls=(chain, cert.private_key_pem.bytes()))
+
+
+def psql(server, relay, sql, *extra, env=None):
     host, port = relay.address
     result = server.run_as(
         [server.tool("psql"), "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1",
          "-h", host, "-p", str(port), "-U", server.user, "-d", "postgres", *extra],
-        input=sql.encode(), capture_output=True, timeout=TIMEOUT, check=False,
+        input=sql.encode(), capture_output=True, timeout=TIMEOUT, check=False, env=env,
     )  # fmt: skip
     assert result.returncode == 0, (
         result.stderr.decode(errors="replace"),
@@ -184,16 +203,15 @@ def test_pgbench(server, relay):
     assert "number of failed transactions: 0 " in out
 
 
-def test_relay_counts_and_refeed(server, relay, codec, record_property):
-    """Runs last: every connection so far closed cleanly, framed every byte
-    both ways; each captured stream decodes the same whatever the cuts."""
+def check_connections(relay, codec):
+    """Every connection of ``relay`` closed cleanly, framed every byte both
+    ways; each captured stream decodes the same whatever the cuts."""
     deadline = time.monotonic() + TIMEOUT
     while any(t.is_alive() for t in relay._threads) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert len(relay.connections) >= 8  # psql x2, the raw client, pgbench's
     for conn in relay.connections:
         if conn.encrypted:
-            continue  # the GSSENCRequest answered G: checked above
+            continue  # a GSSENCRequest answered G: checked by its test
         assert conn.error is None, repr(conn.error)
         for way in (conn.to_server, conn.to_client):
             assert way.opaque == 0
@@ -218,6 +236,39 @@ def test_relay_counts_and_refeed(server, relay, codec, record_property):
                 lambda: codec.FrameDecoder("postgres", max_frame_size=pg_relay.MAX_MESSAGE),
                 data, expected, seed=way.messages,
             )  # fmt: skip
+
+
+def test_starttls_through_the_relay(tls_setup, tls_server, codec):
+    """ssl=on: psql (sslmode=require) asks for TLS, the server says S, and
+    the relay upgrades both sides (STARTTLS), framing the decrypted messages."""
+    ca, cert = tls_setup
+    for_clients = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(for_clients)
+    to_server = ssl.create_default_context()
+    ca.configure_trust(to_server)  # verifies the server's certificate for 127.0.0.1
+    upstream = (tls_server.host, tls_server.port)
+    with pg_relay.PgRelay(upstream, capture=True, tls=(for_clients, to_server)) as relay:
+        env = {"PGSSLMODE": "require", "PATH": os.environ.get("PATH", "")}
+        out = psql(
+            tls_server, relay,
+            "select ssl, version from pg_stat_ssl where pid = pg_backend_pid();\n"
+            f"select length(repeat('y', {BIG_ROW // 4}));\n", env=env,
+        )  # fmt: skip
+        assert out.decode().splitlines()[0].startswith("t|TLS")
+        assert out.decode().splitlines()[1] == str(BIG_ROW // 4)
+        out = psql(tls_server, relay, f"select repeat('z', {BIG_ROW // 4});\n", env=env)
+        assert out == b"z" * (BIG_ROW // 4) + b"\n"
+    assert len(relay.connections) == 2
+    for conn in relay.connections:
+        assert conn.tls and conn.answers == b"S" and not conn.encrypted
+    check_connections(relay, codec)
+
+
+def test_relay_counts_and_refeed(server, relay, codec, record_property):
+    """Runs last: every connection so far closed cleanly, framed every byte
+    both ways; each captured stream decodes the same whatever the cuts."""
+    check_connections(relay, codec)
+    assert len(relay.connections) >= 8  # psql x2, the raw clients, pgbench's
     up, down = relay.totals()
     record_property("pg_connections", len(relay.connections))
     record_property("pg_to_server", (up.messages, up.bytes_in))
