@@ -208,8 +208,6 @@ def parse_input(data: bytes) -> Config:
         )
     if flags & 0x08:
         options["read_size"] = read_code + 1 if read_code < 0x80 else (read_code - 0x7F) * 1024
-    if flags & 0x10:
-        options["strip"] = None if strip_code == 0xFF else strip_code % (base.header_size + 1)
     if flags & 0x20:
         options["byteorder"] = "little"
     if flags & 0x40:
@@ -222,6 +220,10 @@ def parse_input(data: bytes) -> Config:
             options["length_adjustment"] = special
         else:
             options["length_adjustment"] = _signed8(adjustment_code)
+    if flags & 0x10:  # anything up to the whole header
+        adjustment = options.get("length_adjustment", base.length_adjustment)
+        whole = base.header_size + max(0, adjustment)  # payload_offset
+        options["strip"] = None if strip_code == 0xFF else strip_code % (whole + 1)
     eof = bool(flags & 0x80)
     # -- message options (8 bytes)
     mflags = r.u8()
@@ -570,14 +572,15 @@ def reference_frames(fmt: Any, stream: bytes, max_items: int = MAX_ITEMS) -> Lis
     limit = fmt.max_frame_size
     escape = fmt.large_length_escape
     strip_default = fmt.strip
+    # The decoder reads a frame once its length field and the bytes strip
+    # removes have arrived (strip may reach past the length field).
+    first = max(header_size, header_size if strip_default is None else strip_default)
     from_bytes = int.from_bytes
     n = len(stream)
     pos = 0
     while pos < n and len(items) < max_items:
-        if n - pos < header_size:
-            append(
-                Item("partial", pos, None, None, first_part=header_size, long_header=header_size)
-            )
+        if n - pos < first:
+            append(Item("partial", pos, None, None, first_part=first, long_header=first))
             return items
         raw = from_bytes(stream[pos + offset : pos + header_size], order)
         head = header_size
@@ -587,50 +590,55 @@ def reference_frames(fmt: Any, stream: bytes, max_items: int = MAX_ITEMS) -> Lis
                     Item(
                         "error",
                         pos,
-                        pos + head,
+                        pos + max(head, first),
                         None,
                         error=MalformedHeaderError,
-                        first_part=header_size,
+                        first_part=first,
                         long_header=head,
                     )
                 )
                 return items
             head += 8
             if n - pos < head:
-                append(Item("partial", pos, None, None, first_part=header_size, long_header=head))
+                append(Item("partial", pos, None, None, first_part=first, long_header=head))
                 return items
             raw = from_bytes(stream[pos + header_size : pos + head], "big")
         body = raw + adjustment
+        payload = raw + min(adjustment, 0)  # max_frame_size counts what follows payload_offset
         error = None
         if raw >= 1 << 61:
             error = FrameTooLargeError
         elif body < 0:
             error = MalformedHeaderError
-        elif body > limit and not fmt.discard_oversized:
+        elif payload > limit and not fmt.discard_oversized:
             error = FrameTooLargeError
         if error is not None:
             append(
                 Item(
                     "error",
                     pos,
-                    pos + head,
+                    pos + max(head, first),
                     None,
                     error=error,
-                    first_part=header_size,
+                    first_part=first,
                     long_header=head,
                 )
             )
             return items
         end = pos + head + body
-        if body > limit:
-            append(Item("discard", pos, pos + head, end, first_part=header_size, long_header=head))
+        if payload > limit:
+            append(
+                Item(
+                    "discard", pos, pos + max(head, first), end, first_part=first, long_header=head
+                )
+            )
         else:
             strip = head if strip_default is None else strip_default
             append(
                 Item(
                     "frame",
                     pos,
-                    pos + head,
+                    pos + max(head, first),
                     end,
                     stream[pos + strip : end],
                     None,

@@ -21,6 +21,7 @@ import pytest
 import framecodec
 from framecodec import aio
 from framecodec.__main__ import main, program_name
+from framecodec.cli import MAX_FRAME_SIZE_DEFAULTS
 from framecodec.net.protocols import MessageProtocol, explain_unsendable
 
 from .net_fixtures import require_trustme
@@ -117,6 +118,51 @@ def test_stdin_payload_and_format(capsysbinary, monkeypatch):
         assert (code, out) == (0, b"piped\x00bytes\nx\n")
 
 
+def test_every_preset_and_the_generic_options(capsysbinary):
+    # HTTP/2 and MySQL frames are sent and echoed as the bytes after their
+    # length field: the type, flags and stream id (or sequence id) first.
+    with serve_process("127.0.0.1:0", "--format", "http2") as (address, _):
+        code, out, _ = send(
+            capsysbinary, address, "--format", "http2", "\x00\x01\x00\x00\x00\x03hi"
+        )
+        assert (code, out) == (0, b"\x00\x01\x00\x00\x00\x03hi\n")
+        code, out, _ = send(capsysbinary, address, "--format", "http2", "--strip", "9", "TFSSSSok")
+        assert (code, out) == (0, b"ok\n")  # the reply's whole 9-byte header stripped
+    # The mysql preset spelled out in generic options, at a mysql server.
+    generic = ("--width", "3", "--byteorder", "little", "--length-adjustment", "1")
+    with serve_process("127.0.0.1:0", "--format", "mysql") as (address, _):
+        code, out, _ = send(capsysbinary, address, *generic, "\x01SELECT 1")
+        assert (code, out) == (0, b"\x01SELECT 1\n")
+        code, out, _ = send(capsysbinary, address, *generic, "--strip", "4", "\x01SELECT 1")
+        assert (code, out) == (0, b"SELECT 1\n")
+    for preset in ("grpc", "postgres", "uint64", "multiprocessing"):
+        with serve_process("127.0.0.1:0", "--format", preset) as (address, _):
+            code, out, _ = send(capsysbinary, address, "--format", preset, "body")
+            assert (code, out) == (0, b"body\n"), preset
+
+
+def test_frame_limits_on_the_command_line(capsysbinary):
+    with serve_process("127.0.0.1:0", "--max-frame-length", "10") as (address, process):
+        code, out, _ = send(capsysbinary, address, "123456")  # 4 + 6 bytes: accepted
+        assert (code, out) == (0, b"123456\n")
+        code, _, _ = send(capsysbinary, address, "--timeout", "5", "1234567")
+        assert code == 1  # the server refused the frame and closed the connection
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(TIMEOUT) == 0
+        assert "exceeds max_frame_length (10)" in process.stderr.read()
+
+
+def test_bad_frame_options_are_reported(capsysbinary):
+    code, _, err = send(capsysbinary, "127.0.0.1:1", "--format", "http2", "--strip", "10", "x")
+    assert code == 1 and b"strip must be between 0 and 9, not 10" in err
+    code, _, err = send(capsysbinary, "127.0.0.1:1", "--protocol", "messages", "--width", "2", "x")
+    assert code == 1 and b"--width applies to --protocol frames" in err
+    assert main(["serve", "127.0.0.1:0", "--strip", "0"]) == 1
+    assert b"--strip applies to send" in capsysbinary.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["send", "127.0.0.1:1", "--width", "5", "x"])
+
+
 def test_errors_are_reported_without_tracebacks(capsysbinary):
     code, _, err = send(capsysbinary, "127.0.0.1:1", "x", "--timeout", "2")
     assert code == 1 and err.startswith(b"framecodec send:") and b"Traceback" not in err
@@ -190,12 +236,18 @@ def option_help(text, option):
     [
         ("serve", "--backend", "selector"),
         ("serve", "--protocol", "frames"),
-        ("serve", "--max-frame-size", "16777216"),
+        ("serve", "--max-frame-size", MAX_FRAME_SIZE_DEFAULTS),
+        ("serve", "--width", "the format's; 4 for uint32"),
+        ("serve", "--byteorder", "the format's; big but for mysql"),
+        ("serve", "--length-offset", "the format's; 0 for uint32"),
+        ("send", "--length-adjustment", "the format's; 0 for uint32"),
+        ("send", "--strip", "through the length field"),
+        ("send", "--max-frame-length", "no such limit"),
         ("serve", "--max-connections", "1024 for selector, 64 for threads"),
         ("serve", "--idle-timeout", "never"),
         ("serve", "--workers", "1"),
         ("send", "--protocol", "frames"),
-        ("send", "--max-frame-size", "16777216"),
+        ("send", "--max-frame-size", MAX_FRAME_SIZE_DEFAULTS),
         ("send", "--timeout", "10.0"),
         ("send", "--content-type", "text/plain"),
     ],
@@ -348,6 +400,48 @@ def test_tls_client_at_a_plain_aio_server_is_hinted_in_the_log(pki, caplog):
 
     asyncio.run(main_())
     assert any(HINT in r.getMessage() for r in caplog.records), caplog.text
+
+
+# -- hints for a peer that speaks HTTP, or frames at a messages server -----------------
+
+
+def first_bytes_errors(server, payload: bytes, caplog) -> str:
+    """The protocol-error log line of a raw connection that sends payload."""
+    with socket.create_connection(server.address.sockaddr, TIMEOUT) as peer:
+        peer.sendall(payload)
+        assert peer.recv(1) == b""  # the server closed it
+    wait_until(lambda: server.stats["protocol_errors"] == 1)
+    (line,) = [r.getMessage() for r in caplog.records if "protocol error" in r.getMessage()]
+    return line
+
+
+@pytest.mark.parametrize("backend", ["selector", "threads"])
+def test_an_http_client_is_hinted_in_the_log(caplog, backend):
+    caplog.set_level(logging.INFO, logger="framecodec.server")
+    with framecodec.serve("127.0.0.1:0", lambda frame: frame, backend=backend).start() as server:
+        line = first_bytes_errors(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", caplog)
+    assert "exceeds max_frame_size" in line
+    assert "seems to speak HTTP: its first bytes are b'GET '" in line
+
+
+@pytest.mark.parametrize("backend", ["selector", "threads"])
+def test_a_frames_client_at_a_messages_server_is_hinted_in_the_log(caplog, backend):
+    caplog.set_level(logging.INFO, logger="framecodec.server")
+    server = framecodec.serve(
+        "127.0.0.1:0", lambda message: message, protocol="messages", backend=backend
+    )
+    with server.start():
+        line = first_bytes_errors(server, framecodec.FrameEncoder().encode(b"hello"), caplog)
+    assert "header length is zero" in line
+    assert "protocol='frames' client of this messages server" in line
+
+
+def test_no_hint_for_a_peer_that_only_sends_garbage(caplog):
+    caplog.set_level(logging.INFO, logger="framecodec.server")
+    server = framecodec.serve("127.0.0.1:0", lambda message: message, protocol="messages")
+    with server.start():
+        line = first_bytes_errors(server, b"\x00\x05{nope", caplog)
+    assert "seems to" not in line
 
 
 # -- Ctrl-C ---------------------------------------------------------------------------

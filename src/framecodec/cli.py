@@ -25,15 +25,74 @@ FAILED = 1
 INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 ADDRESS_HELP = "host:port, [ipv6]:port, unix:/path or unix:@name (port 0: any free port)"
-# Presets whose frames arrive without their header, so that echoing one
-# frames it again identically.
 # What --max-frame-size is when not given: the codec's own defaults.
 MAX_FRAME_SIZE_DEFAULTS = (
-    str(DEFAULT_MAX_FRAME_SIZE)
-    if DEFAULT_MAX_FRAME_SIZE == DEFAULT_MAX_CONTENT_SIZE
-    else f"{DEFAULT_MAX_FRAME_SIZE} for frames, {DEFAULT_MAX_CONTENT_SIZE} for messages"
+    f"the format's; {DEFAULT_MAX_FRAME_SIZE} for uint32, "
+    f"{PRESETS['http2'].max_frame_size} for http2, {PRESETS['postgres'].max_frame_size} "
+    f"for postgres; {DEFAULT_MAX_CONTENT_SIZE} for messages"
 )
-ECHO_FORMATS = sorted(name for name, fmt in PRESETS.items() if fmt.strip is None)
+FORMATS = sorted(PRESETS)
+# The generic frame options: (flag, FrameFormat option, argparse keywords).
+# Their default is the --format preset's value, which they override.
+FRAME_OPTIONS = (
+    (
+        "--width",
+        "width",
+        {
+            "type": int,
+            "choices": (1, 2, 3, 4, 8),
+            "help": "length field bytes (default: the format's; 4 for uint32)",
+        },
+    ),
+    (
+        "--byteorder",
+        "byteorder",
+        {
+            "choices": ("big", "little"),
+            "help": "the length's byte order (default: the format's; big but for mysql)",
+        },
+    ),
+    (
+        "--length-offset",
+        "length_offset",
+        {
+            "type": int,
+            "metavar": "BYTES",
+            "help": "bytes before the length field (default: the format's; 0 for uint32)",
+        },
+    ),
+    (
+        "--length-adjustment",
+        "length_adjustment",
+        {
+            "type": int,
+            "metavar": "BYTES",
+            "help": "added to the length to give the bytes after the length field: -4 when "
+            "it counts itself, 6 for HTTP/2's type, flags and stream id after it "
+            "(default: the format's; 0 for uint32)",
+        },
+    ),
+    (
+        "--strip",
+        "strip",
+        {
+            "type": int,
+            "metavar": "BYTES",
+            "help": "send: bytes cut from the front of each reply before it is printed, "
+            "0 up to the whole header (default: through the length field)",
+        },
+    ),
+    (
+        "--max-frame-length",
+        "max_frame_length",
+        {
+            "type": int,
+            "metavar": "BYTES",
+            "help": "largest whole frame accepted, header included, as Netty's "
+            "maxFrameLength counts it (default: no such limit)",
+        },
+    ),
+)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -146,22 +205,38 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
         help="frames: length-prefixed payloads; messages: JSON header, then content",
     )
     parser.add_argument(
-        "--format", choices=ECHO_FORMATS, help="frame format (frames only; default: uint32)"
+        "--format",
+        choices=FORMATS,
+        help="frame format preset, which the options below override (frames only; "
+        "default: uint32). Frames are sent as the bytes after their length field, "
+        "any bytes before it (--length-offset) as zeros",
     )
     parser.add_argument(
         "--max-frame-size",
         type=int,
         metavar="BYTES",
-        help=f"largest frame (or message content) accepted (default: {MAX_FRAME_SIZE_DEFAULTS})",
+        help="largest frame payload (the bytes after the whole header) or message "
+        f"content accepted (default: {MAX_FRAME_SIZE_DEFAULTS})",
     )
+    for flag, _, keywords in FRAME_OPTIONS:
+        parser.add_argument(flag, **keywords)
 
 
 def _protocol_options(args: argparse.Namespace) -> Dict[str, Any]:
+    given = {
+        option: getattr(args, option)
+        for _, option, _ in FRAME_OPTIONS
+        if getattr(args, option) is not None
+    }
     if args.protocol == "messages":
-        if args.format:
-            raise ValueError("--format applies to --protocol frames")
+        if args.format or given:
+            flag = "--format" if args.format else "--" + next(iter(given)).replace("_", "-")
+            raise ValueError(f"{flag} applies to --protocol frames")
         return {"max_content_size": args.max_frame_size} if args.max_frame_size else {}
-    options: Dict[str, Any] = {"format": args.format}
+    # Replies are printed, and frames echoed, as the bytes after their length
+    # field unless --strip says otherwise: echoing them frames them again
+    # identically, which whole frames (a preset's strip=0) would not be.
+    options: Dict[str, Any] = {"format": args.format, "strip": None, **given}
     if args.max_frame_size:
         options["max_frame_size"] = args.max_frame_size
     return options
@@ -216,6 +291,10 @@ def run_serve(args: argparse.Namespace) -> int:
             context = _tls_context(
                 lambda: server_context(args.tls_cert, args.tls_key, args.tls_ca),
                 {"--tls-cert": args.tls_cert, "--tls-key": args.tls_key, "--tls-ca": args.tls_ca},
+            )
+        if args.strip is not None:
+            raise ValueError(
+                "--strip applies to send: serve echoes the bytes after each frame's length field"
             )
         options = _protocol_options(args)
         try:

@@ -13,7 +13,7 @@ from framecodec.errors import (
     ProtocolError,
 )
 
-from .codec_support import read_like_a_socket
+from .codec_support import bodies_for, read_like_a_socket
 
 PAYLOADS = [b"", b"a", b"hello", bytes(range(256)) * 3, b"\x00" * 70_000]
 
@@ -46,7 +46,7 @@ def feed_through_get_buffer(decoder, data, size):
 def test_every_preset_round_trips_fed_in_pieces(codec, preset, piece):
     encoder = codec.FrameEncoder(preset)
     decoder = codec.FrameDecoder(preset)
-    payloads = PAYLOADS if preset != "uint16" else PAYLOADS[:4]
+    payloads = bodies_for(preset, PAYLOADS if preset != "uint16" else PAYLOADS[:4])
     frames = [encoder.encode(p) for p in payloads]
     got = feed_in_pieces(decoder, b"".join(frames), piece)
     if PRESETS[preset].strip == 0:
@@ -62,7 +62,7 @@ def test_every_preset_round_trips_fed_in_pieces(codec, preset, piece):
 def test_every_preset_round_trips_through_get_buffer(codec, preset, piece):
     encoder = codec.FrameEncoder(preset)
     decoder = codec.FrameDecoder(preset, strip=None)
-    payloads = PAYLOADS if preset != "uint16" else PAYLOADS[:4]
+    payloads = bodies_for(preset, PAYLOADS if preset != "uint16" else PAYLOADS[:4])
     data = encoder.encode_many(payloads)
     assert feed_through_get_buffer(decoder, data, piece) == payloads
 
@@ -191,7 +191,7 @@ def test_max_frame_size_is_inclusive(codec):
     decoder = codec.FrameDecoder(max_frame_size=10)
     assert decoder.feed(encoder.encode(b"x" * 10)) == [b"x" * 10]
     with pytest.raises(
-        FrameTooLargeError, match=r"frame of 11 bytes exceeds max_frame_size \(10\)"
+        FrameTooLargeError, match=r"frame payload of 11 bytes exceeds max_frame_size \(10\)"
     ):
         decoder.feed(encoder.encode(b"x" * 11))
 
@@ -272,8 +272,13 @@ def test_negative_length_after_adjustment_is_malformed(codec):
 
 
 def test_adjustment_overflowing_the_limit_is_too_large(codec):
-    decoder = codec.FrameDecoder(width=8, length_adjustment=1 << 32, max_frame_size=1 << 40)
-    with pytest.raises(FrameTooLargeError):
+    # A positive adjustment adds header bytes: they count in the whole frame,
+    # not in the payload.
+    options = {"width": 8, "length_adjustment": 1 << 32, "max_frame_size": 1 << 40}
+    with pytest.raises(FrameTooLargeError, match="payload of 1099511627777 bytes"):
+        codec.FrameDecoder(**options).feed(struct.pack(">Q", (1 << 40) + 1))
+    decoder = codec.FrameDecoder(**options, max_frame_length=1 << 40)
+    with pytest.raises(FrameTooLargeError, match="exceeds max_frame_length"):
         decoder.feed(struct.pack(">Q", (1 << 40)))
 
 

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from framecodec import PRESETS, MessageEncoder
 from framecodec.errors import ProtocolError
 
+from .codec_support import bodies_for
+
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 payload_lists = st.lists(st.binary(max_size=300), max_size=20)
@@ -64,6 +66,7 @@ def test_any_cutting_gives_back_exactly_the_frames(
 ):
     if big is not None and preset != "uint16":
         payloads = [*payloads[:3], big, *payloads[3:]]
+    payloads = bodies_for(preset, payloads)
     for codec in codec_both:
         encoder = codec.FrameEncoder(preset)
         frames = [encoder.encode(p) for p in payloads]
@@ -120,13 +123,20 @@ def mutate(data, rng):
     payloads=payload_lists,
     seed=st.integers(0, 2**32),
     options=st.sampled_from(
-        [{}, {"max_frame_size": 50}, {"max_frame_size": 50, "discard_oversized": True}]
+        [
+            {},
+            {"max_frame_size": 50},
+            {"max_frame_size": 50, "discard_oversized": True},
+            {"max_frame_size": 50, "on_oversized": "raise"},
+            {"max_frame_length": 60, "on_oversized": "discard"},
+            {"strip": 0},
+        ]
     ),
 )
 def test_compiled_and_twin_agree_on_mutated_streams(both_codecs, preset, payloads, seed, options):
     compiled, twin = both_codecs
     rng = random.Random(seed)
-    wire = mutate(twin.FrameEncoder(preset).encode_many(payloads), rng)
+    wire = mutate(twin.FrameEncoder(preset).encode_many(bodies_for(preset, payloads)), rng)
     max_piece = rng.choice([1, 3, 64, 4096])
     via = rng.random() < 0.5
     results = [

@@ -8,7 +8,8 @@ import ssl
 
 import pytest
 
-from framecodec import FrameDecoder, Message, MessageDecoder
+from framecodec import FrameDecoder, Message, MessageDecoder, MessageEncoder
+from framecodec.errors import ProtocolError
 from framecodec.net import transport
 from framecodec.net.protocols import FrameProtocol, MessageProtocol, make_protocol
 from framecodec.net.transport import IOV_MAX, TLS_WRITE, OutputQueue
@@ -160,3 +161,16 @@ def test_make_protocol_validates():
         make_protocol("messages", max_content_size=-1)
     with pytest.raises(ValueError, match="'frames' or 'messages'"):
         make_protocol("lines")
+
+
+def test_format_options_reach_every_decoder_a_protocol_makes():
+    protocol = make_protocol("frames", "http2", strip=9, max_frame_length=100, on_oversized="raise")
+    decoder = protocol.new_decoder()
+    wire = b"\x00\x00\x02\x00\x00\x00\x00\x00\x01hi" + b"\x00\x01\x00" + bytes(6)
+    with pytest.raises(ProtocolError, match="max_frame_length") as info:
+        decoder.feed(wire)
+    assert info.value.frames == [b"hi"]
+    assert decoder.discarded == 1
+    messages = make_protocol("messages", max_content_size=1, on_oversized="discard").new_decoder()
+    assert messages.feed(MessageEncoder().encode(b"too long")) == []
+    assert messages.discarded == 1

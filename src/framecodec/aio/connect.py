@@ -39,6 +39,8 @@ async def open_connection(
     prealloc_limit: int = ...,
     read_size: int = ...,
     large_length_escape: bool = ...,
+    max_frame_length: Optional[int] = ...,
+    on_oversized: Literal["fail", "discard", "raise"] = ...,
 ) -> Connection[bytes]: ...
 
 
@@ -56,6 +58,7 @@ async def open_connection(
     max_content_size: int = ...,
     read_size: int = ...,
     prealloc_limit: int = ...,
+    on_oversized: Literal["fail", "discard", "raise"] = ...,
 ) -> Connection[Message]: ...
 
 

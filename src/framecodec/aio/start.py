@@ -62,6 +62,8 @@ if TYPE_CHECKING:
         prealloc_limit: int = ...,
         read_size: int = ...,
         large_length_escape: bool = ...,
+        max_frame_length: Optional[int] = ...,
+        on_oversized: Literal["fail", "discard", "raise"] = ...,
     ) -> Server: ...
 
     @overload
@@ -86,6 +88,7 @@ if TYPE_CHECKING:
         max_content_size: int = ...,
         read_size: int = ...,
         prealloc_limit: int = ...,
+        on_oversized: Literal["fail", "discard", "raise"] = ...,
     ) -> Server: ...
 
     async def start_server(

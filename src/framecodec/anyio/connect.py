@@ -87,6 +87,8 @@ async def connect(
     prealloc_limit: int = ...,
     read_size: int = ...,
     large_length_escape: bool = ...,
+    max_frame_length: Optional[int] = ...,
+    on_oversized: Literal["fail", "discard", "raise"] = ...,
 ) -> FramedStream[bytes]: ...
 
 
@@ -105,6 +107,7 @@ async def connect(
     max_content_size: int = ...,
     read_size: int = ...,
     prealloc_limit: int = ...,
+    on_oversized: Literal["fail", "discard", "raise"] = ...,
 ) -> FramedStream[Message]: ...
 
 

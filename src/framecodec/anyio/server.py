@@ -377,6 +377,8 @@ async def serve(
     prealloc_limit: int = ...,
     read_size: int = ...,
     large_length_escape: bool = ...,
+    max_frame_length: Optional[int] = ...,
+    on_oversized: Literal["fail", "discard", "raise"] = ...,
 ) -> None: ...
 
 
@@ -401,6 +403,7 @@ async def serve(
     max_content_size: int = ...,
     read_size: int = ...,
     prealloc_limit: int = ...,
+    on_oversized: Literal["fail", "discard", "raise"] = ...,
 ) -> None: ...
 
 

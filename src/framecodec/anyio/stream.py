@@ -136,6 +136,8 @@ class FramedStream(Generic[ItemT]):
         prealloc_limit: int = ...,
         read_size: int = ...,
         large_length_escape: bool = ...,
+        max_frame_length: Optional[int] = ...,
+        on_oversized: Literal["fail", "discard", "raise"] = ...,
     ) -> None: ...
 
     @overload
@@ -151,6 +153,7 @@ class FramedStream(Generic[ItemT]):
         max_content_size: int = ...,
         read_size: int = ...,
         prealloc_limit: int = ...,
+        on_oversized: Literal["fail", "discard", "raise"] = ...,
     ) -> None: ...
 
     def __init__(

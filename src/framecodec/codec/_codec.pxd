@@ -34,6 +34,10 @@ cdef int _DISCARDING
 cdef int _FAILED
 cdef int _DETACHED
 cdef long long _MAX_STOP_AFTER
+cdef int _OVERSIZED_FAIL           # on_oversized (see _codec.py)
+cdef int _OVERSIZED_DISCARD
+cdef int _OVERSIZED_RAISE
+cdef long long _NO_LENGTH_LIMIT
 
 
 cdef object window(object exporter, Py_ssize_t start, Py_ssize_t stop)
@@ -98,6 +102,9 @@ cdef class _StreamDecoder:
     cdef bint _busy                 # a public call is in progress (see _begin_call)
     cdef Py_ssize_t _frames_left    # stop_after: frames still to deliver; -1 no limit, 0 stopped
     cdef bytes _big_head            # _IN_PLACE: the frame's bytes before its storage
+    cdef object _oversized          # on_oversized="raise": the error this call ends with
+
+    cdef _raise_oversized(self, list out)
 
     cdef _begin_call(self)
 
@@ -147,7 +154,7 @@ cdef inline Py_ssize_t parse_received(_StreamDecoder decoder, list out) except -
 
 cdef class FrameDecoder(_StreamDecoder):
     cdef readonly object format        # the FrameFormat in force
-    cdef readonly Py_ssize_t discarded  # oversized frames dropped (discard_oversized=True)
+    cdef readonly Py_ssize_t discarded  # oversized frames dropped (on_oversized discard or raise)
     cdef int _width                    # length field bytes
     cdef bint _little                  # length field is little-endian
     cdef Py_ssize_t _length_offset     # bytes before the length field
@@ -158,19 +165,22 @@ cdef class FrameDecoder(_StreamDecoder):
     cdef unsigned long long _max_raw
     cdef object _unpack_length         # the twin's struct reader; None when compiled
     cdef long long _adjustment         # added to the field to give the body length
-    cdef long long _max_frame_size     # largest body accepted
-    cdef bint _discard                 # drop oversized frames instead of raising
+    cdef long long _max_frame_size     # largest payload accepted (after payload_offset)
+    cdef long long _max_frame_length   # largest whole frame accepted
+    cdef long long _payload_adjustment  # added to the field to give the payload length
+    cdef int _on_oversized             # _OVERSIZED_FAIL, _DISCARD or _RAISE
     cdef bint _escape                  # multiprocessing's 0xFFFFFFFF + 8-byte length
 
-    @cython.locals(header_size=Py_ssize_t, last=Py_ssize_t, offset=Py_ssize_t, width=int,
+    @cython.locals(header_size=Py_ssize_t, frame_start=Py_ssize_t, last=Py_ssize_t,
+                   offset=Py_ssize_t, width=int,
                    little=bint, strip=Py_ssize_t, head_adjust=Py_ssize_t,
                    min_raw="unsigned long long", max_raw="unsigned long long",
                    raw="unsigned long long", stop=Py_ssize_t)
     cdef Py_ssize_t _parse(self, const unsigned char *p, Py_ssize_t pos, Py_ssize_t end,
                            list out) except -1
 
-    @cython.locals(avail=Py_ssize_t, head=Py_ssize_t, body="long long", skip="long long",
-                   total=Py_ssize_t, strip=Py_ssize_t)
+    @cython.locals(avail=Py_ssize_t, head=Py_ssize_t, body="long long", payload="long long",
+                   total="long long", strip=Py_ssize_t)
     # Its answer may be negative (a stop, see _stop): only -1 with an exception set is an error.
     cdef Py_ssize_t _unusual_frame(self, const unsigned char *p, Py_ssize_t pos, Py_ssize_t end,
                                    unsigned long long raw, list out) except? -1
@@ -183,6 +193,8 @@ cdef class FrameEncoder:
     cdef Py_ssize_t _length_offset
     cdef object _adjustment
     cdef object _max_frame_size
+    cdef object _max_body              # the largest body within max_frame_size and max_frame_length
+    cdef object _max_length            # max_frame_length, or a limit no frame reaches
     cdef bint _escape
     cdef bytes _zero_prefix            # the default prefix: length_offset zero bytes
     cdef object _field_max             # largest value the length field can hold
@@ -210,8 +222,11 @@ cdef class FrameEncoder:
 
 
 cdef class MessageDecoder(_StreamDecoder):
+    cdef readonly Py_ssize_t discarded  # oversized messages dropped (on_oversized discard or raise)
     cdef Py_ssize_t _max_header_size
     cdef Py_ssize_t _max_content_size
+    cdef Py_ssize_t _header_content_limit  # the content limit the header parser enforces
+    cdef int _on_oversized             # _OVERSIZED_FAIL, _DISCARD or _RAISE
     cdef object _header                # _BODY: the parsed JSON header whose content arrives
     cdef Py_ssize_t _content_length    # that content's length
     cdef bytes _header_raw             # _BODY, _IN_PLACE: that header's bytes (for detach)
@@ -219,3 +234,7 @@ cdef class MessageDecoder(_StreamDecoder):
     @cython.locals(avail=Py_ssize_t, length=Py_ssize_t, header_length=Py_ssize_t)
     cdef Py_ssize_t _parse(self, const unsigned char *p, Py_ssize_t pos, Py_ssize_t end,
                            list out) except -1
+
+    @cython.locals(avail=Py_ssize_t, raising=bint)
+    cdef Py_ssize_t _oversized_message(self, Py_ssize_t pos, Py_ssize_t end,
+                                       Py_ssize_t length) except? -1

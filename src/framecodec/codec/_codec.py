@@ -73,6 +73,14 @@ _DETACHED = 5  # detach() handed the stream over; every call raises DecoderDetac
 # stop_after(): the most frames it may be told (a bound the compiled core can hold).
 _MAX_STOP_AFTER = 1 << 62
 
+# on_oversized, as the decoders hold it.
+_OVERSIZED_POLICY = {"fail": 0, "discard": 1, "raise": 2}
+_OVERSIZED_FAIL = 0
+_OVERSIZED_DISCARD = 1
+_OVERSIZED_RAISE = 2
+# max_frame_length=None: a whole-frame limit no frame reaches.
+_NO_LENGTH_LIMIT = 1 << 62
+
 if not cython.compiled:
     # Python versions of the primitives that _primitives.pxd gives in C.
 
@@ -167,8 +175,15 @@ def _bytes_like(data):
     return as_bytes_view(data).tobytes()
 
 
-def _frame_too_large(body, limit, frames):
-    return FrameTooLargeError(f"frame of {body} bytes exceeds max_frame_size ({limit})", frames)
+def _over_limits(payload, total, max_frame_size, max_frame_length):
+    """The FrameTooLargeError for a frame over a limit, naming the limit."""
+    if payload > max_frame_size:
+        return FrameTooLargeError(
+            f"frame payload of {payload} bytes exceeds max_frame_size ({max_frame_size})"
+        )
+    return FrameTooLargeError(
+        f"frame of {total} bytes exceeds max_frame_length ({max_frame_length})"
+    )
 
 
 def _stop(position):
@@ -278,6 +293,7 @@ class _StreamDecoder:
         self._discard_left = 0
         self._error = None
         self._busy = False
+        self._oversized = None
         # stop_after(): frames still to deliver; -1 when no limit is set, 0
         # once stopped (received bytes are then held, unparsed, for detach).
         self._frames_left = -1
@@ -382,6 +398,8 @@ class _StreamDecoder:
                     self._feed(data, out)
                 except ProtocolError as exc:
                     self._fail(exc, out)
+                if self._oversized is not None:
+                    self._raise_oversized(out)
                 return out
             finally:
                 self._busy = False
@@ -464,6 +482,8 @@ class _StreamDecoder:
                         self._size_next_read(nbytes, room)
                 except ProtocolError as exc:
                     self._fail(exc, out)
+                if self._oversized is not None:
+                    self._raise_oversized(out)
                 return out
             finally:
                 self._busy = False
@@ -475,6 +495,13 @@ class _StreamDecoder:
             try:
                 if self._between_frames():
                     return
+                if self._phase == _HEADER and self._end - self._pos >= self._need:
+                    # Only an on_oversized="raise" leaves bytes that could be
+                    # parsed: the frames among them are the caller's still.
+                    raise RuntimeError(
+                        "bytes received behind an oversized frame are not decoded yet: "
+                        'call feed(b"") before eof()'
+                    )
                 buffered = self.buffered
                 if self._phase == _IN_PLACE:
                     missing = self._big.size - self._big.filled
@@ -536,6 +563,15 @@ class _StreamDecoder:
         self._phase = _FAILED
         raise exc
 
+    def _raise_oversized(self, out):
+        """on_oversized="raise": the frame over a limit is being dropped, and
+        the bytes received behind it wait for the next call; raise for it
+        with the frames completed before it, and carry on afterwards."""
+        error = self._oversized
+        self._oversized = None
+        error.frames = out
+        raise error
+
     def _between_frames(self):
         # A stopped decoder holds bytes for detach(), not a frame of its own.
         return self._frames_left == 0 or (self._phase == _HEADER and self._end == self._pos)
@@ -543,6 +579,10 @@ class _StreamDecoder:
     def _feed(self, data, out):
         size = len(data)
         pos = 0
+        if not size:
+            # Nothing new: deliver what is already received, which is a
+            # whole frame only when an on_oversized="raise" stopped a call.
+            self._advance(out)
         while pos < size:
             phase = self._phase
             if phase == _IN_PLACE:
@@ -560,6 +600,8 @@ class _StreamDecoder:
                 pos += skip
                 if not self._discard_left:
                     self._end_discard()
+                    if self._oversized is not None:
+                        break  # it is raised for now; what follows waits for the next call
             elif self._frames_left >= 0:
                 if self._frames_left == 0:
                     # Stopped (stop_after): hold the rest, unparsed, for detach().
@@ -571,6 +613,8 @@ class _StreamDecoder:
                 self._append(data, pos, take)
                 pos += take
                 self._advance(out)
+                if self._oversized is not None and self._phase != _DISCARDING:
+                    break
             elif self._end > self._pos:
                 # Part of a frame is buffered: move over only what its next
                 # step needs, so the rest of data can be parsed in place.
@@ -578,6 +622,8 @@ class _StreamDecoder:
                 self._append(data, pos, take)
                 pos += take
                 self._advance(out)
+                if self._oversized is not None and self._phase != _DISCARDING:
+                    break
             elif size - pos < self._need:
                 self._append(data, pos, size - pos)
                 pos = size
@@ -588,6 +634,8 @@ class _StreamDecoder:
                 if pos < size:
                     self._append(data, pos, size - pos)
                     pos = size
+        if pos < size:  # an oversized frame stopped the loop
+            self._append(data, pos, size - pos)
 
     def _room_wanted(self):
         """Room for a read with no size hint: enough that the buffer then
@@ -743,18 +791,29 @@ class FrameDecoder(_StreamDecoder):
     ``FrameDecoder(format=None, **options)``: ``format`` is a preset name
     (see framecodec.PRESETS) or a FrameFormat; options override it.
 
-    A header over ``max_frame_size`` raises FrameTooLargeError as soon as it
-    is complete, before its payload is buffered; with
-    ``discard_oversized=True`` the frame's bytes are instead dropped as they
-    arrive (counted in ``discarded``) and decoding goes on with the next frame.
+    A header announcing a payload over ``max_frame_size`` (or a whole frame
+    over ``max_frame_length``) is oversized as soon as it is complete, before
+    its payload is buffered.  ``on_oversized`` says what follows: "fail"
+    raises FrameTooLargeError and the decoder stays failed; "discard"
+    (``discard_oversized=True``) drops the frame's bytes as they arrive and
+    goes on with the next frame; "raise" raises FrameTooLargeError for that
+    frame, drops its bytes as they arrive, and goes on with the next frames
+    at the next call (``feed(b"")`` delivers those already received: call
+    it before ``eof()``, which raises RuntimeError until then).  The
+    frames ``discard`` and ``raise`` dropped are counted in ``discarded``.
 
     On a protocol error, the frames the call completed before the bad header
-    ride on the exception as ``.frames``; the decoder then stays failed.
+    ride on the exception as ``.frames``; the decoder then stays failed
+    (except for on_oversized="raise", as said).
     """
 
     def __init__(self, format=None, **options):
         fmt = resolve_format(format, **options)
-        _StreamDecoder.__init__(self, fmt.read_size, fmt.prealloc_limit, fmt.header_size)
+        strip = fmt.header_size if fmt.strip is None else fmt.strip
+        # A frame is parsed once its length field and the bytes strip removes
+        # have arrived (every frame holds both: see formats).
+        frame_start = max(fmt.header_size, strip)
+        _StreamDecoder.__init__(self, fmt.read_size, fmt.prealloc_limit, frame_start)
         self.format = fmt
         self.discarded = 0
         self._width = fmt.width
@@ -762,17 +821,25 @@ class FrameDecoder(_StreamDecoder):
         self._length_offset = fmt.length_offset
         self._header_size = fmt.header_size
         self._strip_header = fmt.strip is None
-        self._strip = fmt.header_size if fmt.strip is None else fmt.strip
+        self._strip = strip
         self._adjustment = fmt.length_adjustment
         self._max_frame_size = fmt.max_frame_size
-        self._discard = fmt.discard_oversized
+        self._on_oversized = _OVERSIZED_POLICY[fmt.on_oversized]
         self._escape = fmt.large_length_escape
         self._unpack_length = length_reader(fmt.width, fmt.byteorder)
+        # The payload is the field plus a negative adjustment (which takes
+        # back header bytes the field counts); a positive one adds header bytes.
+        self._payload_adjustment = min(0, fmt.length_adjustment)
+        length_limit = fmt.max_frame_length
+        self._max_frame_length = _NO_LENGTH_LIMIT if length_limit is None else length_limit
         # Length fields in [_min_raw, _max_raw] give an ordinary frame; any
         # other value (negative or oversized after adjustment, the
-        # multiprocessing escape) takes the slow path, _unusual_frame.
+        # multiprocessing escape) takes the slow path, _unusual_frame.  Both
+        # limits are folded into _max_raw here, so the hot loop checks one.
         min_raw = max(0, -fmt.length_adjustment)
-        max_raw = min(fmt.max_frame_size - fmt.length_adjustment, RAW_LENGTH_LIMIT - 1)
+        max_raw = min(fmt.max_frame_size - self._payload_adjustment, RAW_LENGTH_LIMIT - 1)
+        if length_limit is not None:
+            max_raw = min(max_raw, length_limit - fmt.header_size - fmt.length_adjustment)
         if fmt.large_length_escape:
             max_raw = min(max_raw, _INT32_MAX)
         if max_raw < min_raw:  # no value is ordinary
@@ -784,7 +851,8 @@ class FrameDecoder(_StreamDecoder):
         # The hot loop: everything it reads is in locals, and each test is
         # the cheapest form that serves both the C and the Python build.
         header_size = self._header_size
-        last = end - header_size  # the last position where a header fits
+        frame_start = self._frame_start
+        last = end - frame_start  # the last position where a header (and strip) fits
         offset = self._length_offset
         width = self._width
         little = self._little
@@ -796,7 +864,7 @@ class FrameDecoder(_StreamDecoder):
         while True:
             if pos > last:
                 self._phase = _HEADER
-                self._need = header_size
+                self._need = frame_start
                 return pos
             if cython.compiled:
                 raw = load_uint(p, pos + offset, width, little)
@@ -856,17 +924,27 @@ class FrameDecoder(_StreamDecoder):
                 f"gives a negative frame length {body}",
                 out,
             )
-        if body > self._max_frame_size:
-            if not self._discard:
-                raise _frame_too_large(body, self._max_frame_size, out)
-            self.discarded += 1
-            skip = head + body
-            if avail < skip:
-                self._start_discard(skip - avail)
-                return _stop(end)
-            return pos + skip
-        # An escaped length within the limits: an ordinary frame with a longer header.
         total = head + body
+        payload = raw
+        payload += self._payload_adjustment
+        if payload > self._max_frame_size or total > self._max_frame_length:
+            error = _over_limits(payload, total, self._max_frame_size, self._max_frame_length)
+            if self._on_oversized == _OVERSIZED_FAIL:
+                error.frames = out
+                raise error
+            self.discarded += 1
+            if self._on_oversized == _OVERSIZED_RAISE:
+                # Raised when this call ends: parsing stops behind this frame.
+                self._oversized = error
+            if avail < total:
+                self._start_discard(total - avail)
+                return _stop(end)
+            if self._on_oversized == _OVERSIZED_RAISE:
+                self._phase = _HEADER
+                self._need = self._frame_start
+                return _stop(pos + total)
+            return pos + total
+        # An escaped length within the limits: an ordinary frame with a longer header.
         strip = head if self._strip_header else self._strip
         if avail >= total:
             out.append(p[pos + strip : pos + total])
@@ -888,8 +966,9 @@ class FrameEncoder:
     ``FrameEncoder(format=None, **options)`` takes the same presets and options.
     The payload is the frame's body (what follows the length field); formats
     with a ``length_offset`` take those leading bytes as ``prefix`` (zeros by
-    default).  A payload over ``max_frame_size`` or beyond what the length
-    field can express raises FrameTooLargeError.
+    default).  A body whose frame the decoder would refuse (a payload over
+    ``max_frame_size``, a whole frame over ``max_frame_length``) or beyond
+    what the length field can express raises FrameTooLargeError.
     """
 
     def __init__(self, format=None, **options):
@@ -900,13 +979,20 @@ class FrameEncoder:
         self._length_offset = fmt.length_offset
         self._adjustment = fmt.length_adjustment
         self._max_frame_size = fmt.max_frame_size
+        # The largest body (what follows the length field) within both limits.
+        max_body = fmt.max_frame_size + max(0, fmt.length_adjustment)
+        if fmt.max_frame_length is not None:
+            max_body = min(max_body, fmt.max_frame_length - fmt.header_size)
+        self._max_body = max_body
+        length_limit = fmt.max_frame_length
+        self._max_length = _NO_LENGTH_LIMIT if length_limit is None else length_limit
         self._escape = fmt.large_length_escape
         self._zero_prefix = bytes(fmt.length_offset)
         field_max = (1 << 64) - 1 if fmt.large_length_escape else (1 << (8 * fmt.width)) - 1
         self._field_max = field_max
         # Payload sizes in [_plain_min, _plain_max] need no check beyond that
         # range and get the plain header: zero prefix, no escape.
-        plain_max = min(fmt.max_frame_size, field_max + fmt.length_adjustment)
+        plain_max = min(max_body, field_max + fmt.length_adjustment)
         if fmt.large_length_escape:
             plain_max = min(plain_max, _INT32_MAX)
         self._plain_min = max(0, fmt.length_adjustment)
@@ -930,8 +1016,8 @@ class FrameEncoder:
             )
         if length < 0:
             raise ValueError(f"frame length must not be negative, not {length}")
-        if length > self._max_frame_size:
-            raise _frame_too_large(length, self._max_frame_size, ())
+        if length > self._max_body:
+            raise self._too_large(length, self._plain_header_size)
         field = length - self._adjustment
         if field < 0 or field > self._field_max:
             raise FrameTooLargeError(
@@ -939,10 +1025,21 @@ class FrameEncoder:
                 f"length field with length_adjustment {self._adjustment}"
             )
         if self._escape and field > _INT32_MAX:
+            if length + 12 > self._max_length:
+                raise self._too_large(length, 12)  # the escape's 8 bytes count too
             return store_uint(_ESCAPE, 4, False) + store_uint(field, 8, False)
         if self._length_offset:
             return bytes(prefix) + store_uint(field, self._width, self._little)
         return store_uint(field, self._width, self._little)
+
+    def _too_large(self, length, header_size):
+        fmt = self.format
+        return _over_limits(
+            length - max(0, self._adjustment),
+            header_size + length,
+            self._max_frame_size,
+            fmt.max_frame_length,
+        )
 
     def encode(self, payload, prefix=None):
         """One frame: header and payload in one bytes object."""
@@ -1012,8 +1109,8 @@ class FrameEncoder:
                 f"{head + field + self._adjustment}: a whole frame's length field must "
                 "match its size"
             )
-        if body > self._max_frame_size:
-            raise _frame_too_large(body, self._max_frame_size, ())
+        if body > self._max_body or head + body > self._max_length:
+            raise self._too_large(body, head)
 
     def _plain_headers(self, sizes):
         """The twin's headers for ordinary sizes, from a small cache: a dict
@@ -1133,7 +1230,11 @@ class MessageDecoder(_StreamDecoder):
 
     Limits are checked before anything is buffered: a header length of zero
     or over ``max_header_size``, and a content-length over
-    ``max_content_size``.  Errors behave as FrameDecoder's.
+    ``max_content_size``.  Errors behave as FrameDecoder's.  ``on_oversized``
+    applies to content over ``max_content_size`` as FrameDecoder applies it
+    to frames ("fail", "discard" or "raise"; dropped messages are counted in
+    ``discarded``); a header over ``max_header_size`` always fails, as the
+    content it announces cannot be known without reading it.
     """
 
     def __init__(
@@ -1142,6 +1243,7 @@ class MessageDecoder(_StreamDecoder):
         max_content_size=DEFAULT_MAX_CONTENT_SIZE,
         read_size=64 * 1024,
         prealloc_limit=256 * 1024,
+        on_oversized="fail",
     ):
         if not 0 < max_header_size <= DEFAULT_MAX_HEADER_SIZE:
             raise ValueError(f"max_header_size must be between 1 and {DEFAULT_MAX_HEADER_SIZE}")
@@ -1149,9 +1251,19 @@ class MessageDecoder(_StreamDecoder):
             raise ValueError(f"max_content_size must be between 0 and {MAX_FRAME_SIZE_LIMIT}")
         if read_size < 1 or prealloc_limit < 1:
             raise ValueError("read_size and prealloc_limit must be positive")
+        if type(on_oversized) is not str or on_oversized not in _OVERSIZED_POLICY:
+            raise ValueError(
+                f"on_oversized must be one of 'fail', 'discard', 'raise', not {on_oversized!r}"
+            )
         _StreamDecoder.__init__(self, read_size, prealloc_limit, 2)
+        self.discarded = 0
         self._max_header_size = max_header_size
         self._max_content_size = max_content_size
+        self._on_oversized = _OVERSIZED_POLICY[on_oversized]
+        # "fail" lets the header parser refuse the content; the others read
+        # its length to drop it.
+        failing = self._on_oversized == _OVERSIZED_FAIL
+        self._header_content_limit = max_content_size if failing else MAX_FRAME_SIZE_LIMIT
         self._header = None
         self._content_length = 0
         self._header_raw = b""  # _BODY, _IN_PLACE: the header's bytes (for detach)
@@ -1188,13 +1300,18 @@ class MessageDecoder(_StreamDecoder):
                 return pos
             try:
                 header, length = parse_message_header(
-                    p[pos + 2 : pos + 2 + header_length], self._max_content_size
+                    p[pos + 2 : pos + 2 + header_length], self._header_content_limit
                 )
             except ProtocolError as exc:
                 exc.frames = out
                 raise
             pos += 2 + header_length
             avail -= 2 + header_length
+            if length > self._max_content_size:
+                pos = self._oversized_message(pos, end, length)
+                if pos < 0:  # parsing stops here: see _stop
+                    return -pos - 1
+                continue
             if avail >= length:
                 out.append(Message(header, p[pos : pos + length]))
                 pos += length
@@ -1208,6 +1325,26 @@ class MessageDecoder(_StreamDecoder):
                 return end
             self._need = length
             return pos
+
+    def _oversized_message(self, pos, end, length):
+        """Drop the content over max_content_size at ``pos`` (on_oversized
+        "discard" or "raise"); the answer is _unusual_frame's."""
+        self.discarded += 1
+        raising = self._on_oversized == _OVERSIZED_RAISE
+        if raising:
+            self._oversized = FrameTooLargeError(
+                f"message content of {length} bytes exceeds max_content_size "
+                f"({self._max_content_size})"
+            )
+        avail = end - pos
+        if avail < length:
+            self._start_discard(length - avail)
+            return _stop(end)
+        if raising:
+            self._phase = _HEADER
+            self._need = 2
+            return _stop(pos + length)
+        return pos + length
 
     def _deliver_big(self, data, out):
         out.append(Message(self._header, data))

@@ -401,6 +401,8 @@ def connect(
     prealloc_limit: int = ...,
     read_size: int = ...,
     large_length_escape: bool = ...,
+    max_frame_length: Optional[int] = ...,
+    on_oversized: Literal["fail", "discard", "raise"] = ...,
 ) -> Client[bytes]: ...
 
 
@@ -417,6 +419,7 @@ def connect(
     max_content_size: int = ...,
     read_size: int = ...,
     prealloc_limit: int = ...,
+    on_oversized: Literal["fail", "discard", "raise"] = ...,
 ) -> Client[Message]: ...
 
 

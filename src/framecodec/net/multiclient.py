@@ -192,6 +192,8 @@ class MultiClient(Generic[ItemT]):
         prealloc_limit: int = ...,
         read_size: int = ...,
         large_length_escape: bool = ...,
+        max_frame_length: Optional[int] = ...,
+        on_oversized: Literal["fail", "discard", "raise"] = ...,
     ) -> None: ...
 
     @overload
@@ -207,6 +209,7 @@ class MultiClient(Generic[ItemT]):
         max_content_size: int = ...,
         read_size: int = ...,
         prealloc_limit: int = ...,
+        on_oversized: Literal["fail", "discard", "raise"] = ...,
     ) -> None: ...
 
     def __init__(

@@ -83,8 +83,9 @@ def receive(sock: socket.socket, decoder: Any) -> Optional[List[Any]]:
 
 # How many of a stream's first bytes a protocol error keeps, as its
 # ``stream_start``: enough for the servers' log to tell a peer that speaks
-# another protocol (TLS: see server.endings.peer_hint); nothing here reads them.
-STREAM_START_SIZE = 2
+# another protocol (TLS, HTTP, frames at a messages server: see
+# server.endings.peer_hint); nothing here reads them.
+STREAM_START_SIZE = 4
 
 
 def stream_start(view: memoryview, nbytes: int) -> bytes:
@@ -102,7 +103,7 @@ def keep_stream_start(exc: ProtocolError, start: bytes) -> None:
 
 def receive_first(sock: socket.socket, decoder: Any) -> Optional[List[Any]]:
     """receive() for a connection's first read: a protocol error it raises
-    keeps the stream's first bytes (keep_stream_start).  A copy of two bytes
+    keeps the stream's first bytes (keep_stream_start).  A copy of four bytes
     once per connection; every later read is receive()'s."""
     buffer = decoder.get_buffer()
     n = sock.recv_into(buffer)

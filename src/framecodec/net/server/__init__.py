@@ -72,6 +72,8 @@ def serve(
     prealloc_limit: int = ...,
     read_size: int = ...,
     large_length_escape: bool = ...,
+    max_frame_length: Optional[int] = ...,
+    on_oversized: Literal["fail", "discard", "raise"] = ...,
 ) -> Server: ...
 
 
@@ -99,6 +101,7 @@ def serve(
     max_content_size: int = ...,
     read_size: int = ...,
     prealloc_limit: int = ...,
+    on_oversized: Literal["fail", "discard", "raise"] = ...,
 ) -> Server: ...
 
 

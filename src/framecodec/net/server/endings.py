@@ -18,6 +18,7 @@ from typing import Any, MutableMapping, Optional
 from ...errors import (
     HandlerError,
     IncompleteFrameError,
+    MalformedHeaderError,
     PeerStalled,
     ProtocolError,
     StartTLSRefused,
@@ -110,18 +111,32 @@ def log_ending(
 # What a TLS client sends first: a record of content type 22 (handshake)
 # whose version's major byte is 3 (SSL 3.0 up to TLS 1.3 alike).
 TLS_RECORD_START = b"\x16\x03"
+# What HTTP/1 requests (and HTTP/2's preface, "PRI ") begin with.
+HTTP_STARTS = (b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN", b"PRI ")
 
 
 def peer_hint(exc: ProtocolError) -> str:
     """A hint for a protocol error at a stream's start, from the first bytes
     the network layer kept (transport.keep_stream_start): a TLS client
-    talking to a plain server.  (The other way round, a plain client at a
-    TLS server, fails the handshake: _tls_hint.)"""
+    talking to a plain server, an HTTP client, or a frames client talking
+    to a messages server.  (A plain client at a TLS server fails the
+    handshake instead: _tls_hint.)"""
     start = getattr(exc, "stream_start", None)
-    if start is not None and start[:2] == TLS_RECORD_START:
+    if not start:
+        return ""
+    if start[:2] == TLS_RECORD_START:
         return (
             " (the peer seems to speak TLS: its first bytes, 0x16 0x03, begin a TLS "
             "record; is it a TLS client of this plain server?)"
+        )
+    if start.startswith(HTTP_STARTS):
+        return f" (the peer seems to speak HTTP: its first bytes are {start!r})"
+    if start[:2] == b"\x00\x00" and isinstance(exc, MalformedHeaderError):
+        # A message never has an empty header, while a length-prefixed frame
+        # under 64 KiB begins with two zero bytes.
+        return (
+            " (the peer seems to send length-prefixed frames: is it a "
+            "protocol='frames' client of this messages server?)"
         )
     return ""
 
