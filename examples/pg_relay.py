@@ -40,10 +40,10 @@ from framecodec import FrameDecoder, FrameEncoder
 SSL_REQUEST = 80877103
 GSSENC_REQUEST = 80877104
 CANCEL_REQUEST = 80877102
-# The opening packets are small (a startup packet is names and values); the
-# typed messages may be as large as PostgreSQL allows a row or a value (1 GB).
+# The opening packets are small (a startup packet is names and values; the
+# server's own limit is 10,000 bytes).  The typed messages take the postgres
+# preset's limit: 1 GiB, PostgreSQL's own (MaxAllocSize).
 MAX_STARTUP_PACKET = 10_000
-MAX_MESSAGE = 1 << 30
 UNTYPED = {"length_adjustment": -4, "max_frame_size": MAX_STARTUP_PACKET}
 CHUNK = 1 << 16
 
@@ -255,10 +255,8 @@ class _Way:
     ) -> None:
         self.src, self.dst, self.count, self.side, self.conn = src, dst, count, side, conn
         # After an S or G the relay does not terminate: bytes are forwarded unparsed.
-        self.decoder = (
-            None if conn.encrypted else FrameDecoder("postgres", max_frame_size=MAX_MESSAGE)
-        )
-        self.encoder = FrameEncoder("postgres", max_frame_size=MAX_MESSAGE)
+        self.decoder = None if conn.encrypted else FrameDecoder("postgres")
+        self.encoder = FrameEncoder("postgres")
         self.out: List[memoryview] = []
         self.eof = False
         if rest:

@@ -17,11 +17,14 @@ h2_settings = pytest.importorskip("h2.settings")
 hyperframe = pytest.importorskip("hyperframe.frame")
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-# A 3-byte length of the payload, then type, flags and stream id: 6 more
-# header bytes the length does not count.  Delivered whole (strip=0).
-HTTP2 = {"width": 3, "length_adjustment": 6, "strip": 0}
-BODIES = (0, 1, 70_000, 1_000_000)  # request bodies; each response twice as long
-BIG_FRAMES = 1 << 20  # the server accepts DATA frames of up to 1 MiB
+# The http2 preset: a 3-byte length of the payload, then type, flags and
+# stream id; delivered whole.  The same as FrameDecoder(width=3,
+# length_adjustment=6, strip=0), checked below.
+HTTP2 = {"format": "http2"}
+LARGEST_FRAME = (1 << 24) - 1  # the most SETTINGS_MAX_FRAME_SIZE allows
+# Request bodies (each response twice as long, sent in 16 KiB frames): the
+# last makes the client send one DATA frame of the largest size allowed.
+BODIES = (0, 1, 70_000, 1_000_000, LARGEST_FRAME + 10)
 
 
 def converse():
@@ -31,8 +34,10 @@ def converse():
     server = h2_connection.H2Connection(h2_config.H2Configuration(client_side=False))
     client.initiate_connection()
     server.initiate_connection()
-    # Effective once the client acknowledges it, before its next DATA frames.
-    server.update_settings({h2_settings.SettingCodes.MAX_FRAME_SIZE: BIG_FRAMES})
+    # The largest frames; once the client has acknowledged that (h2 refuses
+    # them until then), windows that let a whole one through.
+    codes = h2_settings.SettingCodes
+    server.update_settings({codes.MAX_FRAME_SIZE: LARGEST_FRAME})
     up, down = bytearray(), bytearray()
     pending = {}  # stream id -> (connection, bytes still to send, end stream)
     received = {}
@@ -75,14 +80,19 @@ def converse():
         if not chunk_up and not chunk_down and not pending:
             break
         for event in server.receive_data(chunk_up):
-            if isinstance(event, h2_events.DataReceived):
+            if isinstance(event, h2_events.SettingsAcknowledged):
+                if codes.MAX_FRAME_SIZE in event.changed_settings:
+                    server.update_settings({codes.INITIAL_WINDOW_SIZE: 1 << 25})
+                    server.increment_flow_control_window(1 << 26)
+            elif isinstance(event, h2_events.DataReceived):
                 received[event.stream_id] = received.get(event.stream_id, b"") + event.data
                 server.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             elif isinstance(event, h2_events.StreamEnded):
                 body = received.pop(event.stream_id, b"")
                 assert body == bodies[event.stream_id]
                 server.send_headers(event.stream_id, [(":status", "200")])
-                send_some(server, event.stream_id, body * 2 or b"empty")
+                reply = body * 2 if len(body) < LARGEST_FRAME else body[:100_000]
+                send_some(server, event.stream_id, reply or b"empty")
         for event in client.receive_data(chunk_down):
             if isinstance(event, h2_events.DataReceived):
                 client.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
@@ -133,10 +143,13 @@ def test_h2_streams_decoded(exchange, codec, record_property):
     kinds = {hyperframe.FRAMES[t].__name__ for s in summary.values() for t in s[2]}
     assert {"SettingsFrame", "HeadersFrame", "DataFrame", "WindowUpdateFrame",
             "PingFrame", "GoAwayFrame"} <= kinds  # fmt: skip
-    # Large DATA frames: the server allowed 1 MiB ones, and the client used them.
+    # The server allowed the largest frames, and the client sent one.
     largest = max(
         int.from_bytes(f[:3], "big") for f in codec.FrameDecoder(**HTTP2).feed(streams["client"])
     )
-    assert largest > 16_384
+    assert largest == LARGEST_FRAME
+    # The preset is the generic options, its limit the protocol's.
+    explicit = codec.FrameDecoder(width=3, length_adjustment=6, strip=0, max_frame_size=1 << 24)
+    assert explicit.feed(streams["server"]) == codec.FrameDecoder("http2").feed(streams["server"])
     record_property("h2", summary)
     print(f"\nh2: {summary}")

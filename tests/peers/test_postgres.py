@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent.parent / "examples"
-BIG_ROW = 20_000_000  # one DataRow over the 16 MiB default limit
+BIG_ROW = 20_000_000  # one DataRow over 16 MiB (the generic default limit)
 TIMEOUT = 120
 
 
@@ -227,13 +227,11 @@ def check_connections(relay, codec):
         typed_up = opening.detach()
         typed_down = bytes(down_stream[len(conn.answers) :])
         for data, way in ((typed_up, conn.to_server), (typed_down, conn.to_client)):
-            expected = codec.FrameDecoder("postgres", max_frame_size=pg_relay.MAX_MESSAGE).feed(
-                data
-            )
+            expected = codec.FrameDecoder("postgres").feed(data)
             assert len(expected) == way.messages
             assert b"".join(expected) == data
             check_refeed(
-                lambda: codec.FrameDecoder("postgres", max_frame_size=pg_relay.MAX_MESSAGE),
+                lambda: codec.FrameDecoder("postgres"),
                 data, expected, seed=way.messages,
             )  # fmt: skip
 
