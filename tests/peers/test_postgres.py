@@ -260,6 +260,12 @@ def test_starttls_through_the_relay(tls_setup, tls_server, codec):
     for conn in relay.connections:
         assert conn.tls and conn.answers == b"S" and not conn.encrypted
     check_connections(relay, codec)
+    up, down = relay.totals()
+    print(
+        f"\npostgres TLS: {len(relay.connections)} connections; to server "
+        f"{up.packets} packets + {up.messages} messages, {up.bytes_in} bytes; to client "
+        f"{down.packets} answers + {down.messages} messages, {down.bytes_in} bytes"
+    )
 
 
 def test_relay_counts_and_refeed(server, relay, codec, record_property):
