@@ -333,9 +333,14 @@ def _duplex(up: _Way, down: _Way, timeout: float = 300.0) -> None:
         half_closed = set()
         while not (up.finished() and down.finished()):
             for way in (up, down):
+                if way.finished() and isinstance(way.dst, ssl.SSLSocket):
+                    # A TLS socket cannot be half-closed (shutdown() would end
+                    # its reads too): once either end is gone, PostgreSQL has
+                    # nothing more to say, so both are closed.
+                    return
                 if way.finished() and way.dst not in half_closed:
                     half_closed.add(way.dst)
-                    _half_close(way.dst)
+                    _shutdown(way.dst, socket.SHUT_WR)  # the peer learns it is over
             ready = [w for w in (up, down) if w.wants_read() and _pending(w.src)]
             if not ready:
                 for sock, reader, writer in ((client, up, down), (server, down, up)):
@@ -362,13 +367,6 @@ def _duplex(up: _Way, down: _Way, timeout: float = 300.0) -> None:
 
 def _pending(sock: socket.socket) -> bool:
     return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
-
-
-def _half_close(sock: socket.socket) -> None:
-    """Tell the peer this direction is over."""
-    if isinstance(sock, ssl.SSLSocket):
-        return  # closing the TLS socket at the end says it; shutdown() would end reads too
-    _shutdown(sock, socket.SHUT_WR)
 
 
 def _shutdown(sock: socket.socket, how: int = socket.SHUT_RDWR) -> None:
