@@ -15,6 +15,7 @@ import time
 import pytest
 
 from framecodec import FrameDecoder, FrameEncoder
+from framecodec.errors import FrameTooLargeError, IncompleteFrameError
 
 from . import postgres_server
 from .refeed import check_refeed
@@ -183,6 +184,22 @@ def test_gssenc_request_answered_g(server, relay):
     assert conn.error is None and conn.encrypted and conn.answers == b"G"
     assert conn.to_server.bytes_in == conn.to_server.bytes_out == len(request)
     assert conn.to_server.opaque == conn.to_client.opaque == 0
+
+
+def test_a_bad_client_ends_its_own_connection_only(server):
+    """A startup packet announcing 2 GiB, and one cut short: each ends that
+    connection, with the error kept; the next client is served."""
+    with pg_relay.PgRelay((server.host, server.port)) as relay:
+        for wire in (b"\x7f\xff\xff\xff", b"\x00\x00\x00\x10abc"):
+            with socket.create_connection(relay.address, timeout=TIMEOUT) as sock:
+                sock.sendall(wire)
+                sock.shutdown(socket.SHUT_WR)
+                assert sock.recv(1) == b""  # closed by the relay
+        assert psql(server, relay, "select 'still here';\n") == b"still here\n"
+    errors = [conn.error for conn in relay.connections]
+    assert isinstance(errors[0], FrameTooLargeError)
+    assert isinstance(errors[1], IncompleteFrameError)
+    assert errors[2] is None
 
 
 def test_pgbench(server, relay):
