@@ -17,7 +17,7 @@ from ...codec.formats import FrameFormat
 from ...errors import HandlerError
 from ..addresses import AddressLike, bind_socket
 from ..protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
-from .base import Connection, Server
+from .base import DEFAULT_OVERFLOW, Connection, Server
 from .endings import DEFAULT_HIGH_WATER
 from .handlers import ConnectionHandler, StartTLS
 from .selector import SelectorServer
@@ -159,7 +159,7 @@ def serve(
     ssl_context: Optional[ssl.SSLContext] = None,
     starttls_context: Optional[ssl.SSLContext] = None,
     max_connections: Optional[int] = None,
-    overflow: str = "wait",
+    overflow: str = DEFAULT_OVERFLOW,
     idle_timeout: Optional[float] = None,
     frame_timeout: Optional[float] = 60.0,
     write_timeout: Optional[float] = 60.0,
