@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import logging
 import socket
 import threading
 import time
@@ -102,8 +104,27 @@ def test_every_backend_has_the_same_default_limits(any_backend):
             assert limits.max_connections is None  # one loop, no thread per connection
         else:
             assert server.write_timeout == 60.0
-            assert server.handshake_timeout == 60.0
+            assert server.ssl_handshake_timeout == server.handshake_timeout == 60.0
             assert server.max_connections == 1024  # threads too: socketserver has no cap
+
+
+SHARED_LIMITS = (
+    "ssl_handshake_timeout",
+    "frame_timeout",
+    "idle_timeout",
+    "write_timeout",
+    "max_connections",
+    "overflow",
+)
+
+
+def test_serve_and_start_server_share_the_names_and_defaults_of_their_limits():
+    blocking = inspect.signature(framecodec.serve).parameters
+    asynchronous = inspect.signature(aio.server.start_server).parameters
+    defaults = {name: blocking[name].default for name in SHARED_LIMITS}
+    assert defaults == {name: asynchronous[name].default for name in SHARED_LIMITS}
+    assert defaults["max_connections"] is None  # the backend's own: see above
+    assert defaults["ssl_handshake_timeout"] == defaults["frame_timeout"] == 60.0
 
 
 def test_bad_peers_do_not_starve_a_steady_client(any_backend):
@@ -162,17 +183,23 @@ def idle_clients(server: Any, count: int) -> List[framecodec.Client]:
     return clients
 
 
-def test_reject_turns_a_new_client_away_at_once(any_backend):
+def test_reject_turns_new_clients_away_at_once(any_backend, caplog):
+    """Refused at once (the end of the stream, well before the client's own
+    timeout), counted in ``rejected``, logged once for the burst."""
+    caplog.set_level(logging.WARNING, logger="framecodec.server")
     with serving(any_backend, max_connections=3, overflow="reject") as server:
         clients = idle_clients(server, 3)
         try:
-            with framecodec.connect(server.address, timeout=TIMEOUT) as late:
-                began = time.monotonic()
-                with pytest.raises((ConnectionClosed, ConnectionError)):
-                    late.request(b"let me in")
-                waited = time.monotonic() - began
-            assert waited < TIMEOUT / 2, "refused at once, not at the client's timeout"
-            wait_until(lambda: server.stats["rejected"] == 1)
+            for _ in range(3):
+                with framecodec.connect(server.address, timeout=TIMEOUT) as late:
+                    began = time.monotonic()
+                    with pytest.raises((ConnectionClosed, ConnectionError)):
+                        late.request(b"let me in")
+                    waited = time.monotonic() - began
+                assert waited < TIMEOUT / 2, "refused at once, not at the client's timeout"
+            wait_until(lambda: server.stats["rejected"] == 3)
+            full = [r for r in caplog.records if "max_connections (3) reached" in r.message]
+            assert len(full) == 1, [r.message for r in caplog.records]
             for client in clients:  # the clients in already keep working
                 assert client.request(b"still") == b"still"
             assert server.stats["evicted"] == 0

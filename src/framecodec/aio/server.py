@@ -13,7 +13,7 @@ from ..codec.formats import FrameFormat
 from ..errors import ConnectionClosed, PeerStalled, ProtocolError
 from ..net.addresses import Address, AddressLike, BoundSocket, bind_socket
 from ..net.protocols import Protocol, make_protocol
-from ..net.server.base import DEFAULT_OVERFLOW, handler_failed
+from ..net.server.base import DEFAULT_OVERFLOW, handler_failed, handshake_limit
 from ..net.server.endings import DEFAULT_HIGH_WATER, count_ending, log_ending, peer_label
 from ..net.server.handlers import ASYNC_SHAPES, HandlerShape, StartTLS, handler_shape
 from ..net.service import logger
@@ -575,7 +575,8 @@ async def start_server(
             frame_timeout=frame_timeout,
         )
         tls = ssl_context is not None or starttls_context is not None
-        await server._start(backlog, ssl_handshake_timeout if tls else None)
+        limit = handshake_limit(ssl_handshake_timeout, frame_timeout, idle_timeout)
+        await server._start(backlog, limit if tls else None)
     except BaseException:
         bound.close()
         raise

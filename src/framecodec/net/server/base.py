@@ -75,6 +75,19 @@ def check_overflow(overflow: str, max_connections: Optional[int]) -> None:
         raise ValueError("max_connections must be at least 1")
 
 
+def handshake_limit(
+    ssl_handshake_timeout: Optional[float],
+    frame_timeout: Optional[float],
+    idle_timeout: Optional[float] = None,
+) -> Optional[float]:
+    """A TLS handshake is bounded by ssl_handshake_timeout and, as the first
+    frame of its connection, by frame_timeout (idle_timeout when that is
+    None): the smaller of those set, on every server."""
+    frame = frame_timeout if frame_timeout is not None else idle_timeout
+    limits = [t for t in (ssl_handshake_timeout, frame) if t is not None]
+    return min(limits) if limits else None
+
+
 def idlest(candidates: Iterable[Tuple[float, Any]]) -> Any:
     """The connection idle longest of (last activity, connection) pairs, or
     None: the one overflow="close_idle" closes to make room."""
@@ -260,12 +273,14 @@ class Server(Service):
         write_timeout: Optional[float],
         high_water: int,
         starttls_context: Optional[ssl.SSLContext] = None,
+        ssl_handshake_timeout: Optional[float] = 60.0,
     ) -> None:
         check_overflow(overflow, max_connections)
         for name, value in (
             ("idle_timeout", idle_timeout),
             ("frame_timeout", frame_timeout),
             ("write_timeout", write_timeout),
+            ("ssl_handshake_timeout", ssl_handshake_timeout),
         ):
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive or None")
@@ -282,6 +297,7 @@ class Server(Service):
         self.idle_timeout = idle_timeout
         self.frame_timeout = frame_timeout
         self.write_timeout = write_timeout
+        self.ssl_handshake_timeout = ssl_handshake_timeout
         self.high_water = high_water
         self.low_water = high_water // 2
         self._open: dict[int, Connection[Any]] = {}
@@ -299,8 +315,8 @@ class Server(Service):
 
     @property
     def handshake_timeout(self) -> Optional[float]:
-        """A TLS handshake counts as a frame: it must finish in frame_timeout."""
-        return self.frame_timeout if self.frame_timeout is not None else self.idle_timeout
+        """What bounds a TLS handshake: see handshake_limit."""
+        return handshake_limit(self.ssl_handshake_timeout, self.frame_timeout, self.idle_timeout)
 
     # -- accepting: both backends watch the listener with a selector ----------
 

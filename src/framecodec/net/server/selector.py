@@ -55,7 +55,14 @@ class SelectorServer(Server):
 
     def _serve(self) -> None:
         timeouts = [
-            t for t in (self.idle_timeout, self.frame_timeout, self.write_timeout) if t is not None
+            t
+            for t in (
+                self.idle_timeout,
+                self.frame_timeout,
+                self.write_timeout,
+                self.ssl_handshake_timeout,
+            )
+            if t is not None
         ]
         self._sweep_every = min(1.0, max(0.01, min(timeouts) / 4)) if timeouts else None
         self._next_sweep = time.monotonic() + (self._sweep_every or 0)
