@@ -21,6 +21,7 @@ import pytest
 
 import framecodec
 from framecodec import FrameEncoder, aio
+from framecodec.net.server.base import IDLE_AGE
 from framecodec.net.transport import ConnectionClosed
 
 from ..net_support import TIMEOUT, bind_address, wait_until
@@ -209,13 +210,13 @@ def test_reject_turns_new_clients_away_at_once(any_backend, caplog):
 
 
 def test_close_idle_makes_room_for_a_new_client(any_backend):
-    """At max_connections the longest-idle connection is closed for the new
-    one; the busy ones are left alone."""
+    """At max_connections the longest-idle connection (silent for a second
+    at least) is closed for the new one; the busy ones are left alone."""
     with serving(any_backend, max_connections=3) as server:
         clients = idle_clients(server, 3)
         idlest = clients[0]
         try:
-            time.sleep(0.05)  # clients[0] is idle longest; the others speak again
+            time.sleep(IDLE_AGE + 0.1)  # clients[0] is idle longest; the others speak again
             for client in clients[1:]:
                 assert client.request(b"busy") == b"busy"
             with framecodec.connect(server.address, timeout=TIMEOUT) as late:
@@ -260,6 +261,7 @@ def test_threads_capacity_plus_one_is_served():
     with serving("threads", max_connections=4) as server:
         clients = idle_clients(server, 4)
         try:
+            time.sleep(IDLE_AGE + 0.1)
             with framecodec.connect(server.address, timeout=TIMEOUT) as fifth:
                 assert fifth.request(b"5") == b"5"
             assert server.stats["evicted"] == 1
@@ -298,3 +300,21 @@ def test_dribbled_tls_handshakes_do_not_starve_a_steady_client(any_backend, pki)
         finally:
             for sock in dribblers:
                 sock.close()
+
+
+def test_close_idle_leaves_connections_silent_for_a_moment_alone(any_backend):
+    """A steady client between two requests is not idle: at max_connections
+    with every connection silent for less than IDLE_AGE, a new client is
+    refused, and the others keep working."""
+    with serving(any_backend, max_connections=2) as server:
+        clients = idle_clients(server, 2)
+        try:
+            late = framecodec.connect(server.address, timeout=TIMEOUT)
+            with late, pytest.raises((ConnectionClosed, ConnectionError)):
+                late.request(b"let me in")
+            for client in clients:
+                assert client.request(b"still") == b"still"
+            assert server.stats["evicted"] == 0
+        finally:
+            for client in clients:
+                client.close()

@@ -104,7 +104,8 @@ class Admission:
             return True
         self._full_log.full(self.server.address, self.max_connections, self.overflow, conn.peer)
         if self.overflow == "close_idle":
-            victim = idlest((c.last_activity, c) for c in open_now if c.idle)
+            now = self._loop.time() if self._loop is not None else 0.0
+            victim = idlest(((c.last_activity, c) for c in open_now if c.idle), now)
             if victim is not None:
                 self.server.count("evicted")
                 victim._evict()

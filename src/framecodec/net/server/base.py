@@ -88,11 +88,18 @@ def handshake_limit(
     return min(limits) if limits else None
 
 
-def idlest(candidates: Iterable[Tuple[float, Any]]) -> Any:
-    """The connection idle longest of (last activity, connection) pairs, or
-    None: the one overflow="close_idle" closes to make room."""
+# A connection silent for less than this is between requests, not idle:
+# overflow="close_idle" leaves it alone (a steady client's connection is
+# silent for a millisecond at a time, and must not be cut in a burst).
+IDLE_AGE = 1.0
+
+
+def idlest(candidates: Iterable[Tuple[float, Any]], now: float) -> Any:
+    """The connection idle longest of (last activity, connection) pairs, if
+    it has been for IDLE_AGE, else None: the one overflow="close_idle"
+    closes to make room."""
     best = min(candidates, key=lambda pair: pair[0], default=None)
-    return None if best is None else best[1]
+    return None if best is None or now - best[0] < IDLE_AGE else best[1]
 
 
 class FullLog:

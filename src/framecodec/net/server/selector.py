@@ -132,12 +132,15 @@ class SelectorServer(Server):
 
     def _make_room(self) -> bool:
         conn = idlest(
-            (conn.last_activity, conn)
-            for conn in self._connections()
-            if conn.frame_started is None
-            and conn.state is OPEN
-            and conn.handler is not None
-            and not (conn.stream.output.size or conn.stream.handshaking or conn.tls_requested)
+            [
+                (conn.last_activity, conn)
+                for conn in self._connections()
+                if conn.frame_started is None
+                and conn.state is OPEN
+                and conn.handler is not None
+                and not (conn.stream.output.size or conn.stream.handshaking or conn.tls_requested)
+            ],
+            time.monotonic(),
         )
         if conn is None:
             return False

@@ -130,13 +130,16 @@ class ThreadingServer(Server):
         with self._lock:
             conns = cast(List[ThreadConnection], list(self._open.values()))
         conn = idlest(
-            (conn.last_activity, conn)
-            for conn in conns
-            if conn.waiting
-            and not conn.evicted
-            and conn.handler is not None
-            and conn.state is OPEN
-            and not (conn.output.size or conn.decoder.mid_frame or conn.tls_requested)
+            [
+                (conn.last_activity, conn)
+                for conn in conns
+                if conn.waiting
+                and not conn.evicted
+                and conn.handler is not None
+                and conn.state is OPEN
+                and not (conn.output.size or conn.decoder.mid_frame or conn.tls_requested)
+            ],
+            time.monotonic(),
         )
         if conn is None:
             return False
