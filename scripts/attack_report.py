@@ -950,7 +950,8 @@ def overflow(attack: Attack) -> str:
                 with lock:
                     waits.append(took)
                 time.sleep(1.0)
-        except (ConnectionClosed, ConnectionError) as exc:
+        except (ConnectionClosed, ConnectionError, ssl.SSLError) as exc:
+            # Refused: the end of the stream, a reset, or an EOF in the handshake.
             with lock:
                 if time.monotonic() - start < 1.0:
                     refused.append(time.monotonic() - start)  # overflow="reject", at once

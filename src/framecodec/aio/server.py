@@ -305,9 +305,10 @@ class Server:
 
     ``address`` is the bound address (the real port when 0 was asked for),
     ``connections`` the open connections, ``stats`` a Counter (accepted,
-    closed, handler_errors, protocol_errors).  ``close()`` stops accepting
-    and closes each connection once the work in hand is done and its
-    replies are sent, aborting what remains after ``shutdown_timeout``;
+    rejected, evicted, closed, handler_errors, protocol_errors, timeouts,
+    ...).  ``close()`` stops accepting and closes each connection once the
+    work in hand is done and its replies are sent, aborting what remains
+    after ``shutdown_timeout``;
     ``await wait_closed()`` waits for that.  ``await serve_forever()`` runs
     until close() or cancellation.  ``async with`` closes on exit.
     """

@@ -181,16 +181,22 @@ def serve(
     ``format`` preset and frame options such as max_frame_size) or
     "messages" (options max_header_size, max_content_size, ...).
 
-    ``max_connections`` (default 1024 for "selector", 64 for "threads", the
-    size of its pool): when reached, ``overflow="wait"`` stops accepting, so
-    new clients wait in the listen backlog until a connection ends, and
-    ``overflow="reject"`` accepts and closes them at once.  Running out of
+    ``max_connections`` (default 1024 on both backends; for "threads" the
+    size of its pool): when reached, ``overflow="close_idle"`` (the default)
+    closes the longest-idle connection (silent for base.IDLE_AGE, 1 s, at
+    least, nothing in hand) to make room, counted in ``evicted``, and
+    refuses the new client when none is idle; ``overflow="reject"`` accepts
+    and closes new clients at once (``rejected``); ``overflow="wait"`` stops
+    accepting, so they wait in the listen backlog until a connection ends.
+    Reaching the limit is logged once per burst.  Running out of
     file descriptors turns new clients away (a spare descriptor accepts and
     resets each at once), logged once per burst, never crashing or spinning.
 
     ``idle_timeout`` closes a connection without traffic for that long;
     ``frame_timeout`` closes one whose frame has begun to arrive but is not
-    complete that long after (a slow-loris peer), and bounds TLS handshakes;
+    complete that long after (a slow-loris peer); ``ssl_handshake_timeout``
+    one whose TLS handshake is not done that long after it began (the
+    smaller of it and frame_timeout applies: a handshake is a first frame);
     ``write_timeout`` closes one whose replies wait that long with none of
     their bytes taken by the peer (a peer that stopped reading), counted in
     ``network_errors`` and logged as stalled (PeerStalled).  None disables each.

@@ -257,8 +257,8 @@ class Server(Service):
     accepting, lets in-flight replies drain, then closes; as a context
     manager it shuts down on exit.  ``address`` is the bound address,
     ``connections`` the open connections, ``stats`` a Counter of events
-    (accepted, rejected, closed, handler_errors, protocol_errors, timeouts,
-    tls_failures, ...).
+    (accepted, rejected, evicted, closed, handler_errors, protocol_errors,
+    timeouts, tls_failures, ...).
     """
 
     backend = ""

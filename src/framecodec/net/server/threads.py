@@ -1,9 +1,11 @@
 """The "threads" backend: a thread per connection from a bounded pool.
 
 An acceptor thread hands each connection to a ThreadPoolExecutor of
-``max_connections`` workers; while all are busy it stops accepting
-(``overflow="wait"``: clients wait in the listen backlog) or turns new
-clients away (``overflow="reject"``).  A worker reads with blocking calls
+``max_connections`` workers (1024 by default: an idle one costs about
+23 KiB of RSS); while all are busy it ends the input of the longest-idle
+connection to make room (``overflow="close_idle"``), turns new clients away
+(``overflow="reject"``, or "close_idle" with none idle), or stops accepting
+(``overflow="wait"``: clients wait in the listen backlog).  A worker reads with blocking calls
 whose timeout is the idle timeout between frames and what is left of the
 frame deadline inside one; its replies are written before it reads again,
 so a peer that never reads blocks its own worker, not the server's memory,
