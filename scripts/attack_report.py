@@ -44,6 +44,8 @@ from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import framecodec
 from framecodec import FrameDecoder, FrameEncoder, MessageDecoder, MessageEncoder, ProtocolError
+from framecodec.net.server.base import IDLE_AGE
+from framecodec.net.transport import ConnectionClosed
 
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +62,7 @@ FRAMES64: Dict[str, Any] = {"format": "uint64", "length_adjustment": -8}  # coun
 COUNTERS = (
     "accepted",
     "rejected",
+    "evicted",
     "clean_closes",
     "protocol_errors",
     "timeouts",
@@ -86,7 +89,7 @@ class Settings:
             "frame_timeout": self.frame_timeout,
             "idle_timeout": self.idle_timeout,
             "max_connections": MAX_CONNECTIONS,
-            "overflow": "wait",
+            "overflow": "close_idle",  # the default
             "high_water": HIGH_WATER,
         }
 
@@ -870,14 +873,66 @@ def burst(attack: Attack) -> str:
     return f"{opened} opened and dropped in {took:.2f} s ({failed} failed to connect)"
 
 
+def idle_flood(attack: Attack) -> str:
+    """Twice max_connections idle connections, opened in two waves a little
+    over IDLE_AGE apart, then a fresh client: overflow="close_idle" turns
+    away what finds the server full of connections silent for less than
+    IDLE_AGE, and closes the idlest for each newcomer once they have been
+    silent that long."""
+    refused: List[float] = []
+
+    def wave() -> List[socket.socket]:
+        """Open max_connections connections; those the server closes within
+        0.3 s were refused."""
+        start = time.monotonic()
+        socks = []
+        for _ in range(MAX_CONNECTIONS):
+            try:
+                socks.append(attack.connect("frames"))
+            except OSError:  # refused during a TLS handshake
+                refused.append(time.monotonic() - start)
+        ends = watch_until_closed(socks, 0.3)
+        refused.extend(end for end in ends if end is not None)
+        return [sock for sock, end in zip(socks, ends) if end is None]
+
+    first = wave()
+    time.sleep(IDLE_AGE + 0.2)
+    wave()
+    time.sleep(IDLE_AGE + 0.2)
+    start = time.monotonic()
+    context = attack.client_context
+    with framecodec.connect(
+        f"{HOST}:{attack.ports['frames']}",
+        ssl_context=context,
+        server_hostname="localhost" if context else None,
+        timeout=15.0,
+    ) as fresh:
+        reply = fresh.request(b"fresh")
+    took = time.monotonic() - start
+    closed = sum(end is not None for end in watch_until_closed(first, 5.0))
+    text = (
+        f"{2 * MAX_CONNECTIONS} idle connections in two waves {IDLE_AGE + 0.2:.1f} s apart: "
+        f"{len(refused)} refused"
+    )
+    if refused:
+        text += f" within {max(refused) * 1000:.0f} ms"
+    return text + (
+        f"; the first wave's {closed} closed by the server; then a fresh client "
+        f"{'answered' if reply == b'FRESH' else repr(reply)} in {took * 1000:.0f} ms"
+    )
+
+
 def overflow(attack: Attack) -> str:
     """More clients than max_connections, each holding its connection 1 s
-    after its answer: overflow="wait" makes the late ones wait in the backlog."""
+    after its answer: overflow="close_idle" closes the idlest (those holding
+    on after their answer) to let the late ones in."""
     count = MAX_CONNECTIONS + attack.settings.overflow_extra
     waits: List[float] = []
     failures: List[str] = []
     lock = threading.Lock()
     context = attack.client_context
+
+    refused: List[float] = []
 
     def client(i: int) -> None:
         start = time.monotonic()
@@ -895,6 +950,13 @@ def overflow(attack: Attack) -> str:
                 with lock:
                     waits.append(took)
                 time.sleep(1.0)
+        except (ConnectionClosed, ConnectionError, ssl.SSLError) as exc:
+            # Refused: the end of the stream, a reset, or an EOF in the handshake.
+            with lock:
+                if time.monotonic() - start < 1.0:
+                    refused.append(time.monotonic() - start)  # overflow="reject", at once
+                else:
+                    failures.append(repr(exc)[:100])
         except Exception as exc:
             with lock:
                 failures.append(repr(exc)[:100])
@@ -912,6 +974,8 @@ def overflow(attack: Attack) -> str:
     )
     if late:
         text += f", {len(late)} after waiting {late[0]:.1f}-{late[-1]:.1f} s"
+    if refused:
+        text += f"; {len(refused)} refused within {max(refused) * 1000:.0f} ms"
     if failures or stuck:
         text += f"; {len(failures)} failed, {stuck} stuck ({failures[:2]})"
     return text
@@ -1076,6 +1140,13 @@ CASES = [
         f"max_connections + N clients ({MAX_CONNECTIONS} + 16) connect at once, each "
         "holding its connection 1 s after its answer",
         overflow,
+    ),
+    Case(
+        "idle-flood",
+        "Idle connections beyond max_connections",
+        f"2 x max_connections ({2 * MAX_CONNECTIONS}) connections opened, sending nothing; "
+        "then a fresh client",
+        idle_flood,
     ),
 ]
 
@@ -1259,7 +1330,7 @@ def markdown(rows: List[Row], settings: Settings, quick: bool, seconds: float) -
         f"({seconds:.0f} s on this machine, Python {sys.version.split()[0]}, "
         f"{framecodec.IMPLEMENTATION} core).  Server settings: frame_timeout "
         f"{settings.frame_timeout:g} s, idle_timeout {settings.idle_timeout:g} s, "
-        f'max_connections {MAX_CONNECTIONS} (overflow "wait"), high_water '
+        f'max_connections {MAX_CONNECTIONS} (overflow "close_idle"), high_water '
         f"{HIGH_WATER >> 10} KiB, max_frame_size {MAX_FRAME_SIZE >> 20} MiB, max_header_size "
         f"{MAX_HEADER_SIZE}; N = {settings.peers}.  Handlers: upper-case the frame, echo the "
         "message.  A steady client sends requests to all three listeners throughout.",

@@ -263,7 +263,7 @@ def test_connections_reset_in_the_backlog_are_closed_and_counted(tls, backend):
     """ssl.py raises from wrap_socket() without closing its new socket when
     the peer reset the connection in the backlog; with the garbage collector
     off, only the server's own close frees those descriptors."""
-    server = tls.serve(upper, backend=backend, max_connections=1)
+    server = tls.serve(upper, backend=backend, max_connections=1, overflow="wait")
     holder = tls.connect(server)
     assert holder.request(b"x") == b"X"  # the only slot: the others wait in the backlog
     before = open_sockets()

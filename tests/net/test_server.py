@@ -347,7 +347,7 @@ def test_batch_flag_needs_a_function(tcp):
 
 
 def test_max_connections_wait(tcp, backend):
-    server = tcp.serve(upper, backend=backend, max_connections=2)
+    server = tcp.serve(upper, backend=backend, max_connections=2, overflow="wait")
     first, second = tcp.connect(server), tcp.connect(server)
     assert first.request(b"1") == b"1" and second.request(b"2") == b"2"
     third = tcp.connect(server)  # completed by the kernel, waiting in the backlog

@@ -5,44 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
 import socket
 import ssl
-from typing import (
-    Any,
-    Deque,
-    Dict,
-    List,
-    Optional,
-    Set,
-    Union,
-)
+from typing import Any, Deque, List, Optional, Set, Union
 
 from ..codec.formats import FrameFormat
 from ..errors import ConnectionClosed, PeerStalled, ProtocolError
 from ..net.addresses import Address, AddressLike, BoundSocket, bind_socket
 from ..net.protocols import Protocol, make_protocol
-from ..net.server.base import (
-    DESCRIPTORS_EXHAUSTED,
-    FD_EXHAUSTED,
-    handler_failed,
-    open_reserve,
-    shed_pending,
-)
+from ..net.server.base import DEFAULT_OVERFLOW, handler_failed, handshake_limit
 from ..net.server.endings import DEFAULT_HIGH_WATER, count_ending, log_ending, peer_label
 from ..net.server.handlers import ASYNC_SHAPES, HandlerShape, StartTLS, handler_shape
 from ..net.service import logger
 from . import starttls
+from .admission import Admission
 from .connection import CLOSED, CLOSING, Connection, _with_read_size
 
 __all__ = ["Server", "start_server"]
-
-
-def _fileno(sock: Any) -> int:
-    try:
-        return int(sock.fileno())
-    except (AttributeError, OSError, ValueError):
-        return -1
 
 
 class _ServerConnection(Connection[Any]):
@@ -60,6 +39,11 @@ class _ServerConnection(Connection[Any]):
         self._task: Optional[asyncio.Task[None]] = None
         self._ending: Optional[BaseException] = None  # why it ends, when not the transport's word
         self._stall_timer: Optional[asyncio.TimerHandle] = None  # see pause_writing
+        # For the deadlines and overflow="close_idle" (see admission.py).
+        self.last_activity = self._loop.time()
+        self.frame_started: Optional[float] = None  # when the frame now arriving began
+        self._completed = False  # the last read completed frames
+        self._refused = False  # reset at once: max_connections
 
     @property
     def label(self) -> str:
@@ -67,6 +51,10 @@ class _ServerConnection(Connection[Any]):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        if not self.server.admission.admit(self):
+            self._refused = True
+            transport.close()  # the client reads the end of the stream at once
+            return
         self.server._added(self)
         if self._mode == HandlerShape.PER_CONNECTION:
             self._start(self._run_per_connection())
@@ -78,7 +66,28 @@ class _ServerConnection(Connection[Any]):
 
     # -- frames to the handler -------------------------------------------------------
 
+    def buffer_updated(self, nbytes: int) -> None:
+        super().buffer_updated(nbytes)
+        now = self.last_activity = self._loop.time()
+        if self._decoder.mid_frame:
+            if self.frame_started is None or self._completed:
+                self.frame_started = now  # a steady stream is not one endless frame
+        else:
+            self.frame_started = None
+        self._completed = False
+
+    @property
+    def idle(self) -> bool:
+        """Between frames with nothing in hand: overflow="close_idle" may close it."""
+        return (
+            self.frame_started is None
+            and self._task is None
+            and self._state is not CLOSED
+            and not (self._upgrading or self._out or self._unsent())
+        )
+
     def _deliver(self, frames: List[Any]) -> None:
+        self._completed = True
         mode = self._mode
         if mode == HandlerShape.FRAME:
             handler = self._handler
@@ -223,6 +232,15 @@ class _ServerConnection(Connection[Any]):
         self._ending = PeerStalled(f"took none of its replies for {limit} s")
         self._cancel()
 
+    def _time_out(self, why: str) -> None:
+        self._ending = TimeoutError(why)
+        self._cancel()
+
+    def _evict(self) -> None:
+        """Closed to make room for a new connection: a clean end."""
+        self._end_input()
+        self._close_transport()
+
     # -- endings ------------------------------------------------------------------
 
     def _handler_failed(self, exc: Exception) -> None:
@@ -268,8 +286,8 @@ class _ServerConnection(Connection[Any]):
         self._close_after_work()
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
-        if self._lost.done():
-            return  # reported already (a failed STARTTLS handshake)
+        if self._lost.done() or self._refused:
+            return  # reported already (a failed STARTTLS handshake), or never let in
         self._stop_stall_timer()
         super().connection_lost(exc)
         self.server._lost_connection(self, self._ending or exc)
@@ -287,9 +305,10 @@ class Server:
 
     ``address`` is the bound address (the real port when 0 was asked for),
     ``connections`` the open connections, ``stats`` a Counter (accepted,
-    closed, handler_errors, protocol_errors).  ``close()`` stops accepting
-    and closes each connection once the work in hand is done and its
-    replies are sent, aborting what remains after ``shutdown_timeout``;
+    rejected, evicted, closed, handler_errors, protocol_errors, timeouts,
+    ...).  ``close()`` stops accepting and closes each connection once the
+    work in hand is done and its replies are sent, aborting what remains
+    after ``shutdown_timeout``;
     ``await wait_closed()`` waits for that.  ``await serve_forever()`` runs
     until close() or cancellation.  ``async with`` closes on exit.
     """
@@ -306,9 +325,20 @@ class Server:
         shutdown_timeout: float,
         write_timeout: Optional[float] = 60.0,
         starttls_context: Optional[ssl.SSLContext] = None,
+        max_connections: Optional[int] = None,
+        overflow: str = DEFAULT_OVERFLOW,
+        idle_timeout: Optional[float] = None,
+        frame_timeout: Optional[float] = 60.0,
     ) -> None:
         if write_timeout is not None and write_timeout <= 0:
             raise ValueError("write_timeout must be positive or None")
+        self.admission = Admission(
+            self,
+            max_connections=max_connections,
+            overflow=overflow,
+            idle_timeout=idle_timeout,
+            frame_timeout=frame_timeout,
+        )
         self._bound = bound
         self._handler = handler
         self._mode = mode
@@ -326,10 +356,6 @@ class Server:
         self._close_requested = asyncio.Event()
         self._all_closed = asyncio.Event()
         self._abort_timer: Optional[asyncio.TimerHandle] = None
-        self._reserve: Optional[int] = None  # a spare descriptor: see _accept_failed
-        self._short_of_descriptors = False  # logged once per burst of failed accepts
-        self._loop_handler: Any = None  # the loop's exception handler before ours
-        self._loop: Optional[asyncio.AbstractEventLoop] = None  # set by _start()
 
     def __repr__(self) -> str:
         tls = " TLS" if self.ssl_context is not None else ""
@@ -354,10 +380,7 @@ class Server:
             options["ssl"] = self.ssl_context
             options["ssl_handshake_timeout"] = handshake_timeout
         sock = self._bound.sock
-        self._reserve = open_reserve()
-        self._loop = loop
-        self._loop_handler = loop.get_exception_handler()
-        loop.set_exception_handler(self._loop_exception)
+        self.admission.start(loop)
         try:
             if sock.family == socket.AF_UNIX:
                 self._server = await loop.create_unix_server(
@@ -368,57 +391,12 @@ class Server:
                     lambda: _ServerConnection(self), sock=sock, **options
                 )
         except BaseException:
-            self._restore_loop_handler()
+            self.admission.stop()
             raise
-
-    # -- running out of descriptors ------------------------------------------------
-
-    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: Dict[str, Any]) -> None:
-        """The loop's exception handler while serving: our listener's failed
-        accepts are ours to report (once per burst, not once per attempt);
-        everything else goes to the handler there was before."""
-        exc = context.get("exception")
-        listener = context.get("socket")
-        if (
-            isinstance(exc, OSError)
-            and exc.errno in FD_EXHAUSTED
-            and (listener is None or _fileno(listener) == _fileno(self._bound.sock))
-            and not self._closing
-        ):
-            self._accept_failed(exc)
-        elif self._loop_handler is not None:
-            self._loop_handler(loop, context)
-        else:
-            loop.default_exception_handler(context)
-
-    def _accept_failed(self, exc: OSError) -> None:
-        if not self._short_of_descriptors:
-            self._short_of_descriptors = True
-            logger.warning(
-                "%s: cannot accept (%s); turning new clients away until it can", self.address, exc
-            )
-        self.count("accept_pauses")
-        if exc.errno not in DESCRIPTORS_EXHAUSTED:
-            return
-        # The loop retries later; meanwhile the clients waiting are reset.
-        shed = True
-        while shed and self._reserve is not None:
-            self._reserve, shed = shed_pending(self._bound.sock, self._reserve)
-            if shed:
-                self.count("rejected")
-
-    def _restore_loop_handler(self) -> None:
-        loop = self._loop
-        if loop is not None and loop.get_exception_handler() == self._loop_exception:
-            loop.set_exception_handler(self._loop_handler)
-        if self._reserve is not None:
-            os.close(self._reserve)
-            self._reserve = None
 
     # -- bookkeeping -----------------------------------------------------------------
 
     def _added(self, conn: _ServerConnection) -> None:
-        self._short_of_descriptors = False
         self._open.add(conn)
         self.stats["accepted"] += 1
         logger.info("%s: connection from %s", self.address, conn.label)
@@ -447,7 +425,7 @@ class Server:
             return
         self._closing = True
         self._close_requested.set()
-        self._restore_loop_handler()
+        self.admission.stop()
         if self._server is not None:
             self._server.close()
         self._bound.close()  # removes a Unix socket file
@@ -524,6 +502,10 @@ async def start_server(
     high_water: int = DEFAULT_HIGH_WATER,
     shutdown_timeout: float = 5.0,
     write_timeout: Optional[float] = 60.0,
+    frame_timeout: Optional[float] = 60.0,
+    idle_timeout: Optional[float] = None,
+    max_connections: Optional[int] = None,
+    overflow: str = DEFAULT_OVERFLOW,
     backlog: int = 512,
     reuse_address: bool = True,
     reuse_port: bool = False,
@@ -548,6 +530,11 @@ async def start_server(
     ``write_timeout`` closes a connection whose replies have been held back
     (over high_water) that long with none of them taken by the peer, as
     stalled (PeerStalled, counted in network_errors); None disables it.
+    ``frame_timeout`` (60 s) closes a connection whose frame has begun to
+    arrive but is not complete that long after, ``idle_timeout`` (None) one
+    without input for that long while nothing is in hand (both counted in
+    timeouts), as framecodec.serve's.  ``max_connections`` (None: no limit)
+    with ``overflow``: see serve(); "wait" is not available here.
     Running out of file descriptors is logged once per burst, and the
     clients waiting meanwhile are reset at once (a spare descriptor accepts
     and closes them).
@@ -583,9 +570,14 @@ async def start_server(
             shutdown_timeout=shutdown_timeout,
             write_timeout=write_timeout,
             starttls_context=starttls_context,
+            max_connections=max_connections,
+            overflow=overflow,
+            idle_timeout=idle_timeout,
+            frame_timeout=frame_timeout,
         )
         tls = ssl_context is not None or starttls_context is not None
-        await server._start(backlog, ssl_handshake_timeout if tls else None)
+        limit = handshake_limit(ssl_handshake_timeout, frame_timeout, idle_timeout)
+        await server._start(backlog, limit if tls else None)
     except BaseException:
         bound.close()
         raise

@@ -17,7 +17,7 @@ from ...codec.formats import FrameFormat
 from ...errors import HandlerError
 from ..addresses import AddressLike, bind_socket
 from ..protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
-from .base import Connection, Server
+from .base import DEFAULT_OVERFLOW, Connection, Server
 from .endings import DEFAULT_HIGH_WATER
 from .handlers import ConnectionHandler, StartTLS
 from .selector import SelectorServer
@@ -57,6 +57,7 @@ def serve(
     idle_timeout: Optional[float] = ...,
     frame_timeout: Optional[float] = ...,
     write_timeout: Optional[float] = ...,
+    ssl_handshake_timeout: Optional[float] = ...,
     high_water: int = ...,
     backlog: int = ...,
     reuse_address: bool = ...,
@@ -92,6 +93,7 @@ def serve(
     idle_timeout: Optional[float] = ...,
     frame_timeout: Optional[float] = ...,
     write_timeout: Optional[float] = ...,
+    ssl_handshake_timeout: Optional[float] = ...,
     high_water: int = ...,
     backlog: int = ...,
     reuse_address: bool = ...,
@@ -120,6 +122,7 @@ def serve(
     idle_timeout: Optional[float] = ...,
     frame_timeout: Optional[float] = ...,
     write_timeout: Optional[float] = ...,
+    ssl_handshake_timeout: Optional[float] = ...,
     high_water: int = ...,
     backlog: int = ...,
     reuse_address: bool = ...,
@@ -142,6 +145,7 @@ def serve(
     idle_timeout: Optional[float] = ...,
     frame_timeout: Optional[float] = ...,
     write_timeout: Optional[float] = ...,
+    ssl_handshake_timeout: Optional[float] = ...,
     high_water: int = ...,
     backlog: int = ...,
     reuse_address: bool = ...,
@@ -159,10 +163,11 @@ def serve(
     ssl_context: Optional[ssl.SSLContext] = None,
     starttls_context: Optional[ssl.SSLContext] = None,
     max_connections: Optional[int] = None,
-    overflow: str = "wait",
+    overflow: str = DEFAULT_OVERFLOW,
     idle_timeout: Optional[float] = None,
     frame_timeout: Optional[float] = 60.0,
     write_timeout: Optional[float] = 60.0,
+    ssl_handshake_timeout: Optional[float] = 60.0,
     high_water: int = DEFAULT_HIGH_WATER,
     backlog: int = 512,
     reuse_address: bool = True,
@@ -176,16 +181,22 @@ def serve(
     ``format`` preset and frame options such as max_frame_size) or
     "messages" (options max_header_size, max_content_size, ...).
 
-    ``max_connections`` (default 1024 for "selector", 64 for "threads", the
-    size of its pool): when reached, ``overflow="wait"`` stops accepting, so
-    new clients wait in the listen backlog until a connection ends, and
-    ``overflow="reject"`` accepts and closes them at once.  Running out of
+    ``max_connections`` (default 1024 on both backends; for "threads" the
+    size of its pool): when reached, ``overflow="close_idle"`` (the default)
+    closes the longest-idle connection (silent for base.IDLE_AGE, 1 s, at
+    least, nothing in hand) to make room, counted in ``evicted``, and
+    refuses the new client when none is idle; ``overflow="reject"`` accepts
+    and closes new clients at once (``rejected``); ``overflow="wait"`` stops
+    accepting, so they wait in the listen backlog until a connection ends.
+    Reaching the limit is logged once per burst.  Running out of
     file descriptors turns new clients away (a spare descriptor accepts and
     resets each at once), logged once per burst, never crashing or spinning.
 
     ``idle_timeout`` closes a connection without traffic for that long;
     ``frame_timeout`` closes one whose frame has begun to arrive but is not
-    complete that long after (a slow-loris peer), and bounds TLS handshakes;
+    complete that long after (a slow-loris peer); ``ssl_handshake_timeout``
+    one whose TLS handshake is not done that long after it began (the
+    smaller of it and frame_timeout applies: a handshake is a first frame);
     ``write_timeout`` closes one whose replies wait that long with none of
     their bytes taken by the peer (a peer that stopped reading), counted in
     ``network_errors`` and logged as stalled (PeerStalled).  None disables each.
@@ -224,6 +235,7 @@ def serve(
         idle_timeout=idle_timeout,
         frame_timeout=frame_timeout,
         write_timeout=write_timeout,
+        ssl_handshake_timeout=ssl_handshake_timeout,
         high_water=high_water,
     )
     if workers != 1:

@@ -63,6 +63,67 @@ ACCEPT_PAUSE = 0.5
 # Out of descriptors, a server gives its spare one up to accept and close a
 # pending connection at once: the client sees a reset, not a hang.
 DESCRIPTORS_EXHAUSTED = {errno.EMFILE, errno.ENFILE}
+# What a server does with a new client at max_connections (see serve()).
+OVERFLOW_POLICIES = ("close_idle", "reject", "wait")
+DEFAULT_OVERFLOW = "close_idle"
+
+
+def check_overflow(overflow: str, max_connections: Optional[int]) -> None:
+    if overflow not in OVERFLOW_POLICIES:
+        raise ValueError(f"overflow must be 'close_idle', 'reject' or 'wait', not {overflow!r}")
+    if max_connections is not None and max_connections < 1:
+        raise ValueError("max_connections must be at least 1")
+
+
+def handshake_limit(
+    ssl_handshake_timeout: Optional[float],
+    frame_timeout: Optional[float],
+    idle_timeout: Optional[float] = None,
+) -> Optional[float]:
+    """A TLS handshake is bounded by ssl_handshake_timeout and, as the first
+    frame of its connection, by frame_timeout (idle_timeout when that is
+    None): the smaller of those set, on every server."""
+    frame = frame_timeout if frame_timeout is not None else idle_timeout
+    limits = [t for t in (ssl_handshake_timeout, frame) if t is not None]
+    return min(limits) if limits else None
+
+
+# A connection silent for less than this is between requests, not idle:
+# overflow="close_idle" leaves it alone (a steady client's connection is
+# silent for a millisecond at a time, and must not be cut in a burst).
+IDLE_AGE = 1.0
+
+
+def idlest(candidates: Iterable[Tuple[float, Any]], now: float) -> Any:
+    """The connection idle longest of (last activity, connection) pairs, if
+    it has been for IDLE_AGE, else None: the one overflow="close_idle"
+    closes to make room."""
+    best = min(candidates, key=lambda pair: pair[0], default=None)
+    return None if best is None or now - best[0] < IDLE_AGE else best[1]
+
+
+class FullLog:
+    """Logs a server's reaching max_connections once per burst: a warning
+    when new clients start to be turned away (or make room), then nothing
+    until a client is accepted below the limit again."""
+
+    def __init__(self) -> None:
+        self.in_burst = False
+
+    def full(self, address: Any, limit: int, policy: str, peer: Any) -> None:
+        if not self.in_burst:
+            self.in_burst = True
+            what = (
+                "closing the longest-idle connection for each new client (or turning it away"
+                " when none is idle)"
+                if policy == "close_idle"
+                else "turning new clients away"
+            )
+            logger.warning("%s: max_connections (%d) reached; %s", address, limit, what)
+        logger.info("%s: at max_connections, for %s", address, peer or "a peer")
+
+    def below(self) -> None:
+        self.in_burst = False
 
 
 def open_reserve() -> Optional[int]:
@@ -196,8 +257,8 @@ class Server(Service):
     accepting, lets in-flight replies drain, then closes; as a context
     manager it shuts down on exit.  ``address`` is the bound address,
     ``connections`` the open connections, ``stats`` a Counter of events
-    (accepted, rejected, closed, handler_errors, protocol_errors, timeouts,
-    tls_failures, ...).
+    (accepted, rejected, evicted, closed, handler_errors, protocol_errors,
+    timeouts, tls_failures, ...).
     """
 
     backend = ""
@@ -219,15 +280,14 @@ class Server(Service):
         write_timeout: Optional[float],
         high_water: int,
         starttls_context: Optional[ssl.SSLContext] = None,
+        ssl_handshake_timeout: Optional[float] = 60.0,
     ) -> None:
-        if overflow not in ("wait", "reject"):
-            raise ValueError(f"overflow must be 'wait' or 'reject', not {overflow!r}")
-        if max_connections < 1:
-            raise ValueError("max_connections must be at least 1")
+        check_overflow(overflow, max_connections)
         for name, value in (
             ("idle_timeout", idle_timeout),
             ("frame_timeout", frame_timeout),
             ("write_timeout", write_timeout),
+            ("ssl_handshake_timeout", ssl_handshake_timeout),
         ):
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive or None")
@@ -244,6 +304,7 @@ class Server(Service):
         self.idle_timeout = idle_timeout
         self.frame_timeout = frame_timeout
         self.write_timeout = write_timeout
+        self.ssl_handshake_timeout = ssl_handshake_timeout
         self.high_water = high_water
         self.low_water = high_water // 2
         self._open: dict[int, Connection[Any]] = {}
@@ -252,6 +313,7 @@ class Server(Service):
         self._resume_at: Optional[float] = None
         self._reserve: Optional[int] = None  # see shed_pending
         self._short_of_descriptors = False  # logged once per burst of failed accepts
+        self._full_log = FullLog()
 
     @property
     def connections(self) -> List[Connection[Any]]:
@@ -260,8 +322,8 @@ class Server(Service):
 
     @property
     def handshake_timeout(self) -> Optional[float]:
-        """A TLS handshake counts as a frame: it must finish in frame_timeout."""
-        return self.frame_timeout if self.frame_timeout is not None else self.idle_timeout
+        """What bounds a TLS handshake: see handshake_limit."""
+        return handshake_limit(self.ssl_handshake_timeout, self.frame_timeout, self.idle_timeout)
 
     # -- accepting: both backends watch the listener with a selector ----------
 
@@ -280,7 +342,7 @@ class Server(Service):
         want = (
             not self._draining
             and self._resume_at is None
-            and (self.overflow == "reject" or len(self._open) < self.max_connections)
+            and (self.overflow != "wait" or len(self._open) < self.max_connections)
         )
         if want != self._accepting:
             if want:
@@ -320,17 +382,26 @@ class Server(Service):
                 break
             self._short_of_descriptors = False
             if full:
-                sock.close()
-                self.count("rejected")
-                logger.warning(
-                    "%s: max_connections (%d) reached; rejected %s",
+                self._full_log.full(
                     self.address,
                     self.max_connections,
-                    Address.from_sockaddr(peer) if peer else "a peer",
+                    self.overflow,
+                    Address.from_sockaddr(peer) if peer else None,
                 )
-                continue
+                if not (self.overflow == "close_idle" and self._make_room()):
+                    sock.close()  # the client reads the end of the stream at once
+                    self.count("rejected")
+                    continue
+            else:
+                self._full_log.below()
             self._open_connection(sock, peer)
         self._refresh_accepting()
+
+    def _make_room(self) -> bool:
+        """Close the longest-idle connection (overflow="close_idle"), counted
+        in ``evicted``: whether there was one (none is idle while every
+        connection is inside a frame, a handshake, or has replies unsent)."""
+        raise NotImplementedError
 
     def _stop_accepting(self) -> None:
         self._draining = True

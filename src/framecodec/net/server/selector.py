@@ -18,7 +18,7 @@ from typing import Any, List, Optional, cast
 from ...errors import PeerStalled
 from ..addresses import tune
 from ..transport import ConnectionClosed, Stream
-from .base import CLOSED, OPEN, Connection, Server, call_handler
+from .base import CLOSED, OPEN, Connection, Server, call_handler, idlest
 
 __all__ = ["SelectorServer"]
 
@@ -55,7 +55,14 @@ class SelectorServer(Server):
 
     def _serve(self) -> None:
         timeouts = [
-            t for t in (self.idle_timeout, self.frame_timeout, self.write_timeout) if t is not None
+            t
+            for t in (
+                self.idle_timeout,
+                self.frame_timeout,
+                self.write_timeout,
+                self.ssl_handshake_timeout,
+            )
+            if t is not None
         ]
         self._sweep_every = min(1.0, max(0.01, min(timeouts) / 4)) if timeouts else None
         self._next_sweep = time.monotonic() + (self._sweep_every or 0)
@@ -122,6 +129,24 @@ class SelectorServer(Server):
             self._after_io(conn, time.monotonic())
         except Exception as exc:
             self._close(conn, exc)
+
+    def _make_room(self) -> bool:
+        conn = idlest(
+            [
+                (conn.last_activity, conn)
+                for conn in self._connections()
+                if conn.frame_started is None
+                and conn.state is OPEN
+                and conn.handler is not None
+                and not (conn.stream.output.size or conn.stream.handshaking or conn.tls_requested)
+            ],
+            time.monotonic(),
+        )
+        if conn is None:
+            return False
+        self.count("evicted")
+        self._close(conn, None)  # nothing in hand: a clean end
+        return True
 
     # -- connection events --------------------------------------------------------
 

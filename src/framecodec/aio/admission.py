@@ -1,0 +1,171 @@
+"""Who an aio server lets in, and for how long: running out of descriptors
+(accept failures logged once per burst, waiting clients reset by a spare
+descriptor), ``max_connections`` with its ``overflow`` policy, and the
+frame, idle and write deadlines swept a few times per period: the same
+limits, names and defaults as the blocking servers (net/server/base.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import TYPE_CHECKING, Any, Dict, Optional
+
+from ..net.server.base import (
+    DESCRIPTORS_EXHAUSTED,
+    FD_EXHAUSTED,
+    FullLog,
+    check_overflow,
+    idlest,
+    open_reserve,
+    shed_pending,
+)
+from ..net.service import logger
+
+if TYPE_CHECKING:
+    from .server import Server, _ServerConnection
+
+__all__ = ["Admission"]
+
+
+def _fileno(sock: Any) -> int:
+    try:
+        return int(sock.fileno())
+    except (AttributeError, OSError, ValueError):
+        return -1
+
+
+class Admission:
+    """The limits of one aio Server (its ``admission``)."""
+
+    def __init__(
+        self,
+        server: Server,
+        *,
+        max_connections: Optional[int],
+        overflow: str,
+        idle_timeout: Optional[float],
+        frame_timeout: Optional[float],
+    ) -> None:
+        check_overflow(overflow, max_connections)
+        if overflow == "wait":
+            raise ValueError(
+                "overflow='wait' is for the blocking servers (asyncio cannot pause"
+                " accepting): use 'close_idle' or 'reject'"
+            )
+        for name, value in (("idle_timeout", idle_timeout), ("frame_timeout", frame_timeout)):
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive or None")
+        self.server = server
+        self.max_connections = max_connections
+        self.overflow = overflow
+        self.idle_timeout = idle_timeout
+        self.frame_timeout = frame_timeout
+        self._full_log = FullLog()
+        self._reserve: Optional[int] = None  # a spare descriptor: see accept_failed
+        self._short_of_descriptors = False  # logged once per burst of failed accepts
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._loop_handler: Any = None  # the loop's exception handler before ours
+        self._sweep: Optional[asyncio.TimerHandle] = None
+        timeouts = [t for t in (idle_timeout, frame_timeout) if t is not None]
+        self._sweep_every = min(1.0, max(0.01, min(timeouts) / 4)) if timeouts else None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._reserve = open_reserve()
+        self._loop = loop
+        self._loop_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._loop_exception)
+        if self._sweep_every is not None:
+            self._sweep = loop.call_later(self._sweep_every, self._check_deadlines)
+
+    def stop(self) -> None:
+        """Stop sweeping, give the loop its exception handler back."""
+        loop = self._loop
+        if loop is not None and loop.get_exception_handler() == self._loop_exception:
+            loop.set_exception_handler(self._loop_handler)
+        if self._reserve is not None:
+            os.close(self._reserve)
+            self._reserve = None
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+
+    # -- max_connections ------------------------------------------------------------
+
+    def admit(self, conn: _ServerConnection) -> bool:
+        """Whether ``conn``, just connected, may stay: at max_connections,
+        "close_idle" closes the longest-idle connection to make room (counted
+        in ``evicted``); without one, or under "reject", ``conn`` is reset
+        (counted in ``rejected``)."""
+        self._short_of_descriptors = False
+        open_now = self.server._open
+        if self.max_connections is None or len(open_now) < self.max_connections:
+            self._full_log.below()
+            return True
+        self._full_log.full(self.server.address, self.max_connections, self.overflow, conn.peer)
+        if self.overflow == "close_idle":
+            now = self._loop.time() if self._loop is not None else 0.0
+            victim = idlest(((c.last_activity, c) for c in open_now if c.idle), now)
+            if victim is not None:
+                self.server.count("evicted")
+                victim._evict()
+                return True
+        self.server.count("rejected")
+        return False
+
+    # -- deadlines ------------------------------------------------------------------
+
+    def _check_deadlines(self) -> None:
+        """Close the connections past their frame deadline or idle timeout
+        (write_timeout has a timer of its own, armed only while writing is
+        paused: see _ServerConnection.pause_writing)."""
+        assert self._loop is not None and self._sweep_every is not None
+        now = self._loop.time()
+        frame_limit, idle_limit = self.frame_timeout, self.idle_timeout
+        for conn in list(self.server._open):
+            started = conn.frame_started
+            if frame_limit is not None and started is not None and now - started > frame_limit:
+                conn._time_out(f"frame not complete within {frame_limit} s")
+            elif idle_limit is not None and conn.idle and now - conn.last_activity > idle_limit:
+                conn._time_out(f"idle for {idle_limit} s")
+        self._sweep = self._loop.call_later(self._sweep_every, self._check_deadlines)
+
+    # -- running out of descriptors ---------------------------------------------------
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: Dict[str, Any]) -> None:
+        """The loop's exception handler while serving: our listener's failed
+        accepts are ours to report (once per burst, not once per attempt);
+        everything else goes to the handler there was before."""
+        exc = context.get("exception")
+        listener = context.get("socket")
+        server = self.server
+        if (
+            isinstance(exc, OSError)
+            and exc.errno in FD_EXHAUSTED
+            and (listener is None or _fileno(listener) == _fileno(server._bound.sock))
+            and not server._closing
+        ):
+            self.accept_failed(exc)
+        elif self._loop_handler is not None:
+            self._loop_handler(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    def accept_failed(self, exc: OSError) -> None:
+        server = self.server
+        if not self._short_of_descriptors:
+            self._short_of_descriptors = True
+            logger.warning(
+                "%s: cannot accept (%s); turning new clients away until it can",
+                server.address,
+                exc,
+            )
+        server.count("accept_pauses")
+        if exc.errno not in DESCRIPTORS_EXHAUSTED:
+            return
+        # The loop retries later; meanwhile the clients waiting are reset.
+        shed = True
+        while shed and self._reserve is not None:
+            self._reserve, shed = shed_pending(server._bound.sock, self._reserve)
+            if shed:
+                server.count("rejected")
