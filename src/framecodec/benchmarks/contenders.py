@@ -273,6 +273,23 @@ class CodecReceiver(SocketReceiver):
         return end
 
 
+class CapiReceiver(SocketReceiver):
+    """The codec's C API (capi.pxd) from Cython: frames as (pointer, length)."""
+
+    def read(self, sock: socket.socket, count: int) -> float:
+        from . import _capi_reader  # type: ignore[attr-defined]  # compiled by setup.py
+
+        decoder = framecodec.FrameDecoder()
+        frames = int(_capi_reader.read_frames(sock, decoder, count, READ_SIZE))
+        end = perf_counter()
+        if frames < count:
+            decoder.eof()
+            raise ended(frames, count)
+        if frames > count or decoder.buffered:
+            raise went_on()
+        return end
+
+
 class CodecSender(SocketSender):
     def __init__(self, endpoint: Endpoint, address: str, payload: bytes) -> None:
         super().__init__(endpoint, address, payload)
@@ -555,6 +572,16 @@ CONTENDERS: List[Contender] = [
         CodecEchoServer,
         CodecEchoClient,
         many_clients=False,  # its server is a thread per connection: the backends are the servers
+    ),
+    Contender(
+        "capi",
+        "framecodec C API (Cython)",
+        CapiReceiver,
+        # The raw sender's pre-built frames: the receiving end is what is
+        # measured (encode_many's sender tops out below this reader).
+        RawSender,
+        transports=("tcp",),
+        needs="framecodec.benchmarks._capi_reader",
     ),
     Contender("selector", "framecodec selector server", **_backend("selector")),
     Contender("threads", "framecodec threads server", **_backend("threads")),

@@ -1002,12 +1002,10 @@ class FrameDecoder(_StreamDecoder):
         whose errors are raised the same way, with the frames that call
         completed on the exception's ``frames``.
         """
-        frames = self._c_frames
-        if frames is not None:
-            i = self._c_index
-            if i < len(frames):
-                self._c_frame = frames[i]
-                self._c_index = i + 1
+        if self._c_frames is not None:  # (attributes, not locals: no reference counting)
+            if self._c_index < len(self._c_frames):
+                self._c_frame = self._c_frames[self._c_index]
+                self._c_index += 1
                 return -1
             self._c_frames = None
             self._c_frame = None
