@@ -49,6 +49,8 @@ from .base import (
     sendmsg_all,
     went_on,
 )
+from .capi_contender import READER as CAPI_READER
+from .capi_contender import CapiReceiver
 
 # -- raw sockets: the physical reference ---------------------------------------------
 
@@ -268,23 +270,6 @@ class CodecReceiver(SocketReceiver):
                 raise ended(frames, count)
             frames += len(buffer_updated(n))
         end = perf_counter()
-        if frames > count or decoder.buffered:
-            raise went_on()
-        return end
-
-
-class CapiReceiver(SocketReceiver):
-    """The codec's C API (capi.pxd) from Cython: frames as (pointer, length)."""
-
-    def read(self, sock: socket.socket, count: int) -> float:
-        from . import _capi_reader  # type: ignore[attr-defined]  # compiled by setup.py
-
-        decoder = framecodec.FrameDecoder()
-        frames = int(_capi_reader.read_frames(sock, decoder, count, READ_SIZE))
-        end = perf_counter()
-        if frames < count:
-            decoder.eof()
-            raise ended(frames, count)
         if frames > count or decoder.buffered:
             raise went_on()
         return end
@@ -577,11 +562,9 @@ CONTENDERS: List[Contender] = [
         "capi",
         "framecodec C API (Cython)",
         CapiReceiver,
-        # The raw sender's pre-built frames: the receiving end is what is
-        # measured (encode_many's sender tops out below this reader).
-        RawSender,
+        RawSender,  # the same bytes as raw's: the receiving end is what is measured
         transports=("tcp",),
-        needs="framecodec.benchmarks._capi_reader",
+        needs=CAPI_READER,
     ),
     Contender("selector", "framecodec selector server", **_backend("selector")),
     Contender("threads", "framecodec threads server", **_backend("threads")),
