@@ -118,8 +118,18 @@ def extensions():
             os.path.join(CODEC_DIR, name) for name in ("_codec.pxd", "_primitives.pxd", "_hton.h")
         ],
     )
+    # The C API's benchmark consumer (capi.pxd, cimported as users do).
+    capi_reader = Extension(
+        "framecodec.benchmarks._capi_reader",
+        [os.path.join(PACKAGE_DIR, "benchmarks", "_capi_reader.pyx")],
+        include_dirs=[CODEC_DIR],
+        depends=[
+            os.path.join(CODEC_DIR, name)
+            for name in ("capi.pxd", "_codec.pxd", "_primitives.pxd", "_hton.h")
+        ],
+    )
     return cythonize(
-        [core],
+        [core, capi_reader],
         compiler_directives=COMPILER_DIRECTIVES,
         include_path=["src"],
     )

@@ -49,6 +49,8 @@ from .base import (
     sendmsg_all,
     went_on,
 )
+from .capi_contender import READER as CAPI_READER
+from .capi_contender import CapiReceiver
 
 # -- raw sockets: the physical reference ---------------------------------------------
 
@@ -555,6 +557,14 @@ CONTENDERS: List[Contender] = [
         CodecEchoServer,
         CodecEchoClient,
         many_clients=False,  # its server is a thread per connection: the backends are the servers
+    ),
+    Contender(
+        "capi",
+        "framecodec C API (Cython)",
+        CapiReceiver,
+        RawSender,  # the same bytes as raw's: the receiving end is what is measured
+        transports=("tcp",),
+        needs=CAPI_READER,
     ),
     Contender("selector", "framecodec selector server", **_backend("selector")),
     Contender("threads", "framecodec threads server", **_backend("threads")),

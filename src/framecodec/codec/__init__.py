@@ -28,6 +28,15 @@ else:
     pack_uint = _core.pack_uint
     unpack_uint = _core.unpack_uint
 
+
+def get_include() -> str:
+    """The directory to put on a Cython consumer's C include path: it holds
+    the header that the C API's declarations (capi.pxd) include."""
+    import os
+
+    return os.path.dirname(os.path.abspath(__file__))
+
+
 __all__ = [
     "IMPLEMENTATION",
     "PRESETS",

@@ -170,6 +170,10 @@ cdef class FrameDecoder(_StreamDecoder):
     cdef long long _payload_adjustment  # added to the field to give the payload length
     cdef int _on_oversized             # _OVERSIZED_FAIL, _DISCARD or _RAISE
     cdef bint _escape                  # multiprocessing's 0xFFFFFFFF + 8-byte length
+    cdef list _c_frames                # the C API (capi.pxd): frames built as bytes, to hand out
+    cdef Py_ssize_t _c_index           # the next of them
+    cdef bytes _c_frame                # the frame handed out, when it is one of them
+    cdef Py_ssize_t _c_stop            # the end in _buf of the frame handed out, otherwise
 
     @cython.locals(header_size=Py_ssize_t, frame_start=Py_ssize_t, last=Py_ssize_t,
                    offset=Py_ssize_t, width=int,
@@ -184,6 +188,11 @@ cdef class FrameDecoder(_StreamDecoder):
     # Its answer may be negative (a stop, see _stop): only -1 with an exception set is an error.
     cdef Py_ssize_t _unusual_frame(self, const unsigned char *p, Py_ssize_t pos, Py_ssize_t end,
                                    unsigned long long raw, list out) except? -1
+
+    cdef int _c_updated(self, Py_ssize_t nbytes) except -1
+
+    @cython.locals(pos=Py_ssize_t, raw="unsigned long long", stop=Py_ssize_t, out=list)
+    cdef Py_ssize_t _c_next(self) except -3
 
 
 cdef class FrameEncoder:

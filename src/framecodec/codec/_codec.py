@@ -846,6 +846,11 @@ class FrameDecoder(_StreamDecoder):
             min_raw, max_raw = 1, 0
         self._min_raw = min_raw
         self._max_raw = max_raw
+        # The C API's state (see _c_next): frames the shared path built as bytes.
+        self._c_frames = None
+        self._c_index = 0
+        self._c_frame = None
+        self._c_stop = 0
 
     def _parse(self, p, pos, end, out):
         # The hot loop: everything it reads is in locals, and each test is
@@ -958,6 +963,87 @@ class FrameDecoder(_StreamDecoder):
 
     def _deliver_big(self, data, out):
         out.append(data)
+
+    # -- the C API ---------------------------------------------------------
+    # Compiled, these two are cdef methods, called by the inline functions of
+    # capi.pxd that Cython consumers cimport: frames handed out as spans of
+    # the shared buffer, with no bytes object each.  The twin has no C API;
+    # it runs this shared logic only for the tests.
+
+    def _c_updated(self, nbytes):
+        """buffer_updated() that only records the bytes: _c_next() delivers them."""
+        with cython.critical_section(self):
+            room = self._view_room
+            self._begin_call()
+            try:
+                if room < 0:
+                    raise RuntimeError("buffer_updated() called without a preceding get_buffer()")
+                if nbytes < 0 or nbytes > room:
+                    raise ValueError(
+                        f"nbytes must be between 0 and {room}, the size of the buffer given"
+                    )
+                if self._phase == _IN_PLACE:
+                    self._big.filled += nbytes
+                else:
+                    self._end += nbytes
+                    self._size_next_read(nbytes, room)
+                return 0
+            finally:
+                self._busy = False
+
+    def _c_next(self):
+        """The next frame: its start in ``_buf`` (its end in ``_c_stop``); -1
+        when it is the bytes ``_c_frame``; -2 when no frame is complete.
+
+        An ordinary frame wholly buffered is taken here, with the hot loop's
+        own tests; everything else (large, escaped, oversized or bad
+        headers, stop_after's end, a failed or busy decoder) goes through
+        the shared path of buffer_updated(), whose frames come as bytes and
+        whose errors are raised the same way, with the frames that call
+        completed on the exception's ``frames``.
+        """
+        if self._c_frames is not None:  # (attributes, not locals: no reference counting)
+            if self._c_index < len(self._c_frames):
+                self._c_frame = self._c_frames[self._c_index]
+                self._c_index += 1
+                return -1
+            self._c_frames = None
+            self._c_frame = None
+        pos = self._pos
+        if (
+            self._phase == _HEADER
+            and self._frames_left != 0
+            and not self._busy
+            and self._end - pos >= self._frame_start
+        ):
+            raw = load_uint(self._buf, pos + self._length_offset, self._width, self._little)
+            if raw <= self._max_raw and raw >= self._min_raw:
+                stop = pos + raw + self._header_size + self._adjustment
+                if stop <= self._end:
+                    self._pos = stop
+                    self._c_stop = stop
+                    self._exact = False  # as _advance: small frames follow
+                    if self._frames_left > 0:
+                        self._frames_left -= 1
+                    return pos + self._strip
+        with cython.critical_section(self):
+            self._begin_call()
+            try:
+                out = []
+                try:
+                    self._advance(out)
+                except ProtocolError as exc:
+                    self._fail(exc, out)
+                if self._oversized is not None:
+                    self._raise_oversized(out)
+            finally:
+                self._busy = False
+        if not out:
+            return -2
+        self._c_frames = out
+        self._c_frame = out[0]
+        self._c_index = 1
+        return -1
 
 
 class FrameEncoder:

@@ -1,0 +1,223 @@
+"""The Cython-level API (capi.pxd), built here as a consumer builds it.
+
+examples/cython_checksum and a probe module are compiled against the
+installed package; the probe's frames and errors are compared with the
+Python API's on the same streams, then the example checksums 16 B frames
+over loopback TCP.
+"""
+
+import importlib.util
+import os
+import pathlib
+import socket
+import sys
+import threading
+
+import pytest
+
+import framecodec
+from framecodec import FrameDecoder, FrameEncoder
+from framecodec.errors import FrameTooLargeError, MalformedHeaderError, ProtocolError
+
+from ..conftest import needs_compiled_core
+
+pytestmark = [
+    needs_compiled_core,  # the C API is the compiled core's: PyPy and pure builds have none
+    pytest.mark.skipif(
+        sys.implementation.name != "cpython", reason="PyPy has no compiled core, so no C API"
+    ),
+]
+
+HERE = pathlib.Path(__file__).resolve().parent
+EXAMPLE = HERE.parent.parent / "examples" / "cython_checksum"
+TIMEOUT = 30.0
+
+
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """(checksum, probe): the example and the probe, compiled into a temp dir."""
+    pytest.importorskip("Cython", reason="building a C API consumer needs Cython (test extra)")
+    build = _load("cython_checksum_build", EXAMPLE / "build.py")
+    out = str(tmp_path_factory.mktemp("capi"))
+    build.build(out, sources=("checksum.pyx", str(HERE / "capi_probe.pyx")))
+    sys.path.insert(0, out)
+    try:
+        import capi_probe
+        import checksum
+    finally:
+        sys.path.remove(out)
+    return checksum, capi_probe
+
+
+def python_api(decoder, data):
+    """The Python API on the same stream, through get_buffer in the same pieces."""
+    frames = []
+    done = 0
+    while done < len(data):
+        view = decoder.get_buffer()
+        n = min(len(view), len(data) - done)
+        view[:n] = data[done : done + n]
+        done += n
+        try:
+            frames.extend(decoder.buffer_updated(n))
+        except ProtocolError as exc:
+            frames.extend(exc.frames)
+            return frames, exc
+    return frames, None
+
+
+def c_api(probe, decoder, data):
+    frames = []
+    try:
+        probe.feed(decoder, data, frames)
+    except ProtocolError as exc:
+        frames.extend(exc.frames)
+        return frames, exc
+    return frames, None
+
+
+def state(decoder):
+    """What a caller can see of a decoder after a stream."""
+    seen = [decoder.buffered, decoder.mid_frame, decoder.stopped, decoder.discarded]
+    try:
+        decoder.eof()
+        seen.append(None)
+    except Exception as exc:  # the very error each API ends with
+        seen.append((type(exc), str(exc)))
+    return seen
+
+
+def stream(payloads, **options):
+    return FrameEncoder(**options).encode_many(payloads)
+
+
+SMALL = [bytes([i % 251]) * (i % 40) for i in range(500)]
+MIXED = [b"a" * 16, os.urandom(70_000), b"", b"b" * 300, os.urandom(200_000), b"c" * 16]
+
+CASES = {
+    "small frames": ({}, stream(SMALL)),
+    "large frames in place": ({}, stream(MIXED)),
+    "uint16 little-endian": (
+        {"width": 2, "byteorder": "little"},
+        stream(SMALL, width=2, byteorder="little"),
+    ),
+    "multiprocessing escape": (
+        {"format": "multiprocessing"},
+        stream(MIXED, format="multiprocessing"),
+    ),
+    "an oversized frame fails": (
+        {"max_frame_size": 100},
+        stream([*SMALL[:5], b"x" * 101, *SMALL[:5]]),
+    ),
+    "oversized frames discarded": (
+        {"max_frame_size": 100, "on_oversized": "discard"},
+        stream([*SMALL[:50], b"x" * 5000, *SMALL[:50]]),
+    ),
+    "a bad header": (
+        {"length_adjustment": -8},
+        stream([b"12345678" + b"p" * 20]) + b"\x00\x00\x00\x01",
+    ),
+    "a truncated stream": ({}, stream(SMALL[:20])[:-3]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_c_api_delivers_and_fails_as_the_python_api(built, case):
+    _, probe = built
+    options, data = CASES[case]
+    expected, expected_error = python_api(FrameDecoder(**options), data)
+    decoder = FrameDecoder(**options)
+    frames, error = c_api(probe, decoder, data)
+    assert frames == expected
+    assert type(error) is type(expected_error)
+    assert str(error) == str(expected_error)
+    reference = FrameDecoder(**options)
+    python_api(reference, data)
+    if error is None:
+        assert state(decoder) == state(reference)
+    else:
+        # After a protocol error the Python API's ``buffered`` still counts
+        # the frames riding on the error; next_frame had handed those out.
+        assert state(decoder)[1:] == state(reference)[1:]
+
+
+def test_oversized_raise_carries_on_as_the_python_api(built):
+    _, probe = built
+    data = stream([b"a" * 10, b"x" * 500, b"b" * 10, b"c" * 10], max_frame_size=4000)
+    decoder = FrameDecoder(max_frame_size=100, on_oversized="raise")
+    frames = []
+    with pytest.raises(FrameTooLargeError) as caught:
+        probe.feed(decoder, data, frames)
+    assert frames + caught.value.frames == [b"a" * 10]
+    assert probe.pull(decoder) == [b"b" * 10, b"c" * 10]  # the next call carries on
+    assert decoder.discarded == 1
+    decoder.eof()
+
+
+def test_stop_after_holds_the_rest_for_detach(built):
+    _, probe = built
+    data = stream([b"one", b"two", b"three"]) + b"other protocol"
+    decoder = FrameDecoder()
+    decoder.stop_after(2)
+    frames = []
+    probe.feed(decoder, data, frames)
+    assert frames == [b"one", b"two"]
+    assert decoder.stopped
+    assert probe.pull(decoder) == []
+    assert decoder.detach() == stream([b"three"]) + b"other protocol"
+
+
+def test_a_failed_decoder_raises_again(built):
+    _, probe = built
+    decoder = FrameDecoder(max_frame_size=10)
+    with pytest.raises(FrameTooLargeError):
+        probe.feed(decoder, stream([b"x" * 11]), [])
+    with pytest.raises(FrameTooLargeError):
+        probe.pull(decoder)
+    with pytest.raises(FrameTooLargeError):
+        probe.received(decoder, 0)
+
+
+def test_frames_received_checks_its_call(built):
+    _, probe = built
+    decoder = FrameDecoder()
+    with pytest.raises(RuntimeError, match="without a preceding get_buffer"):
+        probe.received(decoder, 1)
+    view = decoder.get_buffer(10)
+    with pytest.raises(ValueError, match="nbytes must be between 0 and"):
+        probe.received(decoder, len(view) + 1)
+    decoder.get_buffer(10)
+    with pytest.raises(MalformedHeaderError):
+        # the bytes are recorded, then parsed by next_frame
+        FrameDecoder(length_adjustment=-8).feed(b"\x00\x00\x00\x01")
+
+
+def test_the_example_checksums_16_byte_frames_over_tcp(built):
+    checksum, _ = built
+    reference = _load("cython_checksum_reference", EXAMPLE / "reference.py")
+    payloads = [os.urandom(16) for _ in range(50_000)]
+    data = FrameEncoder().encode_many(payloads)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(TIMEOUT)
+
+    def send():
+        with listener, listener.accept()[0] as conn:
+            conn.sendall(data)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        with socket.create_connection(listener.getsockname(), timeout=TIMEOUT) as sock:
+            result = checksum.checksum_socket(sock, framecodec.FrameDecoder())
+    finally:
+        sender.join(TIMEOUT)
+    assert not sender.is_alive()
+    assert result == reference.checksum_frames(payloads)
+    assert result[0] == 50_000
