@@ -602,22 +602,15 @@ class _StreamDecoder:
                     self._end_discard()
                     if self._oversized is not None:
                         break  # it is raised for now; what follows waits for the next call
-            elif self._frames_left >= 0:
-                if self._frames_left == 0:
-                    # Stopped (stop_after): hold the rest, unparsed, for detach().
-                    self._append(data, pos, size - pos)
-                    return
-                # Limited: one step of one frame at a time through the buffer,
-                # so that no parse can reach past the last frame allowed.
-                take = min(size - pos, max(1, self._need - (self._end - self._pos)))
-                self._append(data, pos, take)
-                pos += take
-                self._advance(out)
-                if self._oversized is not None and self._phase != _DISCARDING:
-                    break
-            elif self._end > self._pos:
+            elif self._frames_left == 0:
+                # Stopped (stop_after): hold the rest, unparsed, for detach().
+                self._append(data, pos, size - pos)
+                return
+            elif self._end > self._pos or self._frames_left > 0:
                 # Part of a frame is buffered: move over only what its next
                 # step needs, so the rest of data can be parsed in place.
+                # Under stop_after, every frame goes so, one step at a time,
+                # so that no parse can reach past the last frame allowed.
                 take = min(size - pos, max(1, self._need - (self._end - self._pos)))
                 self._append(data, pos, take)
                 pos += take
