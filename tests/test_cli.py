@@ -410,8 +410,13 @@ def first_bytes_errors(server, payload: bytes, caplog) -> str:
     with socket.create_connection(server.address.sockaddr, TIMEOUT) as peer:
         peer.sendall(payload)
         assert peer.recv(1) == b""  # the server closed it
-    wait_until(lambda: server.stats["protocol_errors"] == 1)
-    (line,) = [r.getMessage() for r in caplog.records if "protocol error" in r.getMessage()]
+
+    def logged() -> list:
+        return [r.getMessage() for r in caplog.records if "protocol error" in r.getMessage()]
+
+    # (The count goes up before the line is logged, in the server's thread.)
+    wait_until(lambda: server.stats["protocol_errors"] == 1 and logged())
+    (line,) = logged()
     return line
 
 
