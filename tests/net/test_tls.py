@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import socket
 import ssl
 import time
@@ -47,6 +48,36 @@ def test_context_helpers(pki):
     assert client.minimum_version >= ssl.TLSVersion.TLSv1_2
     assert client.check_hostname and client.verify_mode == ssl.CERT_REQUIRED
     assert client.protocol == ssl.PROTOCOL_TLS_CLIENT
+
+
+class ResetAfterCheck(socket.socket):
+    """An accepted socket whose peer resets just after the server checked
+    it: the check sees it connected, ssl.py's own probe inside wrap_socket()
+    does not."""
+
+    def getpeername(self):
+        return ("127.0.0.1", 1)
+
+
+def test_a_reset_inside_wrap_socket_leaves_no_descriptor_open(pki):
+    from framecodec.net.tls import wrap_accepted
+
+    context = framecodec.server_context(pki.cert, pki.key)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        peer = socket.create_connection(listener.getsockname())
+        accepted, _ = listener.accept()
+        sock = ResetAfterCheck(fileno=accepted.detach())
+        fd = sock.fileno()
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        peer.close()  # a RST
+        time.sleep(0.05)
+        with pytest.raises(ConnectionResetError) as caught:
+            wrap_accepted(context, sock)
+        # The exception (and its traceback, holding ssl.py's new SSLSocket)
+        # is still alive here: the descriptor must be closed all the same.
+        assert caught.value.__traceback__ is not None
+        with pytest.raises(OSError):
+            os.fstat(fd)
 
 
 def test_plain_client_to_tls_server(tls, backend, caplog):

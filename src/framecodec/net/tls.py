@@ -15,6 +15,7 @@ checked here for every layer: see check_starttls_input.
 
 from __future__ import annotations
 
+import socket
 import ssl
 from typing import Any, Callable, Optional, Sequence
 
@@ -26,6 +27,7 @@ __all__ = [
     "client_context",
     "server_context",
     "tolerate_bare_eof",
+    "wrap_accepted",
 ]
 
 
@@ -94,6 +96,37 @@ def check_starttls_input(decoder: Any, undelivered: Sequence[Any] = ()) -> None:
             undelivered,
             buffered=buffered,
         )
+
+
+def wrap_accepted(context: ssl.SSLContext, sock: socket.socket) -> ssl.SSLSocket:
+    """``sock``, accepted by a server, wrapped for a handshake still to be done.
+
+    A peer that resets the connection while it is being wrapped makes
+    ssl.py raise from inside wrap_socket() after the new SSLSocket has
+    taken over the descriptor (its probe of an unconnected socket, recv(1),
+    fails with ECONNRESET).  Nothing closes that SSLSocket: it lives as long
+    as the exception's traceback, which a log record may keep.  The common
+    case, a reset before the wrap, is caught first while ``sock`` is still
+    the caller's to close; the race after it by closing the orphan here.
+    """
+    sock.getpeername()  # OSError (ENOTCONN) once the peer has reset
+    try:
+        return context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+    except OSError as exc:
+        _close_orphaned_sslsocket(exc)
+        raise
+
+
+def _close_orphaned_sslsocket(exc: BaseException) -> None:
+    """Close the SSLSocket that a failed ``SSLSocket._create`` made, found
+    in the frames of ``exc``'s traceback."""
+    tb = exc.__traceback__
+    while tb is not None:
+        orphan = tb.tb_frame.f_locals.get("self")
+        if isinstance(orphan, ssl.SSLSocket):
+            orphan.close()
+            return
+        tb = tb.tb_next
 
 
 def _find_err_clear_error() -> Optional[Callable[[], Any]]:

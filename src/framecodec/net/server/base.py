@@ -42,7 +42,7 @@ from ...errors import HandlerError, StartTLSRefused
 from ..addresses import Address, BoundSocket
 from ..protocols import Protocol
 from ..service import Service, logger
-from ..tls import check_starttls_input, tolerate_bare_eof
+from ..tls import check_starttls_input, tolerate_bare_eof, wrap_accepted
 from ..transport import ConnectionState
 from ..types import ItemT
 from .endings import count_ending, log_ending, peer_label
@@ -412,17 +412,9 @@ class Server(Service):
         raise NotImplementedError
 
     def _wrap_tls(self, sock: socket.socket) -> ssl.SSLSocket:
-        """``sock`` wrapped for a server-side handshake, still to be done.
-
-        A peer that reset the connection while it waited in the backlog
-        makes ssl.py raise from inside wrap_socket() without closing the
-        SSLSocket that has taken over the descriptor, which then stays open
-        until the garbage collector finds it.  So that case is caught here
-        first, while ``sock`` is still the caller's to close.
-        """
+        """``sock`` wrapped for a server-side handshake, still to be done."""
         assert self.ssl_context is not None
-        sock.getpeername()  # OSError (ENOTCONN) once the peer has reset
-        return self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return wrap_accepted(self.ssl_context, sock)
 
     def _check_starttls(self, conn: Connection[Any], decoder: Any) -> None:
         """A handler asked for STARTTLS on ``conn``: raise StartTLSRefused if
@@ -441,12 +433,9 @@ class Server(Service):
         """``conn``'s socket wrapped for its STARTTLS handshake, still to be
         done; the connection is handshaking from now on."""
         assert self.starttls_context is not None
-        conn.sock.getpeername()  # OSError once the peer has reset: see _wrap_tls
+        sock = wrap_accepted(self.starttls_context, conn.sock)
         conn.tls_requested = False
         conn.tls_upgrading = True
-        sock = self.starttls_context.wrap_socket(
-            conn.sock, server_side=True, do_handshake_on_connect=False
-        )
         conn.sock = sock
         return sock
 
@@ -460,7 +449,7 @@ class Server(Service):
             "%s: connection from %s lost before it was set up: %s",
             self.address,
             Address.from_sockaddr(peer) if peer else "a peer",
-            exc,
+            str(exc),  # text, not the exception: see log_ending
         )
 
     def _close_resources(self) -> None:

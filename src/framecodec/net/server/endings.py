@@ -83,7 +83,10 @@ def log_ending(
     handshaking: bool = False,
 ) -> None:
     """The one log line of a connection's end.  A HandlerError's traceback
-    is its cause's: the handler's own exception."""
+    is its cause's: the handler's own exception.  The record gets the
+    exception as text, never the object: a handler that keeps records (a
+    test's, a MemoryHandler) would keep its traceback's frames alive, and
+    with them sockets (see tls.wrap_accepted)."""
     if exc is None:
         logger.info("%s: %s closed", address, label)
     elif isinstance(exc, HandlerError):
@@ -92,20 +95,20 @@ def log_ending(
         logger.info("%s: %s closed at shutdown inside a frame", address, label)
     elif isinstance(exc, ProtocolError):
         logger.warning(
-            "%s: protocol error from %s, closing it: %s%s", address, label, exc, peer_hint(exc)
+            "%s: protocol error from %s, closing it: %s%s", address, label, str(exc), peer_hint(exc)
         )
     elif isinstance(exc, StartTLSRefused):
-        logger.warning("%s: STARTTLS refused for %s, closing it: %s", address, label, exc)
+        logger.warning("%s: STARTTLS refused for %s, closing it: %s", address, label, str(exc))
     elif isinstance(exc, ssl.SSLError) and handshaking:
         logger.warning(
-            "%s: TLS handshake with %s failed: %s%s", address, label, exc, _tls_hint(exc)
+            "%s: TLS handshake with %s failed: %s%s", address, label, str(exc), _tls_hint(exc)
         )
     elif isinstance(exc, (TimeoutError, socket.timeout)):
-        logger.info("%s: %s timed out: %s", address, label, exc)
+        logger.info("%s: %s timed out: %s", address, label, str(exc))
     elif isinstance(exc, PeerStalled):
-        logger.info("%s: %s stalled: %s", address, label, exc)
+        logger.info("%s: %s stalled: %s", address, label, str(exc))
     else:
-        logger.info("%s: %s lost: %r", address, label, exc)
+        logger.info("%s: %s lost: %s", address, label, repr(exc))
 
 
 # What a TLS client sends first: a record of content type 22 (handshake)
