@@ -191,7 +191,8 @@ cdef class FrameDecoder(_StreamDecoder):
 
     cdef int _c_updated(self, Py_ssize_t nbytes) except -1
 
-    @cython.locals(pos=Py_ssize_t, raw="unsigned long long", stop=Py_ssize_t, out=list)
+    @cython.locals(pos=Py_ssize_t, avail=Py_ssize_t, raw="unsigned long long", stop=Py_ssize_t,
+                   phase=int, out=list)
     cdef Py_ssize_t _c_next(self) except -3
 
 
