@@ -293,6 +293,11 @@ class _StreamDecoder:
         self._discard_left = 0
         self._error = None
         self._busy = False
+        # The C API (capi.pxd): True only while next_frame may take the next
+        # frame inline, with this one test: between frames, no stop_after
+        # count, no frames pending as bytes, no call in progress.  Set by
+        # the C API's calls, cleared by every public call (_begin_call).
+        self._c_inline = False
         self._oversized = None
         # stop_after(): frames still to deliver; -1 when no limit is set, 0
         # once stopped (received bytes are then held, unparsed, for detach).
@@ -534,6 +539,7 @@ class _StreamDecoder:
         parses a header in Python), which would otherwise see the buffer
         half updated.
         """
+        self._c_inline = False  # whatever this call changes, capi.pxd tests nothing else
         if self._busy:
             raise RuntimeError(
                 f"{type(self).__name__} is already in a call from another thread: "
@@ -980,6 +986,9 @@ class FrameDecoder(_StreamDecoder):
                 else:
                     self._end += nbytes
                     self._size_next_read(nbytes, room)
+                self._c_inline = (
+                    self._phase == _HEADER and self._frames_left < 0 and self._c_frames is None
+                )
                 return 0
             finally:
                 self._busy = False
@@ -1026,9 +1035,11 @@ class FrameDecoder(_StreamDecoder):
                         self._exact = False  # as _advance: small frames follow
                         if self._frames_left > 0:
                             self._frames_left -= 1
+                        self._c_inline = self._frames_left < 0
                         return pos + self._strip
                     if stop - pos - self._strip < BIG_FRAME:
                         # As _parse: the header stays buffered until the body is.
+                        self._c_inline = False
                         self._phase = _BODY
                         self._need = stop - pos
                         return -2

@@ -4,15 +4,15 @@
 # Ships in the wheel with the declarations it needs: _codec.pxd,
 # _primitives.pxd and _hton.h (on the include path: framecodec.get_include()).
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.object cimport PyObject
 
 from framecodec.codec._codec cimport FrameDecoder
 from framecodec.codec._primitives cimport PyByteArray_AS_STRING, load_uint
 
 
-cdef enum:
-    # _codec.py's _HEADER: between frames, or inside a frame's header (the
-    # tests check that the two agree).
-    _CAPI_BETWEEN_FRAMES = 0
+cdef extern from "Python.h":
+    # PyByteArray_AS_STRING of a borrowed pointer: no reference counted per frame.
+    char *_capi_bytearray_data "PyByteArray_AS_STRING" (PyObject *bytearray)
 
 
 cdef inline int frames_received(FrameDecoder decoder, Py_ssize_t nbytes) except -1:
@@ -29,19 +29,18 @@ cdef inline int next_frame(FrameDecoder decoder, const unsigned char **data,
     #
     # The common case runs here, compiled into the caller, with no call: an
     # ordinary frame (a length field on the hot loop's fast path) wholly
-    # buffered, between frames, no stop_after count, no frame pending as
-    # bytes, no call in progress.  It makes the core's own tests (_c_next's,
-    # the hot loop's) and its steps.  Everything else, once a read or so, is
-    # _c_next's: the frame a read split, the frame left incomplete, and the
-    # shared path of buffer_updated() for the rest.
+    # buffered, while the decoder's _c_inline says it is between frames with
+    # no stop_after count, no frame pending as bytes and no call in
+    # progress.  It makes the core's own tests (_c_next's, the hot loop's)
+    # and its steps.  Everything else, about once a read, is _c_next's: the
+    # frame a read split, the frame left incomplete, and the shared path of
+    # buffer_updated() for the rest.
     cdef Py_ssize_t pos = decoder._pos
     cdef Py_ssize_t stop
     cdef unsigned long long raw
     cdef const unsigned char *buf
-    if (decoder._phase == _CAPI_BETWEEN_FRAMES and decoder._frames_left < 0
-            and not decoder._busy and decoder._c_frames is None
-            and decoder._end - pos >= decoder._frame_start):
-        buf = <const unsigned char *>PyByteArray_AS_STRING(decoder._buf)
+    if decoder._c_inline and decoder._end - pos >= decoder._frame_start:
+        buf = <const unsigned char *>_capi_bytearray_data(<PyObject *>decoder._buf)
         raw = load_uint(buf, pos + decoder._length_offset, decoder._width, decoder._little)
         if raw <= decoder._max_raw and raw >= decoder._min_raw:
             # raw is under RAW_LENGTH_LIMIT here: no sum below can overflow.
