@@ -31,3 +31,48 @@ def feed(FrameDecoder decoder, data, frames):
         frames_received(decoder, n)
         done += n
         pull(decoder, frames)
+
+
+def feed_in_pieces(FrameDecoder decoder, data, Py_ssize_t piece, frames):
+    """feed() with reads of at most ``piece`` bytes, so that frames are split
+    at every kind of place (inside a header, inside a body, between frames)."""
+    cdef Py_ssize_t done = 0, n
+    while done < len(data):
+        view = decoder.get_buffer()
+        n = min(len(view), len(data) - done, piece)
+        view[:n] = data[done:done + n]
+        frames_received(decoder, n)
+        done += n
+        pull(decoder, frames)
+
+
+def pull_then_stop(FrameDecoder decoder, data, Py_ssize_t first, Py_ssize_t more):
+    """One read of ``data``; ``first`` frames pulled, then stop_after(more)
+    with the rest still buffered, then pulled to the end: (before, after)."""
+    cdef const unsigned char *p
+    cdef Py_ssize_t size
+    view = decoder.get_buffer(len(data))
+    view[:len(data)] = data
+    frames_received(decoder, len(data))
+    before = []
+    while len(before) < first and next_frame(decoder, &p, &size):
+        before.append(p[:size])
+    decoder.stop_after(more)
+    return before, pull(decoder)
+
+
+def span_offsets(FrameDecoder decoder, data):
+    """One read of ``data``; each frame as (its pointer's offset from the
+    first frame's, its size): spans of one buffer lie at increasing offsets."""
+    cdef const unsigned char *p
+    cdef const unsigned char *first = NULL
+    cdef Py_ssize_t size
+    view = decoder.get_buffer(len(data))
+    view[:len(data)] = data
+    frames_received(decoder, len(data))
+    out = []
+    while next_frame(decoder, &p, &size):
+        if first == NULL:
+            first = p
+        out.append((p - first, size))
+    return out

@@ -56,13 +56,13 @@ def built(tmp_path_factory):
     return checksum, capi_probe
 
 
-def python_api(decoder, data):
+def python_api(decoder, data, piece=None):
     """The Python API on the same stream, through get_buffer in the same pieces."""
     frames = []
     done = 0
     while done < len(data):
         view = decoder.get_buffer()
-        n = min(len(view), len(data) - done)
+        n = min(len(view), len(data) - done, piece or len(data))
         view[:n] = data[done : done + n]
         done += n
         try:
@@ -73,10 +73,13 @@ def python_api(decoder, data):
     return frames, None
 
 
-def c_api(probe, decoder, data):
+def c_api(probe, decoder, data, piece=None):
     frames = []
     try:
-        probe.feed(decoder, data, frames)
+        if piece is None:
+            probe.feed(decoder, data, frames)
+        else:
+            probe.feed_in_pieces(decoder, data, piece, frames)
     except ProtocolError as exc:
         frames.extend(exc.frames)
         return frames, exc
@@ -146,6 +149,67 @@ def test_the_c_api_delivers_and_fails_as_the_python_api(built, case):
         # After a protocol error the Python API's ``buffered`` still counts
         # the frames riding on the error; next_frame had handed those out.
         assert state(decoder)[1:] == state(reference)[1:]
+
+
+# Reads this long split frames inside headers, inside bodies and between
+# them; next_frame then runs inline, through _c_next, and through the shared
+# path in turn.
+PIECES = [3, 21, 4093]
+
+
+@pytest.mark.parametrize("piece", PIECES)
+@pytest.mark.parametrize("case", list(CASES))
+def test_split_reads_give_the_python_apis_frames_and_errors(built, case, piece):
+    _, probe = built
+    options, data = CASES[case]
+    expected, expected_error = python_api(FrameDecoder(**options), data, piece)
+    decoder = FrameDecoder(**options)
+    frames, error = c_api(probe, decoder, data, piece)
+    assert frames == expected
+    assert type(error) is type(expected_error)
+    assert str(error) == str(expected_error)
+    reference = FrameDecoder(**options)
+    python_api(reference, data, piece)
+    assert state(decoder)[1:] == state(reference)[1:]
+
+
+@pytest.mark.parametrize("piece", [1, 7, 64])
+def test_stop_after_in_split_reads_stops_at_the_same_frame(built, piece):
+    _, probe = built
+    data = stream(SMALL[:30]) + b"other protocol"
+    decoder = FrameDecoder()
+    decoder.stop_after(12)
+    frames = []
+    probe.feed_in_pieces(decoder, data, piece, frames)
+    assert frames == SMALL[:12]
+    assert decoder.stopped
+    assert decoder.detach() == stream(SMALL[12:30]) + b"other protocol"
+
+
+def test_stop_after_between_frames_of_one_read_counts_from_there(built):
+    # Frames already buffered and taken inline: stop_after, a public call,
+    # ends the inline path, so the count starts at the next frame.
+    _, probe = built
+    payloads = [bytes([i]) * 16 for i in range(10)]
+    decoder = FrameDecoder()
+    before, after = probe.pull_then_stop(decoder, stream(payloads), 3, 2)
+    assert before == payloads[:3]
+    assert after == payloads[3:5]
+    assert decoder.stopped
+    assert decoder.detach() == stream(payloads[5:])
+
+
+def test_frames_of_one_read_are_spans_of_one_buffer(built):
+    # Ordinary frames come as (pointer, length) into the decoder's buffer,
+    # back to back behind their 4-byte headers: no bytes object each.
+    _, probe = built
+    payloads = [b"x" * (i % 20) for i in range(100)]
+    spans = probe.span_offsets(FrameDecoder(), stream(payloads))
+    offset = 0
+    for (at, size), payload in zip(spans, payloads):
+        assert (at, size) == (offset, len(payload))
+        offset += len(payload) + 4
+    assert len(spans) == len(payloads)
 
 
 def test_oversized_raise_carries_on_as_the_python_api(built):

@@ -24,3 +24,26 @@ def read_frames(sock, FrameDecoder decoder, Py_ssize_t count, Py_ssize_t read_si
                 seen += data[0]
             frames += 1
     return frames
+
+
+def decode_stream(FrameDecoder decoder, stream, Py_ssize_t chunk):
+    """In memory, for the instruction counts (instructions.py): ``stream``
+    copied into get_buffer(chunk) views ``chunk`` bytes at a time, as the
+    Python API's row brings it, and its frames pulled with next_frame;
+    return how many."""
+    cdef const unsigned char *data
+    cdef Py_ssize_t size, n, pos = 0, end = len(stream), frames = 0
+    cdef unsigned long long seen = 0
+    source = memoryview(stream)
+    get_buffer = decoder.get_buffer
+    while pos < end:
+        view = get_buffer(chunk)
+        n = min(len(view), chunk, end - pos)
+        view[:n] = source[pos:pos + n]
+        pos += n
+        frames_received(decoder, n)
+        while next_frame(decoder, &data, &size):
+            if size:
+                seen += data[0]
+            frames += 1
+    return frames

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import json
 import os
 import platform
@@ -41,6 +42,7 @@ from statistics import median
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import codec as codec_bench
+from .capi_contender import READER as CAPI_READER
 
 SIZES = [16, 64, 1024, 64 * 1024]
 # Stream bytes in the small and the large run of each case: whole numbers of
@@ -60,6 +62,7 @@ HEAP_LAYOUTS = (0, 8, 60)
 ROWS = [
     ("decode (feed)", "framecodec"),
     ("decode (get_buffer)", "framecodec"),
+    ("decode (C API)", "framecodec"),
     ("decode (feed)", "msgpack"),
     ("decode (feed)", "naive"),
     ("encode", "framecodec"),
@@ -98,6 +101,8 @@ def _case(operation: str, contender: str, size: int) -> Tuple[Callable[[Any], An
         streams = [codec_bench.naive_encode(frames) for frames in (small, large)]
         if operation == "decode (get_buffer)":
             return codec_bench.decode_by_get_buffer(_core()), streams[0], streams[1], extra
+        if operation == "decode (C API)":
+            return _capi_decode(), streams[0], streams[1], extra
         chunks = [codec_bench.chunked(stream, codec_bench.CHUNK) for stream in streams]
         run = (
             codec_bench.naive_decode
@@ -132,6 +137,24 @@ def _core() -> Any:
     from ..codec import _impl
 
     return _impl.load("cython")
+
+
+def _capi_reader() -> Any:
+    """The C API's benchmark consumer (capi.pxd's next_frame, from Cython),
+    which setup.py builds beside the compiled core; ImportError without it."""
+    return importlib.import_module(CAPI_READER)
+
+
+def _capi_decode() -> Callable[[bytes], int]:
+    """The get_buffer row's stream and pieces, its frames pulled as spans."""
+    reader = _capi_reader()
+    core = _core()
+
+    def run(stream: bytes) -> int:
+        decoder = core.FrameDecoder(max_frame_size=1 << 30)
+        return int(reader.decode_stream(decoder, stream, codec_bench.CHUNK))
+
+    return run
 
 
 def child(cases: List[Tuple[str, str, int]]) -> None:
@@ -211,10 +234,23 @@ def count(cases: List[Tuple[str, str, int]], python: str = sys.executable) -> Li
     return figures
 
 
+def _have_capi() -> bool:
+    try:
+        _capi_reader()
+    except ImportError:
+        return False
+    return True
+
+
 def measure(sizes: List[int], have_msgpack: bool) -> Dict[str, Any]:
     """Every row at every size: {"rows": [...], "absent": {...}}.  The cases
     are split in two children that run at once (valgrind is single-threaded)."""
-    rows = [row for row in ROWS if row[1] != "msgpack" or have_msgpack]
+    have_capi = _have_capi()
+    rows = [
+        row
+        for row in ROWS
+        if (row[1] != "msgpack" or have_msgpack) and (row[0] != "decode (C API)" or have_capi)
+    ]
     cases = [(op, who, size) for size in sizes for op, who in rows]
     halves = [cases[0::2], cases[1::2]]
     with ThreadPoolExecutor(2) as pool:
@@ -223,6 +259,8 @@ def measure(sizes: List[int], have_msgpack: bool) -> Dict[str, Any]:
     for half, numbers in zip(halves, counted):
         figures.update(zip(half, numbers))
     absent = {} if have_msgpack else {"msgpack": "not installed (pip install msgpack)"}
+    if not have_capi:
+        absent["decode (C API)"] = "the C API's benchmark consumer was not built (needs Cython)"
     return {
         "rows": [
             {

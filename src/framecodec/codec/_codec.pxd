@@ -100,6 +100,7 @@ cdef class _StreamDecoder:
     cdef long long _discard_left    # _DISCARDING: bytes of the oversized frame still to drop
     cdef object _error              # _FAILED: the ProtocolError that broke this decoder
     cdef bint _busy                 # a public call is in progress (see _begin_call)
+    cdef bint _c_inline             # capi.pxd's next_frame may take the next frame inline
     cdef Py_ssize_t _frames_left    # stop_after: frames still to deliver; -1 no limit, 0 stopped
     cdef bytes _big_head            # _IN_PLACE: the frame's bytes before its storage
     cdef object _oversized          # on_oversized="raise": the error this call ends with
@@ -191,7 +192,8 @@ cdef class FrameDecoder(_StreamDecoder):
 
     cdef int _c_updated(self, Py_ssize_t nbytes) except -1
 
-    @cython.locals(pos=Py_ssize_t, raw="unsigned long long", stop=Py_ssize_t, out=list)
+    @cython.locals(pos=Py_ssize_t, avail=Py_ssize_t, raw="unsigned long long", stop=Py_ssize_t,
+                   phase=int, out=list)
     cdef Py_ssize_t _c_next(self) except -3
 
 

@@ -293,6 +293,11 @@ class _StreamDecoder:
         self._discard_left = 0
         self._error = None
         self._busy = False
+        # The C API (capi.pxd): True only while next_frame may take the next
+        # frame inline, with this one test: between frames, no stop_after
+        # count, no frames pending as bytes, no call in progress.  Set by
+        # the C API's calls, cleared by every public call (_begin_call).
+        self._c_inline = False
         self._oversized = None
         # stop_after(): frames still to deliver; -1 when no limit is set, 0
         # once stopped (received bytes are then held, unparsed, for detach).
@@ -534,6 +539,7 @@ class _StreamDecoder:
         parses a header in Python), which would otherwise see the buffer
         half updated.
         """
+        self._c_inline = False  # whatever this call changes, capi.pxd tests nothing else
         if self._busy:
             raise RuntimeError(
                 f"{type(self).__name__} is already in a call from another thread: "
@@ -980,6 +986,9 @@ class FrameDecoder(_StreamDecoder):
                 else:
                     self._end += nbytes
                     self._size_next_read(nbytes, room)
+                self._c_inline = (
+                    self._phase == _HEADER and self._frames_left < 0 and self._c_frames is None
+                )
                 return 0
             finally:
                 self._busy = False
@@ -988,12 +997,15 @@ class FrameDecoder(_StreamDecoder):
         """The next frame: its start in ``_buf`` (its end in ``_c_stop``); -1
         when it is the bytes ``_c_frame``; -2 when no frame is complete.
 
-        An ordinary frame wholly buffered is taken here, with the hot loop's
-        own tests; everything else (large, escaped, oversized or bad
-        headers, stop_after's end, a failed or busy decoder) goes through
-        the shared path of buffer_updated(), whose frames come as bytes and
-        whose errors are raised the same way, with the frames that call
-        completed on the exception's ``frames``.
+        capi.pxd's next_frame takes ordinary frames between frames itself,
+        inline in its caller, and calls this for everything else: once a
+        read, for the frame the read split (in _BODY, its header still
+        buffered) or for the frame it leaves incomplete.  Those are taken
+        here, with the hot loop's own tests and steps, as spans; the rest
+        (large, escaped, oversized or bad headers, stop_after's end, a failed
+        or busy decoder) goes through the shared path of buffer_updated(),
+        whose frames come as bytes and whose errors are raised the same way,
+        with the frames that call completed on the exception's ``frames``.
         """
         if self._c_frames is not None:  # (attributes, not locals: no reference counting)
             if self._c_index < len(self._c_frames):
@@ -1002,23 +1014,35 @@ class FrameDecoder(_StreamDecoder):
                 return -1
             self._c_frames = None
             self._c_frame = None
-        pos = self._pos
-        if (
-            self._phase == _HEADER
-            and self._frames_left != 0
-            and not self._busy
-            and self._end - pos >= self._frame_start
-        ):
-            raw = load_uint(self._buf, pos + self._length_offset, self._width, self._little)
-            if raw <= self._max_raw and raw >= self._min_raw:
-                stop = pos + raw + self._header_size + self._adjustment
-                if stop <= self._end:
-                    self._pos = stop
-                    self._c_stop = stop
-                    self._exact = False  # as _advance: small frames follow
-                    if self._frames_left > 0:
-                        self._frames_left -= 1
-                    return pos + self._strip
+        phase = self._phase
+        if phase in (_HEADER, _BODY) and self._frames_left != 0 and not self._busy:
+            pos = self._pos
+            avail = self._end - pos
+            if avail < self._need:
+                # As _advance: nothing to parse before more bytes arrive.
+                if not avail:
+                    self._pos = self._end = 0
+                return -2
+            if avail >= self._frame_start:
+                raw = load_uint(self._buf, pos + self._length_offset, self._width, self._little)
+                if raw <= self._max_raw and raw >= self._min_raw:
+                    stop = pos + raw + self._header_size + self._adjustment
+                    if stop <= self._end:
+                        self._pos = stop
+                        self._c_stop = stop
+                        self._phase = _HEADER
+                        self._need = self._frame_start
+                        self._exact = False  # as _advance: small frames follow
+                        if self._frames_left > 0:
+                            self._frames_left -= 1
+                        self._c_inline = self._frames_left < 0
+                        return pos + self._strip
+                    if stop - pos - self._strip < BIG_FRAME:
+                        # As _parse: the header stays buffered until the body is.
+                        self._c_inline = False
+                        self._phase = _BODY
+                        self._need = stop - pos
+                        return -2
         with cython.critical_section(self):
             self._begin_call()
             try:
