@@ -1,7 +1,7 @@
 # Types of the codec core, shared by the compiled extension and the
 # pure-Python twin (both are built from _codec.py, which stays unannotated
 # because Cython would read annotations as C types).
-from typing import Any, Iterable, List, Optional, Union
+from typing import Any, Iterable, List, Optional, Tuple, Union
 
 from .formats import FrameFormat
 from .messages import Message
@@ -9,7 +9,10 @@ from .messages import Message
 _BytesLike = Union[bytes, bytearray, memoryview]
 
 COMPILED: bool
+# The CRC32C engines this build has: "table", and "sse4.2" where the CPU has it.
+CHECKSUM_ENGINES: Tuple[str, ...]
 # Imported by the core from formats and messages.
+CHECKSUM_SIZE: int
 DEFAULT_MAX_CONTENT_SIZE: int
 DEFAULT_MAX_HEADER_SIZE: int
 MAX_FRAME_SIZE_LIMIT: int
@@ -33,6 +36,8 @@ class FrameDecoder(_StreamDecoder):
     def format(self) -> FrameFormat: ...
     @property
     def discarded(self) -> int: ...
+    @property
+    def corrupted(self) -> int: ...
     def __init__(self, format: Union[str, FrameFormat, None] = None, **options: Any) -> None: ...
     def feed(self, data: _BytesLike) -> List[bytes]: ...
     def buffer_updated(self, nbytes: int) -> List[bytes]: ...
@@ -63,6 +68,7 @@ class FrameEncoder:
     def encode_frames(self, frames: Iterable[_BytesLike]) -> List[bytes]: ...
 
 def as_bytes_view(data: _BytesLike) -> memoryview: ...
+def crc32c(data: _BytesLike, value: int = 0) -> int: ...
 def pack_uint(value: int, width: int = 4, byteorder: str = "big") -> bytes: ...
 def unpack_uint(
     data: _BytesLike, width: int = 4, byteorder: str = "big", offset: int = 0
