@@ -231,6 +231,8 @@ cdef class FrameEncoder:
 
     cpdef bytes header(self, object length, object prefix=*)
 
+    cpdef bytes trailer(self, object header, object payload)
+
     cpdef bytes encode(self, object payload, object prefix=*)
 
     @cython.locals(total=Py_ssize_t, pos=Py_ssize_t, size=Py_ssize_t, plain_min=Py_ssize_t,

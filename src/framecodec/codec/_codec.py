@@ -1247,8 +1247,7 @@ class FrameEncoder:
 
         For vectored writes: ``sock.sendmsg([enc.header(len(p)), p])`` sends a
         frame without copying the payload.  With a checksum the frame goes
-        on with the checksum of both: ``pack_uint(crc32c(p, crc32c(h)))``
-        (encode_vectored() does so).
+        on with the checksum of both: ``trailer(h, p)``.
         """
         if prefix is None:
             prefix = self._zero_prefix
@@ -1274,6 +1273,18 @@ class FrameEncoder:
         if self._length_offset:
             return bytes(prefix) + store_uint(field, self._width, self._little)
         return store_uint(field, self._width, self._little)
+
+    def trailer(self, header, payload):
+        """What follows ``header`` and ``payload`` on the wire: the checksum
+        of both (4 bytes) with ``checksum="crc32c"``, b"" without one.
+
+        For vectored writes of a frame built from header(): ``[h, p,
+        enc.trailer(h, p)]``, the payload left where it lies.
+        """
+        if not self._trailer:
+            return b""
+        checksum = checksum_buffer(0, crc32c(header), as_bytes_view(payload))
+        return store_uint(checksum, 4, False)
 
     def _too_large(self, length, header_size):
         fmt = self.format
@@ -1476,8 +1487,7 @@ class FrameEncoder:
             buffers.append(head)
             buffers.append(payload)
             if self._trailer:
-                checksum = checksum_buffer(0, checksum_span(0, head, 0, len(head)), payload)
-                buffers.append(store_uint(checksum, 4, False))
+                buffers.append(self.trailer(head, payload))
         if run:
             buffers.append(self.encode_many(run))
         return buffers
