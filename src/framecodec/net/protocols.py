@@ -71,7 +71,8 @@ class FrameProtocol:
             crc = _core.crc32c(chunk, crc)
             left -= len(chunk)
         file.seek(start)
-        return _core.pack_uint(crc, 4)
+        trailer: bytes = _core.pack_uint(crc, 4)
+        return trailer
 
     def encode(self, payload: Any, prefix: Optional[bytes] = None) -> List[Any]:
         try:
