@@ -187,7 +187,7 @@ def bench_size(size: int, quick: bool, cores: Dict[str, Any], msgpack: Any) -> L
     compiled = cores.get("cython")
     if compiled is not None:
         sealed = compiled.FrameEncoder(max_frame_size=1 << 30, checksum="crc32c")
-        sealed_stream = sealed.encode_many(payloads)
+        sealed_stream: bytes = sealed.encode_many(payloads)
         sealed_chunks = chunked(sealed_stream, CHUNK)
     timings = [("decode (feed)", "naive", measure(naive_decode, chunks, repeat, all_frames))]
     for name, core in cores.items():
@@ -208,8 +208,8 @@ def bench_size(size: int, quick: bool, cores: Dict[str, Any], msgpack: Any) -> L
         seconds = measure(decode_by_get_buffer(core), stream, repeat, all_frames)
         timings.append(("decode (get_buffer)", name, seconds))
     if compiled is not None:
-        run = decode_by_get_buffer(compiled, checksum="crc32c")
-        seconds = measure(run, sealed_stream, repeat, all_frames)
+        by_buffer = decode_by_get_buffer(compiled, checksum="crc32c")
+        seconds = measure(by_buffer, sealed_stream, repeat, all_frames)
         timings.append(("decode (get_buffer)", CHECKSUMMED, seconds))
     naive_encoder = encode_in_batches(naive_encode)
     timings.append(("encode_many", "naive", measure(naive_encoder, batches, repeat, same_stream)))

@@ -257,8 +257,10 @@ def send_frames(
 
 
 class CodecReceiver(SocketReceiver):
+    options: Dict[str, Any] = {}  # format options: the checksum rows set one
+
     def read(self, sock: socket.socket, count: int) -> float:
-        decoder = framecodec.FrameDecoder()
+        decoder = framecodec.FrameDecoder(**self.options)
         recv_into = sock.recv_into
         get_buffer = decoder.get_buffer
         buffer_updated = decoder.buffer_updated
@@ -276,24 +278,40 @@ class CodecReceiver(SocketReceiver):
 
 
 class CodecSender(SocketSender):
+    options: Dict[str, Any] = {}
+
     def __init__(self, endpoint: Endpoint, address: str, payload: bytes) -> None:
         super().__init__(endpoint, address, payload)
-        self.encoder = framecodec.FrameEncoder()
+        self.encoder = framecodec.FrameEncoder(**self.options)
 
     def send(self, count: int) -> None:
         sock = self.sock
         payload = self.payload
         encode_many = self.encoder.encode_many
-        header = self.encoder.header
+        header = self.encoder.header(len(payload))
+        trailer = self.encoder.trailer
         sendall = sock.sendall
 
         def send_batch(batch: List[bytes]) -> None:
             sendall(encode_many(batch))
 
         def send_one() -> None:
-            sendmsg_all(sock, [header(len(payload)), payload])
+            buffers = [header, payload]
+            if self.options:
+                buffers.append(trailer(header, payload))
+            sendmsg_all(sock, buffers)
 
         send_frames(payload, count, send_batch, send_one)
+
+
+class ChecksumReceiver(CodecReceiver):
+    """CodecReceiver with checksum="crc32c": what checking each frame costs."""
+
+    options = {"checksum": "crc32c"}
+
+
+class ChecksumSender(CodecSender):
+    options = {"checksum": "crc32c"}
 
 
 class CodecEchoServer(SocketEchoServer):
@@ -557,6 +575,14 @@ CONTENDERS: List[Contender] = [
         CodecEchoServer,
         CodecEchoClient,
         many_clients=False,  # its server is a thread per connection: the backends are the servers
+    ),
+    Contender(
+        "framecodec+crc",
+        'framecodec codec loop, checksum="crc32c"',
+        ChecksumReceiver,
+        ChecksumSender,
+        transports=("tcp",),
+        many_clients=False,
     ),
     Contender(
         "capi",

@@ -104,8 +104,8 @@ def _case(operation: str, contender: str, size: int) -> Tuple[Callable[[Any], An
         encoder = _core().FrameEncoder(max_frame_size=1 << 30, **options)
         streams = [encoder.encode_many(frames) for frames in (small, large)]
         if operation == "decode (get_buffer)":
-            run = codec_bench.decode_by_get_buffer(_core(), **options)
-            return run, streams[0], streams[1], extra
+            by_buffer = codec_bench.decode_by_get_buffer(_core(), **options)
+            return by_buffer, streams[0], streams[1], extra
         chunks = [codec_bench.chunked(stream, codec_bench.CHUNK) for stream in streams]
         run = (
             codec_bench.naive_decode
