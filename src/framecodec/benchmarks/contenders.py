@@ -578,7 +578,7 @@ CONTENDERS: List[Contender] = [
     ),
     Contender(
         "framecodec+crc",
-        'framecodec codec loop, checksum="crc32c"',
+        "framecodec codec loop, crc32c",
         ChecksumReceiver,
         ChecksumSender,
         transports=("tcp",),
