@@ -35,7 +35,7 @@ from ..errors import (
     MalformedHeaderError,
     ProtocolError,
 )
-from .formats import CHECKSUM_SIZE, MAX_FRAME_SIZE_LIMIT, RAW_LENGTH_LIMIT, resolve_format
+from .formats import MAX_FRAME_SIZE_LIMIT, RAW_LENGTH_LIMIT, resolve_format
 from .messages import (
     DEFAULT_MAX_CONTENT_SIZE,
     DEFAULT_MAX_HEADER_SIZE,
@@ -983,8 +983,8 @@ class FrameDecoder(_StreamDecoder):
                 self._need = stop - pos
                 return pos
             if trailer:
-                expected = load_uint(p, stop - CHECKSUM_SIZE, 4, False)
-                actual = checksum_span(0, p, pos, stop - CHECKSUM_SIZE)
+                expected = load_uint(p, stop - trailer, 4, False)
+                actual = checksum_span(0, p, pos, stop - trailer)
                 if actual != expected:
                     pos = self._corrupt_frame(stop, expected, actual, stop - pos - trailer, out)
                     if pos < 0:  # parsing stops here: see _stop

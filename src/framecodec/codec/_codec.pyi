@@ -12,7 +12,6 @@ COMPILED: bool
 # The CRC32C engines this build has: "table", and "sse4.2" where the CPU has it.
 CHECKSUM_ENGINES: Tuple[str, ...]
 # Imported by the core from formats and messages.
-CHECKSUM_SIZE: int
 DEFAULT_MAX_CONTENT_SIZE: int
 DEFAULT_MAX_HEADER_SIZE: int
 MAX_FRAME_SIZE_LIMIT: int
