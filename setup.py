@@ -115,7 +115,8 @@ def extensions():
         [os.path.join(CODEC_DIR, "_codec.py")],
         include_dirs=[CODEC_DIR],
         depends=[
-            os.path.join(CODEC_DIR, name) for name in ("_codec.pxd", "_primitives.pxd", "_hton.h")
+            os.path.join(CODEC_DIR, name)
+            for name in ("_codec.pxd", "_primitives.pxd", "_hton.h", "_crc32c.h")
         ],
     )
     # The C API's benchmark consumer (capi.pxd, cimported as users do).
@@ -125,7 +126,7 @@ def extensions():
         include_dirs=[CODEC_DIR],
         depends=[
             os.path.join(CODEC_DIR, name)
-            for name in ("capi.pxd", "_codec.pxd", "_primitives.pxd", "_hton.h")
+            for name in ("capi.pxd", "_codec.pxd", "_primitives.pxd", "_hton.h", "_crc32c.h")
         ],
     )
     return cythonize(

@@ -152,6 +152,28 @@ def test_frame_limits_on_the_command_line(capsysbinary):
         assert "exceeds max_frame_length (10)" in process.stderr.read()
 
 
+def test_checksum_on_the_command_line(capsysbinary):
+    with serve_process("127.0.0.1:0", "--checksum", "crc32c") as (address, process):
+        code, out, _ = send(capsysbinary, address, "--checksum", "crc32c", "checked", "twice")
+        assert (code, out) == (0, b"checked\ntwice\n")
+        # A sender without the option sends no checksum: the server waits for
+        # one that never comes, and the client gives up.
+        code, _, _ = send(capsysbinary, address, "--timeout", "1", "unchecked")
+        assert code == 1
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(TIMEOUT) == 0
+    code, _, err = send(
+        capsysbinary, "127.0.0.1:1", "--format", "multiprocessing", "--checksum", "crc32c", "x"
+    )
+    assert code == 1 and b"large_length_escape" in err
+    code, _, err = send(
+        capsysbinary, "127.0.0.1:1", "--protocol", "messages", "--checksum", "crc32c", "x"
+    )
+    assert code == 1 and b"--checksum applies to --protocol frames" in err
+    with pytest.raises(SystemExit):
+        main(["send", "127.0.0.1:1", "--checksum", "md5", "x"])
+
+
 def test_bad_frame_options_are_reported(capsysbinary):
     code, _, err = send(capsysbinary, "127.0.0.1:1", "--format", "http2", "--strip", "10", "x")
     assert code == 1 and b"strip must be between 0 and 9, not 10" in err

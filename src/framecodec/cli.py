@@ -92,6 +92,15 @@ FRAME_OPTIONS = (
             "maxFrameLength counts it (default: no such limit)",
         },
     ),
+    (
+        "--checksum",
+        "checksum",
+        {
+            "choices": ("crc32c",),
+            "help": "follow each frame with the CRC32C of its bytes, checked on receipt; "
+            "both ends must say so (default: none)",
+        },
+    ),
 )
 
 

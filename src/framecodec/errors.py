@@ -41,6 +41,22 @@ class MalformedHeaderError(ProtocolError):
     """A header cannot be interpreted: negative length, bad JSON, missing key..."""
 
 
+class ChecksumError(ProtocolError):
+    """A frame's checksum (the ``checksum`` format option) does not match its
+    bytes: they were changed on the way.  The frame is never delivered.
+
+    ``expected`` is the checksum the frame carried, ``actual`` the one its
+    bytes give.
+    """
+
+    def __init__(
+        self, message: str, frames: Sequence[Any] = (), expected: int = 0, actual: int = 0
+    ) -> None:
+        super().__init__(message, frames)
+        self.expected = expected
+        self.actual = actual
+
+
 class IncompleteFrameError(ProtocolError):
     """The stream ended part-way through a frame.
 

@@ -40,6 +40,8 @@ async def wait_for(condition, message: str = "condition") -> None:
         ("frames", {}, [b"", b"a", b"b" * 70_000, b"c" * 3_000_000]),
         ("frames", {"format": "uint16"}, [b"", b"short", b"d" * 65_535]),
         ("frames", {"format": "multiprocessing"}, [b"x" * 10, b"y" * 300_000]),
+        ("frames", {"checksum": "crc32c"}, [b"", b"z" * 70_000, b"c" * 3_000]),
+        ("frames", {"format": "grpc", "checksum": "crc32c"}, [b"\x00\x00\x00\x00\x01!"]),
         ("messages", {}, [{"key": [1, 2]}, "text", b"\x00" * 100_000]),
     ],
 )

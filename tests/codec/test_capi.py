@@ -128,6 +128,15 @@ CASES = {
         stream([b"12345678" + b"p" * 20]) + b"\x00\x00\x00\x01",
     ),
     "a truncated stream": ({}, stream(SMALL[:20])[:-3]),
+    "checksummed frames": ({"checksum": "crc32c"}, stream(SMALL + MIXED, checksum="crc32c")),
+    "a corrupted frame fails": (
+        {"checksum": "crc32c"},
+        stream(SMALL[:30], checksum="crc32c") + b"\x00\x00\x00\x01x\x00\x00\x00\x00",
+    ),
+    "corrupted frames discarded": (
+        {"checksum": "crc32c", "on_oversized": "discard"},
+        (stream(SMALL[:30], checksum="crc32c") + b"\x00\x00\x00\x01x\x00\x00\x00\x00") * 3,
+    ),
 }
 
 

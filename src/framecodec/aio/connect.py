@@ -41,6 +41,7 @@ async def open_connection(
     large_length_escape: bool = ...,
     max_frame_length: Optional[int] = ...,
     on_oversized: Literal["fail", "discard", "raise"] = ...,
+    checksum: Optional[Literal["crc32c"]] = ...,
 ) -> Connection[bytes]: ...
 
 

@@ -68,6 +68,7 @@ if TYPE_CHECKING:
         large_length_escape: bool = ...,
         max_frame_length: Optional[int] = ...,
         on_oversized: Literal["fail", "discard", "raise"] = ...,
+        checksum: Optional[Literal["crc32c"]] = ...,
     ) -> Server: ...
 
     @overload

@@ -89,6 +89,7 @@ async def connect(
     large_length_escape: bool = ...,
     max_frame_length: Optional[int] = ...,
     on_oversized: Literal["fail", "discard", "raise"] = ...,
+    checksum: Optional[Literal["crc32c"]] = ...,
 ) -> FramedStream[bytes]: ...
 
 

@@ -401,6 +401,7 @@ async def serve(
     large_length_escape: bool = ...,
     max_frame_length: Optional[int] = ...,
     on_oversized: Literal["fail", "discard", "raise"] = ...,
+    checksum: Optional[Literal["crc32c"]] = ...,
 ) -> None: ...
 
 

@@ -138,6 +138,7 @@ class FramedStream(Generic[ItemT]):
         large_length_escape: bool = ...,
         max_frame_length: Optional[int] = ...,
         on_oversized: Literal["fail", "discard", "raise"] = ...,
+        checksum: Optional[Literal["crc32c"]] = ...,
     ) -> None: ...
 
     @overload

@@ -9,6 +9,8 @@ however busy the machine is.  Contenders:
 - cython, python: framecodec's compiled core and its pure-Python twin;
 - naive: the loop users write by hand (``struct.unpack_from`` plus slicing to
   decode, ``struct.pack`` plus concatenation to encode);
+- cython+crc: the compiled core with ``checksum="crc32c"`` (each frame
+  followed by its CRC32C, checked on receipt), beside its row without;
 - msgpack: msgpack's C ``Unpacker`` streaming the same payloads as bin
   objects, where msgpack is installed (the best C streaming decoder Python
   users already have).
@@ -26,8 +28,9 @@ from typing import Any, Callable, Dict, List, Tuple
 from ..codec import _impl
 from .progress import Progress
 
-SIZES = [16, 64, 1024, 64 * 1024, 1024 * 1024]
-QUICK_SIZES = [16, 64, 1024, 1024 * 1024]
+SIZES = [16, 64, 1024, 4096, 64 * 1024, 1024 * 1024]
+QUICK_SIZES = [16, 64, 1024, 4096, 1024 * 1024]
+CHECKSUMMED = "cython+crc"  # the compiled core with checksum="crc32c"
 CHUNK = 64 * 1024  # decoders are fed the stream in pieces of this size
 _unpack_length = struct.Struct(">I").unpack_from
 _pack_length = struct.Struct(">I").pack
@@ -75,20 +78,20 @@ def encode_in_batches(
 # -- contenders ------------------------------------------------------------------
 
 
-def decode_by_feed(core: Any) -> Callable[[List[bytes]], int]:
+def decode_by_feed(core: Any, **options: Any) -> Callable[[List[bytes]], int]:
     def run(chunks: List[bytes]) -> int:
-        decoder = core.FrameDecoder(max_frame_size=1 << 30)
+        decoder = core.FrameDecoder(max_frame_size=1 << 30, **options)
         feed = decoder.feed
         return sum(len(feed(chunk)) for chunk in chunks)
 
     return run
 
 
-def decode_by_get_buffer(core: Any) -> Callable[[bytes], int]:
+def decode_by_get_buffer(core: Any, **options: Any) -> Callable[[bytes], int]:
     """The recv_into path, with a memory copy standing in for the kernel's."""
 
     def run(stream: bytes) -> int:
-        decoder = core.FrameDecoder(max_frame_size=1 << 30)
+        decoder = core.FrameDecoder(max_frame_size=1 << 30, **options)
         source = memoryview(stream)
         get_buffer = decoder.get_buffer
         buffer_updated = decoder.buffer_updated
@@ -181,10 +184,20 @@ def bench_size(size: int, quick: bool, cores: Dict[str, Any], msgpack: Any) -> L
     def same_stream(out: List[bytes]) -> bool:
         return b"".join(out) == stream
 
+    compiled = cores.get("cython")
+    if compiled is not None:
+        sealed = compiled.FrameEncoder(max_frame_size=1 << 30, checksum="crc32c")
+        sealed_stream: bytes = sealed.encode_many(payloads)
+        sealed_chunks = chunked(sealed_stream, CHUNK)
     timings = [("decode (feed)", "naive", measure(naive_decode, chunks, repeat, all_frames))]
     for name, core in cores.items():
         seconds = measure(decode_by_feed(core), chunks, repeat, all_frames)
         timings.append(("decode (feed)", name, seconds))
+    if compiled is not None:
+        run = decode_by_feed(compiled, checksum="crc32c")
+        timings.append(
+            ("decode (feed)", CHECKSUMMED, measure(run, sealed_chunks, repeat, all_frames))
+        )
     if msgpack is not None:
         packed = chunked(b"".join(msgpack.packb(p) for p in payloads), CHUNK)
         seconds = measure(msgpack_decode(msgpack), packed, repeat, all_frames)
@@ -194,11 +207,23 @@ def bench_size(size: int, quick: bool, cores: Dict[str, Any], msgpack: Any) -> L
     for name, core in cores.items():
         seconds = measure(decode_by_get_buffer(core), stream, repeat, all_frames)
         timings.append(("decode (get_buffer)", name, seconds))
+    if compiled is not None:
+        by_buffer = decode_by_get_buffer(compiled, checksum="crc32c")
+        seconds = measure(by_buffer, sealed_stream, repeat, all_frames)
+        timings.append(("decode (get_buffer)", CHECKSUMMED, seconds))
     naive_encoder = encode_in_batches(naive_encode)
     timings.append(("encode_many", "naive", measure(naive_encoder, batches, repeat, same_stream)))
     for name, core in cores.items():
         encoder = encode_in_batches(core.FrameEncoder(max_frame_size=1 << 30).encode_many)
         timings.append(("encode_many", name, measure(encoder, batches, repeat, same_stream)))
+    if compiled is not None:
+        encoder = encode_in_batches(sealed.encode_many)
+
+        def same_sealed_stream(out: List[bytes]) -> bool:
+            return b"".join(out) == sealed_stream
+
+        seconds = measure(encoder, batches, repeat, same_sealed_stream)
+        timings.append(("encode_many", CHECKSUMMED, seconds))
 
     naive_seconds = {op: seconds for op, who, seconds in timings if who == "naive"}
     return [
@@ -237,7 +262,7 @@ def format_size(size: int) -> str:
 
 def format_table(rows: List[Dict[str, Any]]) -> str:
     heading = ("operation", "size", "contender", "frames/s", "MB/s", "vs naive")
-    lines = ["{:<20} {:>7} {:<9} {:>12} {:>9} {:>9}".format(*heading), "-" * 71]
+    lines = ["{:<20} {:>7} {:<10} {:>12} {:>9} {:>9}".format(*heading), "-" * 72]
     previous = None
     for row in rows:
         key = (row["operation"], row["size"])
@@ -247,10 +272,25 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
         if row["operation"] == "decode (get_buffer)" and row["contender"] == "naive":
             continue  # the same naive figure as the feed row above it
         lines.append(
-            f"{row['operation']:<20} {format_size(row['size']):>7} {row['contender']:<9} "
+            f"{row['operation']:<20} {format_size(row['size']):>7} {row['contender']:<10} "
             f"{row['frames_per_s']:>12,.0f} {row['mb_per_s']:>9,.1f} {row['vs_naive']:>8.2f}x"
         )
     return "\n".join(lines)
+
+
+def checksum_costs(rows: List[Dict[str, Any]]) -> List[str]:
+    """Per size and operation: the compiled core's throughput with the
+    checksum as a share of its throughput without (same run)."""
+    plain = {(r["operation"], r["size"]): r["seconds"] for r in rows if r["contender"] == "cython"}
+    lines = []
+    for row in rows:
+        if row["contender"] == CHECKSUMMED:
+            base = plain[(row["operation"], row["size"])]
+            lines.append(
+                f"{row['operation']:<20} {format_size(row['size']):>7} "
+                f"{base / row['seconds']:>6.0%} of the throughput without"
+            )
+    return lines
 
 
 def main(args: argparse.Namespace) -> int:
@@ -271,6 +311,10 @@ def main(args: argparse.Namespace) -> int:
         "each figure the fastest of several runs\n"
     )
     print(format_table(rows))
+    costs = checksum_costs(rows)
+    if costs:
+        print('\nchecksum="crc32c" (cython+crc against cython):')
+        print("\n".join(costs))
     if available_contenders()[1] is None:
         print("\nnot measured: msgpack: not installed (pip install msgpack)")
     if args.json:

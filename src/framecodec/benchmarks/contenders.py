@@ -22,14 +22,13 @@ import socket
 import struct
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple, cast
+from typing import Any, Dict, List, Optional, Tuple, cast
 
 import framecodec
 
 from . import alternatives, anyio_contenders
 from .base import (
     BATCH_BYTES,
-    BIG_FRAME,
     HEADER,
     READ_SIZE,
     Contender,
@@ -42,15 +41,14 @@ from .base import (
     SocketReceiver,
     SocketSender,
     ThreadedEchoServer,
-    batches,
     ended,
     finish_sending,
     perf_counter,
-    sendmsg_all,
     went_on,
 )
 from .capi_contender import READER as CAPI_READER
 from .capi_contender import CapiReceiver
+from .codec_roles import ChecksumReceiver, ChecksumSender, CodecReceiver, CodecSender, send_frames
 
 # -- raw sockets: the physical reference ---------------------------------------------
 
@@ -238,62 +236,6 @@ class NaiveEchoClient(EchoClient):
 
 
 # -- framecodec: the codec on a socket ----------------------------------------------
-
-
-def send_frames(
-    payload: bytes,
-    count: int,
-    send_batch: Callable[[List[bytes]], None],
-    send_one: Callable[[], None],
-) -> None:
-    """``count`` frames: small ones in batches of about BATCH_BYTES, large
-    ones one at a time."""
-    if len(payload) >= BIG_FRAME:
-        for _ in range(count):
-            send_one()
-        return
-    for batch in batches(payload, count, max(1, BATCH_BYTES // max(1, len(payload)))):
-        send_batch(batch)
-
-
-class CodecReceiver(SocketReceiver):
-    def read(self, sock: socket.socket, count: int) -> float:
-        decoder = framecodec.FrameDecoder()
-        recv_into = sock.recv_into
-        get_buffer = decoder.get_buffer
-        buffer_updated = decoder.buffer_updated
-        frames = 0
-        while frames < count:
-            n = recv_into(get_buffer(READ_SIZE))
-            if not n:
-                decoder.eof()
-                raise ended(frames, count)
-            frames += len(buffer_updated(n))
-        end = perf_counter()
-        if frames > count or decoder.buffered:
-            raise went_on()
-        return end
-
-
-class CodecSender(SocketSender):
-    def __init__(self, endpoint: Endpoint, address: str, payload: bytes) -> None:
-        super().__init__(endpoint, address, payload)
-        self.encoder = framecodec.FrameEncoder()
-
-    def send(self, count: int) -> None:
-        sock = self.sock
-        payload = self.payload
-        encode_many = self.encoder.encode_many
-        header = self.encoder.header
-        sendall = sock.sendall
-
-        def send_batch(batch: List[bytes]) -> None:
-            sendall(encode_many(batch))
-
-        def send_one() -> None:
-            sendmsg_all(sock, [header(len(payload)), payload])
-
-        send_frames(payload, count, send_batch, send_one)
 
 
 class CodecEchoServer(SocketEchoServer):
@@ -557,6 +499,14 @@ CONTENDERS: List[Contender] = [
         CodecEchoServer,
         CodecEchoClient,
         many_clients=False,  # its server is a thread per connection: the backends are the servers
+    ),
+    Contender(
+        "framecodec+crc",
+        "framecodec codec loop, crc32c",
+        ChecksumReceiver,
+        ChecksumSender,
+        transports=("tcp",),
+        many_clients=False,
     ),
     Contender(
         "capi",

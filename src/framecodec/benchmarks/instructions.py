@@ -58,15 +58,20 @@ TOLERANCE = 0.10  # a framecodec figure this much over its baseline fails --base
 # allocated, and the median of the layouts is its figure.
 HEAP_LAYOUTS = (0, 8, 60)
 
+# framecodec with checksum="crc32c": what the checksum costs, beside the rows without.
+CHECKSUMMED = "framecodec+crc"
 # (operation, contender) in report order; framecodec's rows are the guarded ones.
 ROWS = [
     ("decode (feed)", "framecodec"),
     ("decode (get_buffer)", "framecodec"),
     ("decode (C API)", "framecodec"),
+    ("decode (feed)", CHECKSUMMED),
+    ("decode (get_buffer)", CHECKSUMMED),
     ("decode (feed)", "msgpack"),
     ("decode (feed)", "naive"),
     ("encode", "framecodec"),
     ("encode_many", "framecodec"),
+    ("encode_many", CHECKSUMMED),
     ("encode_many", "naive"),
 ]
 # Goals the report states (the issue's): instructions per 16 B frame decoded,
@@ -98,16 +103,19 @@ def _case(operation: str, contender: str, size: int) -> Tuple[Callable[[Any], An
                 return codec_bench.chunked(data, codec_bench.CHUNK)
 
             return codec_bench.msgpack_decode(msgpack), packed(small), packed(large), extra
-        streams = [codec_bench.naive_encode(frames) for frames in (small, large)]
+        options = {"checksum": "crc32c"} if contender == CHECKSUMMED else {}
+        encoder = _core().FrameEncoder(max_frame_size=1 << 30, **options)
+        streams = [encoder.encode_many(frames) for frames in (small, large)]
         if operation == "decode (get_buffer)":
-            return codec_bench.decode_by_get_buffer(_core()), streams[0], streams[1], extra
+            by_buffer = codec_bench.decode_by_get_buffer(_core(), **options)
+            return by_buffer, streams[0], streams[1], extra
         if operation == "decode (C API)":
             return _capi_decode(), streams[0], streams[1], extra
         chunks = [codec_bench.chunked(stream, codec_bench.CHUNK) for stream in streams]
         run = (
             codec_bench.naive_decode
             if contender == "naive"
-            else codec_bench.decode_by_feed(_core())
+            else codec_bench.decode_by_feed(_core(), **options)
         )
         return run, chunks[0], chunks[1], extra
     per_batch = max(1, codec_bench.CHUNK // size)
@@ -122,7 +130,8 @@ def _case(operation: str, contender: str, size: int) -> Tuple[Callable[[Any], An
             batches(large),
             extra,
         )
-    encoder = _core().FrameEncoder(max_frame_size=1 << 30)
+    options = {"checksum": "crc32c"} if contender == CHECKSUMMED else {}
+    encoder = _core().FrameEncoder(max_frame_size=1 << 30, **options)
     if operation == "encode":
         encode = encoder.encode
 

@@ -20,11 +20,19 @@ _core = _select()
 IMPLEMENTATION: str = "cython" if _core.COMPILED else "python"
 
 if TYPE_CHECKING:  # both cores share the types in _codec.pyi
-    from ._codec import FrameDecoder, FrameEncoder, MessageDecoder, pack_uint, unpack_uint
+    from ._codec import (
+        FrameDecoder,
+        FrameEncoder,
+        MessageDecoder,
+        crc32c,
+        pack_uint,
+        unpack_uint,
+    )
 else:
     FrameDecoder = _core.FrameDecoder
     FrameEncoder = _core.FrameEncoder
     MessageDecoder = _core.MessageDecoder
+    crc32c = _core.crc32c
     pack_uint = _core.pack_uint
     unpack_uint = _core.unpack_uint
 
@@ -46,6 +54,7 @@ __all__ = [
     "Message",
     "MessageDecoder",
     "MessageEncoder",
+    "crc32c",
     "pack_uint",
     "unpack_uint",
 ]

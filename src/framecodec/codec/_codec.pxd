@@ -7,7 +7,12 @@ from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
 
 from framecodec.codec._primitives cimport (
+    checksum_buffer,
+    checksum_engines,
+    checksum_span,
     concat,
+    concat_sealed,
+    init_checksums,
     fill_buffer,
     length_packer,
     length_reader,
@@ -19,6 +24,7 @@ from framecodec.codec._primitives cimport (
     storage_frame,
     store_uint,
     write_bytes,
+    write_checksum,
     write_header,
 )
 
@@ -55,7 +61,7 @@ cdef class _FrameStorage:
 
     cdef view(self, Py_ssize_t size)
 
-    cdef bytes finish(self)
+    cdef bytes finish(self, Py_ssize_t trailer)
 
 
 cdef extern from "Python.h":
@@ -143,7 +149,7 @@ cdef class _StreamDecoder:
     cdef Py_ssize_t _parse(self, const unsigned char *p, Py_ssize_t pos, Py_ssize_t end,
                            list out) except -1
 
-    cdef _deliver_big(self, bytes data, list out)
+    cdef _deliver_big(self, _FrameStorage big, bytes head, list out)
 
     cdef bytes _held_head(self)
 
@@ -155,7 +161,9 @@ cdef inline Py_ssize_t parse_received(_StreamDecoder decoder, list out) except -
 
 cdef class FrameDecoder(_StreamDecoder):
     cdef readonly object format        # the FrameFormat in force
-    cdef readonly Py_ssize_t discarded  # oversized frames dropped (on_oversized discard or raise)
+    cdef readonly Py_ssize_t discarded  # frames dropped (on_oversized discard or raise)
+    cdef readonly Py_ssize_t corrupted  # frames whose checksum did not match
+    cdef Py_ssize_t _trailer           # checksum bytes after each body: 4, or 0
     cdef int _width                    # length field bytes
     cdef bint _little                  # length field is little-endian
     cdef Py_ssize_t _length_offset     # bytes before the length field
@@ -180,20 +188,26 @@ cdef class FrameDecoder(_StreamDecoder):
                    offset=Py_ssize_t, width=int,
                    little=bint, strip=Py_ssize_t, head_adjust=Py_ssize_t,
                    min_raw="unsigned long long", max_raw="unsigned long long",
-                   raw="unsigned long long", stop=Py_ssize_t)
+                   raw="unsigned long long", stop=Py_ssize_t, trailer=Py_ssize_t,
+                   actual="unsigned long long", expected="unsigned long long")
     cdef Py_ssize_t _parse(self, const unsigned char *p, Py_ssize_t pos, Py_ssize_t end,
                            list out) except -1
 
     @cython.locals(avail=Py_ssize_t, head=Py_ssize_t, body="long long", payload="long long",
-                   total="long long", strip=Py_ssize_t)
+                   total="long long", wire="long long", strip=Py_ssize_t,
+                   actual="unsigned long long", expected="unsigned long long")
     # Its answer may be negative (a stop, see _stop): only -1 with an exception set is an error.
     cdef Py_ssize_t _unusual_frame(self, const unsigned char *p, Py_ssize_t pos, Py_ssize_t end,
                                    unsigned long long raw, list out) except? -1
 
+    cdef Py_ssize_t _corrupt_frame(self, Py_ssize_t stop, unsigned long long expected,
+                                   unsigned long long actual, Py_ssize_t size,
+                                   list out) except? -1
+
     cdef int _c_updated(self, Py_ssize_t nbytes) except -1
 
     @cython.locals(pos=Py_ssize_t, avail=Py_ssize_t, raw="unsigned long long", stop=Py_ssize_t,
-                   phase=int, out=list)
+                   phase=int, out=list, trailer=Py_ssize_t)
     cdef Py_ssize_t _c_next(self) except -3
 
 
@@ -212,15 +226,19 @@ cdef class FrameEncoder:
     cdef Py_ssize_t _plain_min         # payload sizes in [_plain_min, _plain_max] get
     cdef Py_ssize_t _plain_max         # the plain header without further checks
     cdef Py_ssize_t _plain_header_size
+    cdef Py_ssize_t _trailer           # checksum bytes after each body: 4, or 0
     cdef object _pack_length           # the twin's struct packer; None when compiled
     cdef dict _header_cache            # the twin's packed headers by payload size
 
     cpdef bytes header(self, object length, object prefix=*)
 
+    cpdef bytes trailer(self, object header, object payload)
+
     cpdef bytes encode(self, object payload, object prefix=*)
 
     @cython.locals(total=Py_ssize_t, pos=Py_ssize_t, size=Py_ssize_t, plain_min=Py_ssize_t,
-                   plain_max=Py_ssize_t, items=list, out=bytes)
+                   plain_max=Py_ssize_t, items=list, out=bytes, start=Py_ssize_t,
+                   trailer=Py_ssize_t)
     cpdef bytes encode_many(self, object payloads)
 
     @cython.locals(largest=Py_ssize_t, size=Py_ssize_t, items=list, buffers=list, run=list)
@@ -230,6 +248,8 @@ cdef class FrameEncoder:
     # adjustment must not wrap (a field of 2**64 - 1 is a finding otherwise).
     @cython.locals(size=Py_ssize_t, head=Py_ssize_t, body=Py_ssize_t)
     cdef _check_frame(self, bytes frame)
+
+    cdef bytes _seal(self, bytes frame)
 
 
 cdef class MessageDecoder(_StreamDecoder):

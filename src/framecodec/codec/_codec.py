@@ -28,6 +28,7 @@ except ImportError:  # the twin on a machine without Cython installed
     from . import _cython_shim as cython
 
 from ..errors import (
+    ChecksumError,
     DecoderDetachedError,
     FrameTooLargeError,
     IncompleteFrameError,
@@ -133,8 +134,60 @@ if not cython.compiled:
     def storage_exporter(storage):
         return storage._data
 
-    def storage_frame(data, exports):
-        return bytes(data)  # the twin's storage is never exported
+    def storage_frame(data, exports, size):
+        return bytes(data)  # the twin's storage is never exported: it is size bytes long
+
+    # CRC32C, table-driven (slicing-by-8), bit for bit what _crc32c.h computes.
+
+    def init_checksums():
+        global _CRC_TABLES
+        first = []
+        for byte in range(256):
+            crc = byte
+            for _ in range(8):
+                crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+            first.append(crc)
+        tables = [first]
+        for _ in range(7):
+            tables.append([(crc >> 8) ^ first[crc & 0xFF] for crc in tables[-1]])
+        _CRC_TABLES = tuple(tables)
+
+    def checksum_engines():
+        return 1  # the tables alone
+
+    def _crc32c_update(crc, data):
+        # crc is the raw (inverted) register; data a bytes-like object.
+        t0, t1, t2, t3, t4, t5, t6, t7 = _CRC_TABLES
+        words = len(data) // 8
+        if words:
+            # Eight bytes a step, read as one little-endian integer.
+            for word in struct.unpack_from(f"<{words}Q", data):
+                word ^= crc
+                crc = (
+                    t7[word & 0xFF]
+                    ^ t6[(word >> 8) & 0xFF]
+                    ^ t5[(word >> 16) & 0xFF]
+                    ^ t4[(word >> 24) & 0xFF]
+                    ^ t3[(word >> 32) & 0xFF]
+                    ^ t2[(word >> 40) & 0xFF]
+                    ^ t1[(word >> 48) & 0xFF]
+                    ^ t0[word >> 56]
+                )
+        for byte in data[8 * words :]:
+            crc = (crc >> 8) ^ t0[(crc ^ byte) & 0xFF]
+        return crc
+
+    def checksum_span(value, p, start, stop):
+        with window(p, start, stop) as span:
+            return _crc32c_update(value ^ 0xFFFFFFFF, span) ^ 0xFFFFFFFF
+
+    def checksum_buffer(engine, value, data):
+        with memoryview(data) as span:
+            return _crc32c_update(value ^ 0xFFFFFFFF, span) ^ 0xFFFFFFFF
+
+    def concat_sealed(head, payload):
+        frame = head + payload
+        return frame + store_uint(checksum_span(0, frame, 0, len(frame)), 4, False)
 
     def parse_received(decoder, out):
         # Parse from bytes, whose slices are bytes: one copy per call (C
@@ -148,7 +201,7 @@ if not cython.compiled:
         # C-only; the twin's paths never reach these names.
         raise AssertionError("a compiled-only primitive was called by the pure-Python core")
 
-    new_bytes = write_bytes = write_header = fill_buffer = _compiled_only
+    new_bytes = write_bytes = write_header = write_checksum = fill_buffer = _compiled_only
 
     _STRUCT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
@@ -173,6 +226,34 @@ def _bytes_like(data):
     if type(data) is bytes or type(data) is bytearray:
         return data
     return as_bytes_view(data).tobytes()
+
+
+init_checksums()
+# Where the compiled core has two engines, tests compare them ("auto" is the
+# fastest this CPU has, the one frames use).
+_CHECKSUM_ENGINES = {"auto": 0, "table": 1, "sse4.2": 2}
+CHECKSUM_ENGINES = ("table", "sse4.2") if checksum_engines() == 2 else ("table",)
+
+
+def crc32c(data, value=0):
+    """The CRC32C (Castagnoli) of ``data``, any contiguous buffer: the
+    checksum frames carry with ``checksum="crc32c"``.  ``value`` continues
+    an earlier result, as zlib.crc32 does: ``crc32c(b, crc32c(a))`` is
+    ``crc32c(a + b)``."""
+    return _crc32c_using("auto", data, value)
+
+
+def _crc32c_using(engine, data, value=0):
+    """crc32c() computed by the named engine (one of CHECKSUM_ENGINES, or "auto")."""
+    if engine not in _CHECKSUM_ENGINES or (engine != "auto" and engine not in CHECKSUM_ENGINES):
+        raise ValueError(f"no CRC32C engine {engine!r} here; there are {CHECKSUM_ENGINES}")
+    if type(value) is not int:
+        value = index(value)  # the same TypeError from both cores
+    if value < 0 or value > 0xFFFFFFFF:
+        raise ValueError(f"value must be a CRC32C, between 0 and 0xFFFFFFFF, not {value}")
+    if type(data) is not bytes and type(data) is not bytearray:
+        data = as_bytes_view(data)
+    return checksum_buffer(_CHECKSUM_ENGINES[engine], value, data)
 
 
 def _over_limits(payload, total, max_frame_size, max_frame_length):
@@ -237,13 +318,17 @@ class _FrameStorage:
         """A writable view of the next ``size`` bytes to fill."""
         return window(storage_exporter(self), self.filled, self.filled + size)
 
-    def finish(self):
-        """The completed frame as bytes: the storage itself where it can be.
+    def finish(self, trailer):
+        """The completed frame as bytes, less its last ``trailer`` bytes (a
+        checksum): the storage itself where it can be.
 
         While the caller still holds a view of the storage, the frame is a
         copy, and the storage stays alive for as long as the views are.
         """
-        frame = storage_frame(self._data, self._exports)
+        size = self.size - trailer
+        if trailer and not self._exports:
+            grow_storage(self, size)  # shrinking in place: realloc keeps the block
+        frame = storage_frame(self._data, self._exports, size)
         if not self._exports:
             self._data = None
         return frame
@@ -600,6 +685,8 @@ class _StreamDecoder:
                 big.filled += take
                 pos += take
                 self._advance(out)
+                if self._oversized is not None:
+                    break  # a bad checksum is raised for now; what follows waits
             elif phase == _DISCARDING:
                 skip = min(size - pos, self._discard_left)
                 self._discard_left -= skip
@@ -732,13 +819,14 @@ class _StreamDecoder:
             big = self._big
             if big.filled < big.size:
                 return
+            head = self._big_head
             self._big = None
             self._big_head = b""
             self._phase = _HEADER
             self._need = self._frame_start
             self._exact = True
-            self._deliver_big(big.finish(), out)
-        while True:
+            self._deliver_big(big, head, out)
+        while self._oversized is None:  # a pending error stops the call (on_oversized="raise")
             if self._phase == _DISCARDING:
                 skip = min(self._discard_left, self._end - self._pos)
                 self._discard_left -= skip
@@ -772,7 +860,8 @@ class _StreamDecoder:
         """
         raise NotImplementedError
 
-    def _deliver_big(self, data, out):
+    def _deliver_big(self, big, head, out):
+        """Deliver the frame completed in ``big`` (``head``: its bytes before the storage)."""
         raise NotImplementedError
 
     def _held_head(self):
@@ -801,6 +890,13 @@ class FrameDecoder(_StreamDecoder):
     it before ``eof()``, which raises RuntimeError until then).  The
     frames ``discard`` and ``raise`` dropped are counted in ``discarded``.
 
+    With ``checksum="crc32c"`` every frame is followed by the CRC32C of its
+    bytes, which is checked before the frame is delivered (without it).  A
+    frame whose checksum does not match is never delivered: it raises
+    ChecksumError, or is dropped, as ``on_oversized`` says for a frame over
+    a limit; such frames are counted in ``corrupted`` (and, dropped, in
+    ``discarded``).
+
     On a protocol error, the frames the call completed before the bad header
     ride on the exception as ``.frames``; the decoder then stays failed
     (except for on_oversized="raise", as said).
@@ -815,6 +911,8 @@ class FrameDecoder(_StreamDecoder):
         _StreamDecoder.__init__(self, fmt.read_size, fmt.prealloc_limit, frame_start)
         self.format = fmt
         self.discarded = 0
+        self.corrupted = 0
+        self._trailer = fmt.trailer_size
         self._width = fmt.width
         self._little = fmt.byteorder == "little"
         self._length_offset = fmt.length_offset
@@ -861,7 +959,8 @@ class FrameDecoder(_StreamDecoder):
         width = self._width
         little = self._little
         strip = self._strip
-        head_adjust = header_size + self._adjustment
+        trailer = self._trailer
+        head_adjust = header_size + self._adjustment + trailer
         min_raw = self._min_raw
         max_raw = self._max_raw
         unpack = self._unpack_length
@@ -879,7 +978,7 @@ class FrameDecoder(_StreamDecoder):
                 if pos < 0:  # parsing stops here: see _stop
                     return -pos - 1
                 continue
-            stop = pos + raw + head_adjust  # where this frame ends
+            stop = pos + raw + head_adjust  # where this frame ends, checksum included
             if stop > end:
                 if stop - pos - strip >= BIG_FRAME:
                     self._start_big(p, pos, pos + strip, end, stop - pos - strip)
@@ -889,7 +988,15 @@ class FrameDecoder(_StreamDecoder):
                 self._phase = _BODY
                 self._need = stop - pos
                 return pos
-            out.append(p[pos + strip : stop])
+            if trailer:
+                expected = load_uint(p, stop - trailer, 4, False)
+                actual = checksum_span(0, p, pos, stop - trailer)
+                if actual != expected:
+                    pos = self._corrupt_frame(stop, expected, actual, stop - pos - trailer, out)
+                    if pos < 0:  # parsing stops here: see _stop
+                        return -pos - 1
+                    continue
+            out.append(p[pos + strip : stop - trailer])
             pos = stop
 
     def _unusual_frame(self, p, pos, end, raw, out):
@@ -929,6 +1036,7 @@ class FrameDecoder(_StreamDecoder):
                 out,
             )
         total = head + body
+        wire = total + self._trailer  # what the frame takes on the wire
         payload = raw
         payload += self._payload_adjustment
         if payload > self._max_frame_size or total > self._max_frame_length:
@@ -940,28 +1048,71 @@ class FrameDecoder(_StreamDecoder):
             if self._on_oversized == _OVERSIZED_RAISE:
                 # Raised when this call ends: parsing stops behind this frame.
                 self._oversized = error
-            if avail < total:
-                self._start_discard(total - avail)
+            if avail < wire:
+                self._start_discard(wire - avail)
                 return _stop(end)
             if self._on_oversized == _OVERSIZED_RAISE:
                 self._phase = _HEADER
                 self._need = self._frame_start
-                return _stop(pos + total)
-            return pos + total
+                return _stop(pos + wire)
+            return pos + wire
         # An escaped length within the limits: an ordinary frame with a longer header.
         strip = head if self._strip_header else self._strip
-        if avail >= total:
+        if avail >= wire:
+            if self._trailer:
+                expected = load_uint(p, pos + total, 4, False)
+                actual = checksum_span(0, p, pos, pos + total)
+                if actual != expected:
+                    return self._corrupt_frame(pos + wire, expected, actual, total, out)
             out.append(p[pos + strip : pos + total])
-            return pos + total
-        if total - strip >= BIG_FRAME:
-            self._start_big(p, pos, pos + strip, end, total - strip)
+            return pos + wire
+        if wire - strip >= BIG_FRAME:
+            self._start_big(p, pos, pos + strip, end, wire - strip)
             return _stop(end)
         self._phase = _BODY
-        self._need = total
+        self._need = wire
         return _stop(pos)
 
-    def _deliver_big(self, data, out):
-        out.append(data)
+    def _corrupt_frame(self, stop, expected, actual, size, out):
+        """The frame of ``size`` bytes ending at ``stop`` (its checksum
+        included) carries ``expected`` but its bytes give ``actual``.  Raise
+        ChecksumError, or drop the frame as on_oversized says; the answer is
+        _unusual_frame's (a position, or _stop(position)).  Its length field
+        may be what was damaged, in which case what follows is misframed:
+        only "fail" ends such a stream at once."""
+        self.corrupted += 1
+        error = ChecksumError(
+            f"frame of {size} bytes fails its checksum: it carries CRC32C 0x{expected:08x}, "
+            f"its bytes give 0x{actual:08x}",
+            (),
+            expected,
+            actual,
+        )
+        if self._on_oversized == _OVERSIZED_FAIL:
+            error.frames = out
+            raise error
+        self.discarded += 1
+        if self._on_oversized == _OVERSIZED_RAISE:
+            # Raised when this call ends: parsing stops behind this frame.
+            self._oversized = error
+            self._phase = _HEADER
+            self._need = self._frame_start
+            return _stop(stop)
+        return stop
+
+    def _deliver_big(self, big, head, out):
+        trailer = self._trailer
+        if trailer:
+            # The storage ends with the checksum of the header bytes before
+            # it (head) and its own bytes before the checksum.
+            size = big.size - trailer
+            expected = load_uint(big._data, size, 4, False)
+            actual = checksum_span(checksum_span(0, head, 0, len(head)), big._data, 0, size)
+            if actual != expected:
+                big.finish(trailer)  # frees the storage
+                self._corrupt_frame(0, expected, actual, len(head) + size, out)
+                return
+        out.append(big.finish(trailer))
 
     # -- the C API ---------------------------------------------------------
     # Compiled, these two are cdef methods, called by the inline functions of
@@ -987,7 +1138,10 @@ class FrameDecoder(_StreamDecoder):
                     self._end += nbytes
                     self._size_next_read(nbytes, room)
                 self._c_inline = (
-                    self._phase == _HEADER and self._frames_left < 0 and self._c_frames is None
+                    self._phase == _HEADER
+                    and self._frames_left < 0
+                    and self._c_frames is None
+                    and not self._trailer  # capi.pxd's inline path checks no checksum
                 )
                 return 0
             finally:
@@ -1026,18 +1180,25 @@ class FrameDecoder(_StreamDecoder):
             if avail >= self._frame_start:
                 raw = load_uint(self._buf, pos + self._length_offset, self._width, self._little)
                 if raw <= self._max_raw and raw >= self._min_raw:
-                    stop = pos + raw + self._header_size + self._adjustment
+                    trailer = self._trailer
+                    stop = pos + raw + self._header_size + self._adjustment + trailer
                     if stop <= self._end:
-                        self._pos = stop
-                        self._c_stop = stop
-                        self._phase = _HEADER
-                        self._need = self._frame_start
-                        self._exact = False  # as _advance: small frames follow
-                        if self._frames_left > 0:
-                            self._frames_left -= 1
-                        self._c_inline = self._frames_left < 0
-                        return pos + self._strip
-                    if stop - pos - self._strip < BIG_FRAME:
+                        # A frame whose checksum fails takes the shared path,
+                        # which raises or drops it as buffer_updated() would.
+                        if not trailer or checksum_span(
+                            0, self._buf, pos, stop - trailer
+                        ) == load_uint(self._buf, stop - trailer, 4, False):
+                            self._pos = stop
+                            self._c_stop = stop - trailer
+                            self._phase = _HEADER
+                            self._need = self._frame_start
+                            self._exact = False  # as _advance: small frames follow
+                            if self._frames_left > 0:
+                                self._frames_left -= 1
+                            # capi.pxd's inline path checks no checksum.
+                            self._c_inline = self._frames_left < 0 and not trailer
+                            return pos + self._strip
+                    elif stop - pos - self._strip < BIG_FRAME:
                         # As _parse: the header stays buffered until the body is.
                         self._c_inline = False
                         self._phase = _BODY
@@ -1072,11 +1233,15 @@ class FrameEncoder:
     default).  A body whose frame the decoder would refuse (a payload over
     ``max_frame_size``, a whole frame over ``max_frame_length``) or beyond
     what the length field can express raises FrameTooLargeError.
+
+    With ``checksum="crc32c"`` every frame is followed by the CRC32C of its
+    bytes (4 bytes, big-endian), which every method but header() writes.
     """
 
     def __init__(self, format=None, **options):
         fmt = resolve_format(format, **options)
         self.format = fmt
+        self._trailer = fmt.trailer_size
         self._width = fmt.width
         self._little = fmt.byteorder == "little"
         self._length_offset = fmt.length_offset
@@ -1108,7 +1273,8 @@ class FrameEncoder:
         """The header of a frame whose payload is ``length`` bytes.
 
         For vectored writes: ``sock.sendmsg([enc.header(len(p)), p])`` sends a
-        frame without copying the payload.
+        frame without copying the payload.  With a checksum the frame goes
+        on with the checksum of both: ``trailer(h, p)``.
         """
         if prefix is None:
             prefix = self._zero_prefix
@@ -1135,6 +1301,18 @@ class FrameEncoder:
             return bytes(prefix) + store_uint(field, self._width, self._little)
         return store_uint(field, self._width, self._little)
 
+    def trailer(self, header, payload):
+        """What follows ``header`` and ``payload`` on the wire: the checksum
+        of both (4 bytes) with ``checksum="crc32c"``, b"" without one.
+
+        For vectored writes of a frame built from header(): ``[h, p,
+        enc.trailer(h, p)]``, the payload left where it lies.
+        """
+        if not self._trailer:
+            return b""
+        checksum = checksum_buffer(0, crc32c(header), as_bytes_view(payload))
+        return store_uint(checksum, 4, False)
+
     def _too_large(self, length, header_size):
         fmt = self.format
         return _over_limits(
@@ -1147,6 +1325,8 @@ class FrameEncoder:
     def encode(self, payload, prefix=None):
         """One frame: header and payload in one bytes object."""
         payload = _bytes_like(payload)
+        if self._trailer:
+            return concat_sealed(self.header(len(payload), prefix), payload)
         return concat(self.header(len(payload), prefix), payload)
 
     def encode_frame(self, frame):
@@ -1159,12 +1339,19 @@ class FrameEncoder:
         MalformedHeaderError (a frame cut or edited by mistake is caught
         here, not by the peer), a body over ``max_frame_size``
         FrameTooLargeError.  To build a frame from a body, use encode().
+        With a checksum, the frame is given without one (as a decoder
+        delivers it) and sent with its own.
         """
         frame = _bytes_like(frame)
         if type(frame) is not bytes:
             frame = bytes(frame)
         self._check_frame(frame)
+        if self._trailer:
+            return self._seal(frame)
         return frame
+
+    def _seal(self, frame):
+        return concat_sealed(frame, b"")
 
     def encode_frames(self, frames):
         """Many whole frames, each checked as by encode_frame(), as a list
@@ -1236,6 +1423,7 @@ class FrameEncoder:
         """
         plain_min = self._plain_min
         plain_max = self._plain_max
+        trailer = self._trailer
         if not cython.compiled:
             # The twin runs no bytecode per frame when every size is
             # ordinary: types checked, headers looked up and payloads
@@ -1246,6 +1434,8 @@ class FrameEncoder:
             except TypeError:
                 items = [_bytes_like(payload) for payload in items]
                 sizes = list(map(len, items))
+            if trailer:
+                return b"".join(map(self.encode, items))
             parts = [b""] * (2 * len(items))
             parts[1::2] = items
             if (
@@ -1271,11 +1461,12 @@ class FrameEncoder:
                 total += len(self.header(size))  # raises if it must
             else:
                 total += self._plain_header_size
-            total += size
+            total += size + trailer
         out = new_bytes(total)
         pos = 0
         for payload in items:
             size = len(payload)
+            start = pos
             if size < plain_min or size > plain_max:
                 pos = write_bytes(out, pos, self.header(size))
             else:
@@ -1288,6 +1479,8 @@ class FrameEncoder:
                     self._little,
                 )
             pos = write_bytes(out, pos, payload)
+            if trailer:
+                pos = write_checksum(out, start, pos)
         return out
 
     def encode_vectored(self, payloads):
@@ -1317,8 +1510,11 @@ class FrameEncoder:
             if run:
                 buffers.append(self.encode_many(run))
                 run = []
-            buffers.append(self.header(len(payload)))
+            head = self.header(len(payload))
+            buffers.append(head)
             buffers.append(payload)
+            if self._trailer:
+                buffers.append(self.trailer(head, payload))
         if run:
             buffers.append(self.encode_many(run))
         return buffers
@@ -1449,8 +1645,8 @@ class MessageDecoder(_StreamDecoder):
             return _stop(pos + length)
         return pos + length
 
-    def _deliver_big(self, data, out):
-        out.append(Message(self._header, data))
+    def _deliver_big(self, big, head, out):
+        out.append(Message(self._header, big.finish(0)))
         self._header = None
 
     def _held_head(self):

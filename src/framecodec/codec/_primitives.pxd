@@ -1,8 +1,8 @@
 # C versions of the primitives that _codec.py defines in Python under
 # ``if not cython.compiled``; _codec.pxd cimports them under the same names.
-from libc.stdint cimport uint64_t
+from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy, memset
-from cpython.buffer cimport PyBuffer_FillInfo
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_FillInfo, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 
 
@@ -14,6 +14,12 @@ cdef extern from "_hton.h":
     uint64_t fc_load_uint(const unsigned char *p, int width, int little) nogil
     void fc_store_uint(unsigned char *p, uint64_t value, int width, int little) nogil
 
+cdef extern from "_crc32c.h":
+    void fc_crc32c_init() nogil
+    uint32_t fc_crc32c(uint32_t value, const unsigned char *p, size_t n) nogil
+    uint32_t fc_crc32c_with(int engine, uint32_t value, const unsigned char *p, size_t n) nogil
+    int fc_crc32c_engines() nogil
+
 
 cdef inline int resize_bytearray(bytearray buf, Py_ssize_t size) except -1:
     # Raises BufferError while a memoryview of buf is alive.
@@ -23,11 +29,6 @@ cdef inline int resize_bytearray(bytearray buf, Py_ssize_t size) except -1:
 cdef inline bytes new_bytes(Py_ssize_t size):
     # Uninitialised; filled in place before anyone else sees it.
     return PyBytes_FromStringAndSize(NULL, size)
-
-
-cdef inline bytes copy_bytes(bytes data):
-    # A new bytes object; bytes(data) would return data itself.
-    return PyBytes_FromStringAndSize(PyBytes_AS_STRING(data), len(data))
 
 
 cdef inline int fill_buffer(Py_buffer *buffer, object owner, bytes data, int flags) except -1:
@@ -99,12 +100,60 @@ cdef inline Py_ssize_t longest(list items) except -1:
     return largest
 
 
+cdef inline int init_checksums() except -1:
+    # Fill the CRC32C tables and look for SSE4.2: once, at import.
+    fc_crc32c_init()
+    return 0
+
+
+cdef inline int checksum_engines() noexcept:
+    # 2 where the CPU's crc32 instruction is used, 1 for the tables alone.
+    return fc_crc32c_engines()
+
+
+cdef inline uint32_t checksum_span(uint32_t value, const unsigned char *p, Py_ssize_t start,
+                                   Py_ssize_t stop) noexcept:
+    # The CRC32C of p[start:stop], continuing from value.
+    return fc_crc32c(value, p + start, stop - start)
+
+
+cdef inline object checksum_buffer(int engine, uint32_t value, object data):
+    # The CRC32C of any contiguous buffer (bytes, bytearray, a flat memoryview).
+    cdef Py_buffer view
+    cdef uint32_t crc
+    if type(data) is bytes or type(data) is bytearray:
+        return fc_crc32c_with(engine, value, <const unsigned char *>_data_of(data), len(data))
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    crc = fc_crc32c_with(engine, value, <const unsigned char *>view.buf, <size_t>view.len)
+    PyBuffer_Release(&view)
+    return crc
+
+
+cdef inline Py_ssize_t write_checksum(bytes out, Py_ssize_t start, Py_ssize_t pos) except -1:
+    # The CRC32C of out[start:pos], which is being built, written at pos; return the end.
+    cdef unsigned char *p = <unsigned char *>PyBytes_AS_STRING(out)
+    fc_store_uint(p + pos, fc_crc32c(0, p + start, pos - start), 4, 0)
+    return pos + 4
+
+
+cdef inline bytes concat_sealed(bytes head, object payload):
+    # head, payload and the CRC32C of both: one allocation.
+    cdef Py_ssize_t head_size = len(head)
+    cdef Py_ssize_t size = head_size + len(payload)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, size + 4)
+    memcpy(PyBytes_AS_STRING(out), PyBytes_AS_STRING(head), head_size)
+    write_bytes(out, head_size, payload)
+    write_checksum(out, 0, size)
+    return out
+
+
 cdef inline bytes new_storage(Py_ssize_t capacity):
     # A large frame's storage is the bytes object it will be delivered as.
     return new_bytes(capacity)
 
 
-cdef inline bytes storage_frame(bytes data, Py_ssize_t exports):
-    # The storage itself, unless the caller still views it: then a copy
-    # (bytes() of a bytes object would be the same object, not a copy).
-    return copy_bytes(data) if exports else data
+cdef inline bytes storage_frame(bytes data, Py_ssize_t exports, Py_ssize_t size):
+    # The storage itself, unless the caller still views it: then a copy of
+    # its first size bytes (bytes() of a bytes object would be the same
+    # object, not a copy).  Unviewed, it is already size bytes long.
+    return PyBytes_FromStringAndSize(PyBytes_AS_STRING(data), size) if exports else data

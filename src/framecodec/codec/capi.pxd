@@ -2,7 +2,7 @@
 # docs/cython-api.md).  A FrameDecoder's frames as (pointer, length), with no
 # Python object per frame; the compiled core only (the twin has no C API).
 # Ships in the wheel with the declarations it needs: _codec.pxd,
-# _primitives.pxd and _hton.h (on the include path: framecodec.get_include()).
+# _primitives.pxd, _hton.h and _crc32c.h (on the include path: framecodec.get_include()).
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.object cimport PyObject
 

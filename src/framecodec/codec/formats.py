@@ -30,6 +30,13 @@ frame over a limit does: "fail" (the decoder fails for good), "discard"
 (dropped, counted) or "raise" (FrameTooLargeError for that frame, which is
 dropped as it arrives; the decoder goes on with the next frames).
 
+``checksum="crc32c"`` follows each frame with 4 more bytes: the CRC32C
+(Castagnoli) of the whole frame before them, header included, in network
+byte order.  The length field is unchanged (it never counts the checksum),
+and so are the limits; the decoder delivers frames without the checksum
+and meets a mismatch as ``on_oversized`` says (ChecksumError instead of
+FrameTooLargeError).  See docs/checksums.md.
+
 This module is shared, unchanged, by the compiled core and its pure-Python
 twin, so both validate options the same way and accept the same presets.
 """
@@ -41,6 +48,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping, Optional, Tuple, Union
 
 __all__ = [
+    "CHECKSUMS",
+    "CHECKSUM_SIZE",
     "DEFAULT_MAX_FRAME_SIZE",
     "OVERSIZED_POLICIES",
     "PRESETS",
@@ -56,6 +65,9 @@ DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
 # bytes to make a decoder hold them (see DEFAULT_PREALLOC_LIMIT).
 PRESET_CEILING = 1 << 30
 OVERSIZED_POLICIES = ("fail", "discard", "raise")
+# The checksums a frame can carry after its body, and the bytes each takes.
+CHECKSUMS = ("crc32c",)
+CHECKSUM_SIZE = 4
 # Up-front reservation for a frame whose header promises many bytes: beyond
 # this the storage grows only as payload actually arrives, so a peer that
 # announces 16 MiB and sends nothing costs this much, not 16 MiB.
@@ -102,6 +114,9 @@ class FrameFormat:
     # The whole frame, header included (Netty's maxFrameLength); None: no such limit.
     max_frame_length: Optional[int] = None
     on_oversized: str = "fail"
+    # "crc32c": each frame is followed by the CRC32C of its bytes (4 bytes,
+    # big-endian); None: no checksum.
+    checksum: Optional[str] = None
 
     def __post_init__(self) -> None:
         _check_choice("width", self.width, (1, 2, 3, 4, 8))
@@ -135,6 +150,15 @@ class FrameFormat:
             raise ValueError(
                 "large_length_escape needs width=4, byteorder='big' and length_adjustment=0"
             )
+        if self.checksum is not None:
+            _check_choice("checksum", self.checksum, CHECKSUMS)
+            if self.large_length_escape:
+                # The escape exists to speak to multiprocessing.connection,
+                # whose peers read no checksum: the two never meet on one wire.
+                raise ValueError(
+                    "checksum cannot be combined with large_length_escape: the escape is "
+                    "multiprocessing.connection's framing, whose peers send no checksum"
+                )
 
     @property
     def header_size(self) -> int:
@@ -146,6 +170,11 @@ class FrameFormat:
         """The whole header: bytes before the payload that max_frame_size counts
         (header_size plus a positive length_adjustment; before any escape)."""
         return self.header_size + max(0, self.length_adjustment)
+
+    @property
+    def trailer_size(self) -> int:
+        """Bytes after each frame's body: the checksum's 4, or 0 without one."""
+        return CHECKSUM_SIZE if self.checksum is not None else 0
 
     def replace(self, **options: Any) -> FrameFormat:
         # One of the two spellings of the policy replaces the other.

@@ -140,12 +140,15 @@ class Client(Generic[ItemT]):
 
         The kernel copies the bytes (socket.sendfile), except where it cannot
         (TLS, files without a descriptor), where they are read and sent.
+        With a checksum, the bytes are read once first to compute it.
         """
         protocol = self._frame_protocol("send_file")
         start = file.tell()
         size = count if count is not None else file.seek(0, os.SEEK_END) - start
         file.seek(start)
-        self._write([protocol.header(size)])
+        header = protocol.header(size)
+        trailer = protocol.file_trailer(header, file, start, size)
+        self._write([header])
         try:
             sent = self._sock.sendfile(file, start, size) if size else 0
         except BaseException as exc:
@@ -154,6 +157,8 @@ class Client(Generic[ItemT]):
             raise self._cut_short(
                 None, f"the file ended after {sent} of the {size} bytes announced"
             )
+        if trailer:
+            self._write([trailer])
         return size
 
     def _write(self, buffers: List[Any]) -> None:
@@ -403,6 +408,7 @@ def connect(
     large_length_escape: bool = ...,
     max_frame_length: Optional[int] = ...,
     on_oversized: Literal["fail", "discard", "raise"] = ...,
+    checksum: Optional[Literal["crc32c"]] = ...,
 ) -> Client[bytes]: ...
 
 

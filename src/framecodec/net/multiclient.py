@@ -194,6 +194,7 @@ class MultiClient(Generic[ItemT]):
         large_length_escape: bool = ...,
         max_frame_length: Optional[int] = ...,
         on_oversized: Literal["fail", "discard", "raise"] = ...,
+        checksum: Optional[Literal["crc32c"]] = ...,
     ) -> None: ...
 
     @overload

@@ -54,6 +54,26 @@ class FrameProtocol:
         header: bytes = self._encoder.header(length)
         return header
 
+    def file_trailer(self, header: bytes, file: Any, start: int, size: int) -> bytes:
+        """What follows a frame whose payload is ``size`` bytes of ``file``
+        from ``start`` (send_file): b"" without a checksum; with one, the
+        checksum, which means reading those bytes once more (the file is
+        left where it was)."""
+        if self.format.checksum is None:
+            return b""
+        crc = _core.crc32c(header)
+        file.seek(start)
+        left = size
+        while left:
+            chunk = file.read(min(left, 1 << 20))
+            if not chunk:
+                break  # the file is shorter: send_file reports it
+            crc = _core.crc32c(chunk, crc)
+            left -= len(chunk)
+        file.seek(start)
+        trailer: bytes = _core.pack_uint(crc, 4)
+        return trailer
+
     def encode(self, payload: Any, prefix: Optional[bytes] = None) -> List[Any]:
         try:
             if self.whole_frames and prefix is None:
@@ -62,7 +82,10 @@ class FrameProtocol:
                 payload = _as_bytes(payload)
             if len(payload) < SMALL_PAYLOAD:
                 return [self._encoder.encode(payload, prefix)]
-            return [self._encoder.header(len(payload), prefix), payload]
+            header = self._encoder.header(len(payload), prefix)
+            if self.format.checksum is None:
+                return [header, payload]
+            return [header, payload, self._encoder.trailer(header, payload)]
         except TypeError as exc:
             explain_unsendable(self, (payload,), exc)
             raise

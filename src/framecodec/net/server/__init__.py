@@ -75,6 +75,7 @@ def serve(
     large_length_escape: bool = ...,
     max_frame_length: Optional[int] = ...,
     on_oversized: Literal["fail", "discard", "raise"] = ...,
+    checksum: Optional[Literal["crc32c"]] = ...,
 ) -> Server: ...
 
 

@@ -1,0 +1,179 @@
+/* CRC32C (Castagnoli, the polynomial 0x1EDC6F41; 0x82F63B78 reflected), as
+ * iSCSI, ext4, Kafka and RocksDB use it: reflected, initial value and final
+ * XOR 0xFFFFFFFF, so that "123456789" gives 0xE3069283.
+ *
+ * Two engines give the same bits.  On x86-64 compiled by GCC or Clang, the
+ * SSE4.2 crc32 instruction, in a function compiled for that target alone and
+ * chosen at run time, so a build still runs on a CPU without it.  Elsewhere,
+ * and on such CPUs, tables: slicing-by-8, eight bytes per step.
+ *
+ * The crc32 instruction has a latency of three cycles and a throughput of
+ * one, so one chain of them runs at a third of the CPU's speed: long spans
+ * are cut in three lanes computed side by side, then joined.  Joining uses
+ * linearity: the register after lanes A then B is shift(reg_A) ^ reg_B,
+ * where reg_B starts from zero and shift() is what running over |B| zero
+ * bytes does to a register, a linear map tabulated once per lane length. */
+#ifndef FRAMECODEC_CRC32C_H
+#define FRAMECODEC_CRC32C_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define FC_CRC32C_POLY 0x82F63B78u
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#define FC_CRC32C_HAVE_SSE42 1
+#include <nmmintrin.h>
+#else
+#define FC_CRC32C_HAVE_SSE42 0
+#endif
+
+/* The tables are filled once, by fc_crc32c_init(), when the core is imported. */
+static uint32_t fc_crc32c_table[8][256];
+static int fc_crc32c_hardware;  /* 1 where the CPU has SSE4.2 */
+
+static uint32_t fc_crc32c_table_update(uint32_t crc, const unsigned char *p, size_t n)
+{
+    /* crc is the raw register (inverted); bytes are assembled one by one,
+     * so this is correct whatever the host's byte order. */
+    while (n >= 8) {
+        uint32_t lo = crc ^ ((uint32_t)p[0] | ((uint32_t)p[1] << 8) |
+                             ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24));
+        uint32_t hi = (uint32_t)p[4] | ((uint32_t)p[5] << 8) |
+                      ((uint32_t)p[6] << 16) | ((uint32_t)p[7] << 24);
+        crc = fc_crc32c_table[7][lo & 0xff] ^ fc_crc32c_table[6][(lo >> 8) & 0xff] ^
+              fc_crc32c_table[5][(lo >> 16) & 0xff] ^ fc_crc32c_table[4][lo >> 24] ^
+              fc_crc32c_table[3][hi & 0xff] ^ fc_crc32c_table[2][(hi >> 8) & 0xff] ^
+              fc_crc32c_table[1][(hi >> 16) & 0xff] ^ fc_crc32c_table[0][hi >> 24];
+        p += 8;
+        n -= 8;
+    }
+    while (n--)
+        crc = (crc >> 8) ^ fc_crc32c_table[0][(crc ^ *p++) & 0xff];
+    return crc;
+}
+
+#if FC_CRC32C_HAVE_SSE42
+
+/* Lane lengths: three long lanes take 3 KiB per step, three short ones 384
+ * bytes; what is left goes through one chain. */
+#define FC_CRC32C_LONG 1024
+#define FC_CRC32C_SHORT 128
+
+static uint32_t fc_crc32c_shift_long[4][256];
+static uint32_t fc_crc32c_shift_short[4][256];
+
+static inline uint32_t fc_crc32c_shift(uint32_t table[4][256], uint32_t crc)
+{
+    return table[0][crc & 0xff] ^ table[1][(crc >> 8) & 0xff] ^
+           table[2][(crc >> 16) & 0xff] ^ table[3][crc >> 24];
+}
+
+static void fc_crc32c_fill_shift(uint32_t table[4][256], size_t zeros)
+{
+    /* table[k][b]: the register b << 8k after `zeros` zero bytes.  The map is
+     * linear, so each entry is the XOR of the entries of its bits. */
+    int k, b, i;
+    for (k = 0; k < 4; k++) {
+        table[k][0] = 0;
+        for (i = 0; i < 8; i++) {
+            uint32_t crc = (uint32_t)1 << (8 * k + i);
+            size_t n;
+            for (n = 0; n < zeros; n++)
+                crc = (crc >> 8) ^ fc_crc32c_table[0][crc & 0xff];
+            table[k][1 << i] = crc;
+        }
+        for (b = 1; b < 256; b++)
+            table[k][b] = table[k][b & (b - 1)] ^ table[k][b & -b];
+    }
+}
+
+__attribute__((target("sse4.2")))
+static uint32_t fc_crc32c_sse42_update(uint32_t crc, const unsigned char *p, size_t n)
+{
+    uint64_t c0 = crc, c1, c2, w0, w1, w2;
+    const unsigned char *end;
+
+#define FC_CRC32C_LANES(LANE, SHIFT)                                 \
+    while (n >= 3 * (LANE)) {                                        \
+        c1 = c2 = 0;                                                 \
+        end = p + (LANE);                                            \
+        do {                                                         \
+            memcpy(&w0, p, 8);                                       \
+            memcpy(&w1, p + (LANE), 8);                              \
+            memcpy(&w2, p + 2 * (LANE), 8);                          \
+            c0 = _mm_crc32_u64(c0, w0);                              \
+            c1 = _mm_crc32_u64(c1, w1);                              \
+            c2 = _mm_crc32_u64(c2, w2);                              \
+            p += 8;                                                  \
+        } while (p < end);                                           \
+        c0 = fc_crc32c_shift(SHIFT, (uint32_t)c0) ^ (uint32_t)c1;    \
+        c0 = fc_crc32c_shift(SHIFT, (uint32_t)c0) ^ (uint32_t)c2;    \
+        p += 2 * (LANE);                                             \
+        n -= 3 * (LANE);                                             \
+    }
+    FC_CRC32C_LANES(FC_CRC32C_LONG, fc_crc32c_shift_long)
+    FC_CRC32C_LANES(FC_CRC32C_SHORT, fc_crc32c_shift_short)
+#undef FC_CRC32C_LANES
+    while (n >= 8) {  /* x86 loads unaligned words at full speed */
+        memcpy(&w0, p, 8);
+        c0 = _mm_crc32_u64(c0, w0);
+        p += 8;
+        n -= 8;
+    }
+    while (n--)
+        c0 = _mm_crc32_u8((uint32_t)c0, *p++);
+    return (uint32_t)c0;
+}
+
+#endif
+
+static void fc_crc32c_init(void)
+{
+    uint32_t i, crc;
+    int k, bit;
+    for (i = 0; i < 256; i++) {
+        crc = i;
+        for (bit = 0; bit < 8; bit++)
+            crc = (crc >> 1) ^ (FC_CRC32C_POLY & (0u - (crc & 1)));
+        fc_crc32c_table[0][i] = crc;
+    }
+    for (k = 1; k < 8; k++)
+        for (i = 0; i < 256; i++) {
+            crc = fc_crc32c_table[k - 1][i];
+            fc_crc32c_table[k][i] = (crc >> 8) ^ fc_crc32c_table[0][crc & 0xff];
+        }
+#if FC_CRC32C_HAVE_SSE42
+    fc_crc32c_fill_shift(fc_crc32c_shift_long, FC_CRC32C_LONG);
+    fc_crc32c_fill_shift(fc_crc32c_shift_short, FC_CRC32C_SHORT);
+    __builtin_cpu_init();
+    fc_crc32c_hardware = __builtin_cpu_supports("sse4.2") ? 1 : 0;
+#endif
+}
+
+/* The CRC32C of p[0:n] continued from `value`, a CRC32C of what came before
+ * (0 for none), as zlib.crc32 chains: engine 0 is the fastest this CPU has,
+ * 1 the tables, 2 SSE4.2 (only where fc_crc32c_engines() says it exists). */
+static inline uint32_t fc_crc32c_with(int engine, uint32_t value, const unsigned char *p, size_t n)
+{
+    uint32_t crc = ~value;
+#if FC_CRC32C_HAVE_SSE42
+    if (engine == 2 || (engine == 0 && fc_crc32c_hardware))
+        return ~fc_crc32c_sse42_update(crc, p, n);
+#endif
+    return ~fc_crc32c_table_update(crc, p, n);
+}
+
+static inline uint32_t fc_crc32c(uint32_t value, const unsigned char *p, size_t n)
+{
+    return fc_crc32c_with(0, value, p, n);
+}
+
+/* Engines available: 1 (tables), plus 2 (SSE4.2) where the CPU has it. */
+static inline int fc_crc32c_engines(void)
+{
+    return fc_crc32c_hardware ? 2 : 1;
+}
+
+#endif
