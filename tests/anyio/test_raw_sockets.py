@@ -30,11 +30,13 @@ ENCODER = FrameEncoder()
 
 
 @contextlib.asynccontextmanager
-async def connected() -> AsyncIterator[Tuple[fa.FramedStream[bytes], socket.socket]]:
+async def connected(
+    **options: Any,
+) -> AsyncIterator[Tuple[fa.FramedStream[bytes], socket.socket]]:
     """A FramedStream from connect(), and the plain socket at the other end."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
         host, port = listener.getsockname()[:2]
-        stream = await fa.connect(f"{host}:{port}", timeout=TIMEOUT)
+        stream = await fa.connect(f"{host}:{port}", timeout=TIMEOUT, **options)
         async with stream:
             peer, _ = listener.accept()
             with peer:
@@ -94,6 +96,41 @@ async def test_a_send_cancelled_mid_frame_cuts_it_and_ends_sending():
             # Receiving goes on: the peer can still answer.
             peer.sendall(ENCODER.encode(b"still heard"))
             assert await stream.receive() == b"still heard"
+
+
+async def test_one_buffer_frames_into_a_full_socket_arrive_whole_and_in_order():
+    """Frames that leave as one buffer (a small frame, a whole frame: the
+    path that tries the socket with those bytes alone): when the peer lags,
+    sends are taken in part or wait, and every frame still arrives whole,
+    in order."""
+    count = 100
+    # Whole frames (strip=0: header included) leave as one buffer at any size:
+    # the socket takes some of these (10 MB in all) in part.
+    frames = [ENCODER.encode(b"%06d" % index + b"f" * 100_000) for index in range(count)]
+    async with connected(strip=0) as (stream, peer):
+
+        def drain() -> List[bytes]:
+            decoder = FrameDecoder(strip=0)
+            got: List[bytes] = []
+            while len(got) < count and (chunk := peer.recv(1 << 16)):
+                got.extend(decoder.feed(chunk))
+            return got
+
+        sent = 0
+
+        async def send_all() -> None:
+            nonlocal sent
+            for frame in frames:
+                await stream.send(frame)
+                sent += 1
+
+        with anyio.fail_after(TIMEOUT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send_all)
+                await wait_all_tasks_blocked()  # the peer reads nothing yet
+                assert 0 < sent < count  # the socket filled: a send waits
+                received = await anyio.to_thread.run_sync(drain)
+        assert received == frames
 
 
 async def test_closing_wakes_a_receiver_waiting_on_the_socket():

@@ -21,6 +21,9 @@ every read that did not wait, a shielded yield, another loop pass.  So:
   cannot do it (interrupt_by_closing: a server's task that alone reads
   and sends);
 - elsewhere (SocketIO), anyio's calls;
+- everywhere, a send of one bytes buffer (a request, a reply) is handed to
+  sock.send as it is: the views a vectored send keeps, made, cast and
+  released, were a fifth of a small reply's Python calls;
 - everywhere, an operation that did not wait yields only once every
   YIELD_EVERY of them (a wait is a yield already): one busy connection
   still cannot starve the other tasks, and a request or a reply no longer
@@ -182,6 +185,21 @@ class SocketIO:
         ``begun``: the first buffer's frame began to leave already (the
         rest of a reply answering.py could not send at once)."""
         sock = self.sock
+        if len(buffers) == 1 and type(buffers[0]) is bytes and not begun:
+            # One small frame (a request, a reply): the socket most often
+            # takes it whole, sparing the views' bookkeeping below.
+            await self.checkpoint_if_cancelled()
+            data = buffers[0]
+            try:
+                nbytes = sock.send(data)
+            except BlockingIOError:
+                nbytes = 0
+            if nbytes == len(data):
+                await self._yield_in_turn()
+                return
+            if nbytes:  # the rest as any begun send
+                buffers = [data[nbytes:]]
+                begun = True
         made = [memoryview(buffer) for buffer in buffers]
         views = [view if view.itemsize == 1 else view.cast("B") for view in made if view.nbytes]
         made.extend(views)  # casts are views of their own, released too
@@ -222,6 +240,13 @@ def send_ready(sock: socket.socket, buffers: List[Any]) -> Tuple[int, List[bytes
     """Send what the socket takes now, without waiting: the bytes sent, and
     copies of what is left (empty: all left).  An error once part of it
     left shuts the sending side, as send() does, and raises SendBroken."""
+    if len(buffers) == 1 and type(buffers[0]) is bytes:
+        data = buffers[0]  # one reply, the usual case: no views needed
+        try:
+            nbytes = sock.send(data)
+        except BlockingIOError:
+            return 0, [data]
+        return nbytes, ([data[nbytes:]] if nbytes < len(data) else [])
     made = [memoryview(buffer) for buffer in buffers]
     views = [view if view.itemsize == 1 else view.cast("B") for view in made if view.nbytes]
     made.extend(views)
@@ -368,6 +393,12 @@ class AsyncioSocketIO(SocketIO):
         # answered what came; False, the task takes over (the waiter set).
         self._ready: Optional[Callable[[], bool]] = None
         self.current_time = loop.time  # type: ignore[method-assign]  # anyio's clock on asyncio
+        # anyio's own checkpoint for asyncio, bound once: anyio.lowlevel's
+        # looks the backend up at each call (sniffio, asyncio.current_task,
+        # a weak dictionary: a tenth of a client's calls per request).
+        checkpoint = _asyncio_checkpoint_if_cancelled()
+        if checkpoint is not None:
+            self.checkpoint_if_cancelled = checkpoint  # type: ignore[method-assign]
 
     def _on_readable(self) -> None:
         waiter = self._read_waiter
@@ -451,6 +482,18 @@ class AsyncioSocketIO(SocketIO):
         for waiter in (self._read_waiter, self._write_waiter):
             if waiter is not None and not waiter.done():
                 waiter.set_exception(anyio.ClosedResourceError())
+
+
+def _asyncio_checkpoint_if_cancelled() -> Optional[Callable[[], Any]]:
+    """anyio's checkpoint_if_cancelled on asyncio without its per-call
+    backend look-up; None if this anyio is not laid out as expected (the
+    public call is then used)."""
+    try:
+        from anyio._backends._asyncio import AsyncIOBackend
+    except ImportError:
+        return None
+    checkpoint = getattr(AsyncIOBackend, "checkpoint_if_cancelled", None)
+    return checkpoint if callable(checkpoint) else None
 
 
 def _on_trio() -> bool:
