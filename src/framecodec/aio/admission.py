@@ -1,8 +1,9 @@
 """Who an aio server lets in, and for how long: running out of descriptors
 (accept failures logged once per burst, waiting clients reset by a spare
-descriptor), ``max_connections`` with its ``overflow`` policy, and the
-frame, idle and write deadlines swept a few times per period: the same
-limits, names and defaults as the blocking servers (net/server/base.py).
+descriptor), ``max_connections`` with its ``overflow`` policy, the
+frame, idle and write deadlines swept a few times per period, and the
+memory budget of all connections (net/server/budget.py): the same limits,
+names and defaults as the blocking servers (net/server/base.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..net.server.base import (
     open_reserve,
     shed_pending,
 )
+from ..net.server.budget import DEFAULT_MEMORY_BUDGET, REVIEW_EVERY, make_budget
 from ..net.service import logger
 
 if TYPE_CHECKING:
@@ -46,6 +48,7 @@ class Admission:
         overflow: str,
         idle_timeout: Optional[float],
         frame_timeout: Optional[float],
+        memory_budget: Optional[int] = DEFAULT_MEMORY_BUDGET,
     ) -> None:
         check_overflow(overflow, max_connections)
         if overflow == "wait":
@@ -69,6 +72,8 @@ class Admission:
         self._sweep: Optional[asyncio.TimerHandle] = None
         timeouts = [t for t in (idle_timeout, frame_timeout) if t is not None]
         self._sweep_every = min(1.0, max(0.01, min(timeouts) / 4)) if timeouts else None
+        self.budget = make_budget(memory_budget, server.address)
+        self._review: Optional[asyncio.TimerHandle] = None  # while connections are held
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._reserve = open_reserve()
@@ -89,6 +94,9 @@ class Admission:
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
+        if self._review is not None:
+            self._review.cancel()
+            self._review = None
 
     # -- max_connections ------------------------------------------------------------
 
@@ -112,6 +120,40 @@ class Admission:
                 return True
         self.server.count("rejected")
         return False
+
+    # -- the memory budget ---------------------------------------------------------
+
+    def account(self, conn: _ServerConnection) -> None:
+        """Record what ``conn`` holds after a read; hold it (stop reading)
+        when the budget says so."""
+        budget = self.budget
+        if budget is None or self._loop is None:
+            return
+        now = self._loop.time()
+        if budget.account(conn, conn.memory, now, len(self.server._open)):
+            conn._hold()
+            if self._review is None:
+                self._review = self._loop.call_later(REVIEW_EVERY, self._review_budget)
+
+    def forget(self, conn: _ServerConnection) -> None:
+        if self.budget is not None:
+            self.budget.forget(conn)
+
+    def _review_budget(self) -> None:
+        """Held connections read again, or are closed (see budget.py)."""
+        self._review = None
+        budget = self.budget
+        assert budget is not None and self._loop is not None
+        released, closing = budget.review(
+            list(self.server._open), lambda c: c.memory, self._loop.time()
+        )
+        for conn, why in closing:
+            self.server.count("over_budget")
+            conn._end_over_budget(why)
+        for conn in released:
+            conn._release()
+        if budget.held:
+            self._review = self._loop.call_later(REVIEW_EVERY, self._review_budget)
 
     # -- deadlines ------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from ..errors import ConnectionClosed, PeerStalled, ProtocolError
 from ..net.addresses import Address, AddressLike, BoundSocket, bind_socket
 from ..net.protocols import Protocol, make_protocol
 from ..net.server.base import DEFAULT_OVERFLOW, handler_failed, handshake_limit
+from ..net.server.budget import DEFAULT_MEMORY_BUDGET
 from ..net.server.endings import DEFAULT_HIGH_WATER, count_ending, log_ending, peer_label
 from ..net.server.handlers import ASYNC_SHAPES, HandlerShape, StartTLS, handler_shape
 from ..net.service import logger
@@ -44,6 +45,10 @@ class _ServerConnection(Connection[Any]):
         self.frame_started: Optional[float] = None  # when the frame now arriving began
         self._completed = False  # the last read completed frames
         self._refused = False  # reset at once: max_connections
+        # The memory budget's (net/server/budget.py): bytes last recorded,
+        # since when reading is held, None while it reads.
+        self.accounted = 0
+        self.held_since: Optional[float] = None
 
     @property
     def label(self) -> str:
@@ -75,6 +80,38 @@ class _ServerConnection(Connection[Any]):
         else:
             self.frame_started = None
         self._completed = False
+        self.server.admission.account(self)
+
+    @property
+    def memory(self) -> int:
+        """Bytes this connection holds: input buffered (in the decoder, in
+        frames waiting for the handler, in the TLS layer), replies unsent."""
+        transport = self._transport
+        held: int = self._decoder.buffered + self._queued + self._backlog_extra + self._out_size
+        if transport is not None:
+            held += transport.get_write_buffer_size()
+            if self._tls and hasattr(transport, "get_read_buffer_size"):
+                held += transport.get_read_buffer_size()  # what TLS decrypts ahead
+        return held
+
+    def _update_reading(self) -> None:
+        if self.held_since is None:
+            super()._update_reading()
+        elif not self._reading_paused:  # held by the memory budget
+            transport = self._transport
+            if transport is not None and not (self._input_over or transport.is_closing()):
+                self._reading_paused = True
+                transport.pause_reading()
+
+    def _hold(self) -> None:
+        self._update_reading()
+
+    def _release(self) -> None:
+        self._update_reading()  # resumes unless flow control keeps it paused
+
+    def _end_over_budget(self, why: BaseException) -> None:
+        self._ending = why
+        self._cancel()
 
     @property
     def idle(self) -> bool:
@@ -329,17 +366,19 @@ class Server:
         overflow: str = DEFAULT_OVERFLOW,
         idle_timeout: Optional[float] = None,
         frame_timeout: Optional[float] = 60.0,
+        memory_budget: Optional[int] = DEFAULT_MEMORY_BUDGET,
     ) -> None:
         if write_timeout is not None and write_timeout <= 0:
             raise ValueError("write_timeout must be positive or None")
+        self._bound = bound
         self.admission = Admission(
             self,
             max_connections=max_connections,
             overflow=overflow,
             idle_timeout=idle_timeout,
             frame_timeout=frame_timeout,
+            memory_budget=memory_budget,
         )
-        self._bound = bound
         self._handler = handler
         self._mode = mode
         self.protocol = protocol
@@ -371,6 +410,21 @@ class Server:
 
     def count(self, key: str, n: int = 1) -> None:
         self.stats[key] += n
+
+    @property
+    def memory(self) -> int:
+        """Bytes all connections hold, as last recorded by the memory budget
+        (see framecodec.net.server.budget); without one, counted now."""
+        budget = self.admission.budget
+        if budget is not None:
+            return budget.total
+        return sum(conn.memory for conn in self._open)
+
+    @property
+    def memory_budget(self) -> Optional[int]:
+        """The ceiling on ``memory`` (None: no server-wide ceiling)."""
+        budget = self.admission.budget
+        return None if budget is None else budget.limit
 
     async def _start(self, backlog: int, handshake_timeout: Optional[float]) -> None:
         loop = asyncio.get_running_loop()
@@ -407,6 +461,7 @@ class Server:
 
     def _lost_connection(self, conn: _ServerConnection, exc: Optional[BaseException]) -> None:
         """Count and log how ``conn`` ended, as the blocking servers do."""
+        self.admission.forget(conn)
         count_ending(self.stats, exc)
         log_ending(
             self.address, conn.label, exc, stopping=self._closing, handshaking=conn._upgrading
@@ -506,6 +561,7 @@ async def start_server(
     idle_timeout: Optional[float] = None,
     max_connections: Optional[int] = None,
     overflow: str = DEFAULT_OVERFLOW,
+    memory_budget: Optional[int] = DEFAULT_MEMORY_BUDGET,
     backlog: int = 512,
     reuse_address: bool = True,
     reuse_port: bool = False,
@@ -535,6 +591,9 @@ async def start_server(
     without input for that long while nothing is in hand (both counted in
     timeouts), as framecodec.serve's.  ``max_connections`` (None: no limit)
     with ``overflow``: see serve(); "wait" is not available here.
+    ``memory_budget`` (32 MiB; None: none) bounds the bytes all
+    connections hold together, as serve()'s does: the ones holding the
+    most stop reading, those held longest are closed (``over_budget``).
     Running out of file descriptors is logged once per burst, and the
     clients waiting meanwhile are reset at once (a spare descriptor accepts
     and closes them).
@@ -574,6 +633,7 @@ async def start_server(
             overflow=overflow,
             idle_timeout=idle_timeout,
             frame_timeout=frame_timeout,
+            memory_budget=memory_budget,
         )
         tls = ssl_context is not None or starttls_context is not None
         limit = handshake_limit(ssl_handshake_timeout, frame_timeout, idle_timeout)

@@ -1,0 +1,148 @@
+"""A server's memory budget: one ceiling on the bytes all its connections
+hold (input buffered in decoders, replies queued but unsent), beside each
+connection's own ``high_water``.  Every backend (selector, threads,
+framecodec.aio) keeps one, with the same rules, words and stats key:
+
+- each connection's holding is recorded after each read (``account``);
+  the backend's review recounts them all exactly every REVIEW_EVERY
+  seconds while any connection is held;
+- from half the budget on ("near" it), a connection holding more than its
+  share (half the budget over the open connections) stops reading: it is
+  *held*.  A held connection takes no more input, so what the server holds
+  stops growing while the connections holding little (a steady client
+  between requests, a fresh one) are still read and answered;
+- a connection held for HOLD_GRACE while the server is still near its
+  budget is closed, held longest first, until the total is back under
+  three eighths of the budget: counted in ``over_budget`` (and, as its
+  ending, in ``network_errors``), logged as closed over the memory budget
+  (errors.OverMemoryBudget);
+- under three eighths, or once a held connection holds no more than its
+  share (its peer took its replies), it reads again.
+
+Why half the budget: a connection still reading may add one read
+(``read_size``) before its next account, so the server's total stays
+under the budget with room for one read from each open connection.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+from ...errors import OverMemoryBudget
+from ..service import logger
+
+__all__ = [
+    "DEFAULT_MEMORY_BUDGET",
+    "HOLD_GRACE",
+    "REVIEW_EVERY",
+    "MemoryBudget",
+    "check_memory_budget",
+    "make_budget",
+]
+
+# What all connections of a server may hold, by default: 200 peers that send
+# 1 MiB requests and never read the replies leave it far under 64 MiB.
+DEFAULT_MEMORY_BUDGET = 32 * 1024 * 1024
+# A connection held this long while the server is near its budget is closed.
+HOLD_GRACE = 1.0
+# How often a server with held connections recounts them and closes the overdue.
+REVIEW_EVERY = 0.1
+
+
+def check_memory_budget(memory_budget: Optional[int]) -> None:
+    if memory_budget is not None and memory_budget < 1024:
+        raise ValueError("memory_budget must be at least 1024 bytes, or None")
+
+
+def make_budget(memory_budget: Optional[int], address: Any) -> Optional[MemoryBudget]:
+    check_memory_budget(memory_budget)
+    return None if memory_budget is None else MemoryBudget(memory_budget, address)
+
+
+class MemoryBudget:
+    """The accounting and the rules above, for one server (sans I/O: the
+    backend pauses, resumes and closes).  Connections carry two attributes
+    of its own: ``accounted`` (bytes last recorded) and ``held_since``
+    (None while reading).  Single-threaded backends call it directly; the
+    threads backend holds ``lock`` around each call."""
+
+    def __init__(self, limit: int, address: Any) -> None:
+        self.limit = limit
+        self.near = limit // 2
+        self.low = limit * 3 // 8
+        self.address = address
+        self.total = 0  # bytes held, as last recorded
+        self.held: Dict[int, Any] = {}  # id -> connection, held longest first
+        self.lock = threading.Lock()
+        self._warned = False  # logged once per burst of holding
+
+    def account(self, conn: Any, memory: int, now: float, connections: int) -> bool:
+        """Record that ``conn`` holds ``memory`` bytes: whether it is held
+        (must not read)."""
+        self.total += memory - conn.accounted
+        conn.accounted = memory
+        if conn.held_since is not None:
+            return True  # until a review lets it go
+        if self.total >= self.near and memory > self.near // max(1, connections):
+            conn.held_since = now
+            self.held[id(conn)] = conn
+            if not self._warned:
+                self._warned = True
+                logger.warning(
+                    "%s: %d KiB held of a memory budget of %d KiB: the connections holding"
+                    " the most stop reading, those held longest are closed",
+                    self.address,
+                    self.total >> 10,
+                    self.limit >> 10,
+                )
+            return True
+        return False
+
+    def forget(self, conn: Any) -> None:
+        """``conn`` ended: what it held is free."""
+        self.total -= conn.accounted
+        conn.accounted = 0
+        if conn.held_since is not None:
+            conn.held_since = None
+            self.held.pop(id(conn), None)
+
+    def review(
+        self, conns: Iterable[Any], memory_of: Callable[[Any], int], now: float
+    ) -> Tuple[List[Any], List[Tuple[Any, OverMemoryBudget]]]:
+        """Recount every connection: (those that may read again, those to
+        close with the exception to end them with)."""
+        conns = list(conns)
+        sizes: Dict[int, int] = {}
+        total = 0
+        for conn in conns:
+            size = sizes[id(conn)] = memory_of(conn)
+            conn.accounted = size
+            total += size
+        self.total = total
+        share = self.near // max(1, len(conns))
+        released: List[Any] = []
+        closing: List[Tuple[Any, OverMemoryBudget]] = []
+        for key, conn in list(self.held.items()):
+            if key not in sizes:  # ended meanwhile, not yet forgotten
+                continue
+            size = sizes[key]
+            since = conn.held_since
+            if total < self.low or size <= share:
+                released.append(conn)
+            elif total >= self.near and since is not None and now - since >= HOLD_GRACE:
+                total -= size
+                closing.append((conn, self._why(size, now - since)))
+            else:
+                continue
+            conn.held_since = None
+            del self.held[key]
+        if total < self.low:
+            self._warned = False
+        return released, closing
+
+    def _why(self, size: int, held: float) -> OverMemoryBudget:
+        return OverMemoryBudget(
+            f"held {size >> 10} KiB, unread for {held:.1f} s, while the server was near its"
+            f" memory budget ({self.limit >> 10} KiB)"
+        )
