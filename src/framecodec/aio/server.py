@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import socket
 import ssl
 from typing import Any, Deque, List, Optional, Set, Union
@@ -14,7 +15,7 @@ from ..errors import ConnectionClosed, PeerStalled, ProtocolError
 from ..net.addresses import Address, AddressLike, BoundSocket, bind_socket
 from ..net.protocols import Protocol, make_protocol
 from ..net.server.base import DEFAULT_OVERFLOW, handler_failed, handshake_limit
-from ..net.server.budget import DEFAULT_MEMORY_BUDGET
+from ..net.server.budget import DEFAULT_MEMORY_BUDGET, NEAR_READ_SIZE
 from ..net.server.endings import DEFAULT_HIGH_WATER, count_ending, log_ending, peer_label
 from ..net.server.handlers import ASYNC_SHAPES, HandlerShape, StartTLS, handler_shape
 from ..net.service import logger
@@ -56,6 +57,11 @@ class _ServerConnection(Connection[Any]):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        if self._tls and self.server.admission.budget is not None:
+            # asyncio's TLS layer reads ahead of a paused protocol, 256 KiB by
+            # default: a connection held by the memory budget keeps less.
+            with contextlib.suppress(AttributeError, NotImplementedError):
+                transport.set_read_buffer_limits(high=NEAR_READ_SIZE)  # type: ignore[attr-defined]
         if not self.server.admission.admit(self):
             self._refused = True
             transport.close()  # the client reads the end of the stream at once
@@ -70,6 +76,15 @@ class _ServerConnection(Connection[Any]):
         self._task = task
 
     # -- frames to the handler -------------------------------------------------------
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        view = self._get_buffer(-1)
+        budget = self.server.admission.budget
+        if budget is not None:  # one read takes what is left of its share (budget.py)
+            limit = budget.read_limit(self, len(self.server._open))
+            if len(view) > limit:
+                return view[:limit]
+        return view
 
     def buffer_updated(self, nbytes: int) -> None:
         super().buffer_updated(nbytes)

@@ -189,7 +189,8 @@ class Connection(Generic[ItemT]):
 
     @property
     def memory(self) -> int:
-        """Bytes this connection holds: buffered input plus unsent output."""
+        """Bytes this connection holds: buffered input plus unsent output
+        (with the whole of a reply partly sent: it is freed once all is)."""
         raise NotImplementedError
 
     @overload

@@ -6,22 +6,26 @@ framecodec.aio) keeps one, with the same rules, words and stats key:
 - each connection's holding is recorded after each read (``account``);
   the backend's review recounts them all exactly every REVIEW_EVERY
   seconds while any connection is held;
-- from half the budget on ("near" it), a connection holding more than its
-  share (half the budget over the open connections) stops reading: it is
-  *held*.  A held connection takes no more input, so what the server holds
-  stops growing while the connections holding little (a steady client
-  between requests, a fresh one) are still read and answered;
-- a connection held for HOLD_GRACE while the server is still near its
-  budget is closed, held longest first, until the total is back under
-  three eighths of the budget: counted in ``over_budget`` (and, as its
-  ending, in ``network_errors``), logged as closed over the memory budget
+- from three eighths of the budget on ("near" it), a connection holding
+  more than its share stops reading: it is *held*.  Its share is one read
+  (NEAR_READ_SIZE), or the near mark over the open connections when that
+  is less; alone, a connection's share is the whole budget (one large
+  frame).  A held connection takes no more input, so what the server
+  holds stops growing, while the connections holding little (a steady
+  client between requests, whose replies went out; a fresh one) are
+  still read and answered;
+- near the budget a read takes no more than what is left of the
+  connection's share (MIN_READ at least: ``read_limit``), where a
+  decoder's view may span the rest of a large frame; so the total stays
+  under twice the near mark plus MIN_READ per connection, under the budget
+  (replies larger than their requests add to that: one read's worth);
+- a connection held for HOLD_GRACE while the server still holds a quarter
+  of its budget or more is closed, held longest first, until the total is
+  back under that: counted in ``over_budget`` (and, as its ending, in
+  ``network_errors``), logged as closed over the memory budget
   (errors.OverMemoryBudget);
-- under three eighths, or once a held connection holds no more than its
-  share (its peer took its replies), it reads again.
-
-Why half the budget: a connection still reading may add one read
-(``read_size``) before its next account, so the server's total stays
-under the budget with room for one read from each open connection.
+- under a quarter, or once a held connection holds no more than its share
+  (its peer took its replies), it reads again.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from ..service import logger
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
     "HOLD_GRACE",
+    "MIN_READ",
+    "NEAR_READ_SIZE",
     "REVIEW_EVERY",
     "MemoryBudget",
     "check_memory_budget",
@@ -44,6 +50,11 @@ __all__ = [
 # What all connections of a server may hold, by default: 200 peers that send
 # 1 MiB requests and never read the replies leave it far under 64 MiB.
 DEFAULT_MEMORY_BUDGET = 32 * 1024 * 1024
+# A connection's share near the budget, at most: one read of the decoders'
+# default read_size.
+NEAR_READ_SIZE = 64 * 1024
+# What one read may take near the budget, at least.
+MIN_READ = 4096
 # A connection held this long while the server is near its budget is closed.
 HOLD_GRACE = 1.0
 # How often a server with held connections recounts them and closes the overdue.
@@ -69,8 +80,8 @@ class MemoryBudget:
 
     def __init__(self, limit: int, address: Any) -> None:
         self.limit = limit
-        self.near = limit // 2
-        self.low = limit * 3 // 8
+        self.near = limit * 3 // 8
+        self.low = limit // 4
         self.address = address
         self.total = 0  # bytes held, as last recorded
         self.held: Dict[int, Any] = {}  # id -> connection, held longest first
@@ -84,7 +95,7 @@ class MemoryBudget:
         conn.accounted = memory
         if conn.held_since is not None:
             return True  # until a review lets it go
-        if self.total >= self.near and memory > self.near // max(1, connections):
+        if self.total >= self.near and memory > self._share(connections):
             conn.held_since = now
             self.held[id(conn)] = conn
             if not self._warned:
@@ -98,6 +109,22 @@ class MemoryBudget:
                 )
             return True
         return False
+
+    def read_limit(self, conn: Any, connections: int, concurrent: bool = False) -> int:
+        """How many bytes one read of ``conn`` may take: what is left of its
+        share or of the room under the near mark, MIN_READ at least.  Reads
+        ``concurrent`` with each other (the threads backend's) split the
+        room between the open connections."""
+        share = self._share(connections) - conn.accounted
+        room = self.near - self.total
+        if concurrent and connections > 1:
+            room //= connections
+        return max(MIN_READ, share, room)
+
+    def _share(self, connections: int) -> int:
+        if connections <= 1:
+            return self.limit  # alone: one large frame may take the budget
+        return min(NEAR_READ_SIZE, self.near // connections)
 
     def forget(self, conn: Any) -> None:
         """``conn`` ended: what it held is free."""
@@ -120,7 +147,7 @@ class MemoryBudget:
             conn.accounted = size
             total += size
         self.total = total
-        share = self.near // max(1, len(conns))
+        share = self._share(len(conns))
         released: List[Any] = []
         closing: List[Tuple[Any, OverMemoryBudget]] = []
         for key, conn in list(self.held.items()):
@@ -130,7 +157,7 @@ class MemoryBudget:
             since = conn.held_since
             if total < self.low or size <= share:
                 released.append(conn)
-            elif total >= self.near and since is not None and now - since >= HOLD_GRACE:
+            elif since is not None and now - since >= HOLD_GRACE:  # total >= low here
                 total -= size
                 closing.append((conn, self._why(size, now - since)))
             else:

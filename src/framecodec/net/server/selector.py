@@ -42,7 +42,7 @@ class SelectorConnection(Connection[Any]):
     @property
     def memory(self) -> int:
         buffered: int = self.stream.decoder.buffered
-        return buffered + self.stream.output.size
+        return buffered + self.stream.output.held
 
     def _queue(self, buffers: List[Any]) -> None:
         if self.state is CLOSED:
@@ -180,7 +180,8 @@ class SelectorServer(Server):
 
     def _read(self, conn: SelectorConnection, now: float) -> None:
         stream = conn.stream
-        frames = stream.read()
+        budget = self.budget
+        frames = stream.read(budget.read_limit(conn, len(self._open)) if budget else 0)
         conn.last_activity = now
         handler = conn.handler
         if frames:
@@ -213,7 +214,7 @@ class SelectorServer(Server):
         budget = self.budget
         if (
             budget is not None
-            and budget.account(conn, output.size + stream.decoder.buffered, now, len(self._open))
+            and budget.account(conn, output.held + stream.decoder.buffered, now, len(self._open))
             and self._next_review is None
         ):
             self._next_review = now + REVIEW_EVERY

@@ -30,7 +30,14 @@ from typing import Any, List, Optional, cast
 from ...errors import PeerStalled, ProtocolError
 from ..addresses import tune
 from ..service import SHUTDOWN_GRACE, logger
-from ..transport import ConnectionClosed, OutputQueue, close_socket, receive, receive_first
+from ..transport import (
+    ConnectionClosed,
+    OutputQueue,
+    close_socket,
+    receive,
+    receive_at_most,
+    receive_first,
+)
 from .base import CLOSED, OPEN, Connection, Server, call_handler, handler_failed, idlest
 from .budget import REVIEW_EVERY
 
@@ -56,7 +63,7 @@ class ThreadConnection(Connection[Any]):
     @property
     def memory(self) -> int:
         buffered: int = self.decoder.buffered
-        return buffered + self.output.size
+        return buffered + self.output.held
 
     def _queue(self, buffers: List[Any]) -> None:
         if self.state is CLOSED:
@@ -320,9 +327,13 @@ class ThreadingServer(Server):
             try:
                 # None until the first read has returned: that one keeps the
                 # stream's first bytes on a protocol error (endings.peer_hint).
-                frames = (
-                    receive(sock, decoder) if frames is not None else receive_first(sock, decoder)
-                )
+                if frames is None:
+                    frames = receive_first(sock, decoder)
+                elif budget is not None:  # one read takes what is left of its share
+                    limit = budget.read_limit(conn, len(self._open), concurrent=True)
+                    frames = receive_at_most(sock, decoder, limit)
+                else:
+                    frames = receive(sock, decoder)
             except TimeoutError:
                 if frame_started is not None and self.frame_timeout is not None:
                     if time.monotonic() < frame_started + self.frame_timeout:
