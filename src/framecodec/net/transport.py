@@ -193,8 +193,9 @@ class OutputQueue:
         chunks = self._chunks
         if not chunks or type(chunks[0]) is not memoryview:
             return self.size
-        whole = chunks[0].obj
-        return self.size + (len(whole) - len(chunks[0]) if whole is not None else 0)
+        head: memoryview = chunks[0]
+        whole: int = head.obj.__len__()  # type: ignore[attr-defined]
+        return self.size + whole - len(head)
 
     def clear(self) -> None:
         self._chunks.clear()

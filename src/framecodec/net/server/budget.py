@@ -115,7 +115,7 @@ class MemoryBudget:
         share or of the room under the near mark, MIN_READ at least.  Reads
         ``concurrent`` with each other (the threads backend's) split the
         room between the open connections."""
-        share = self._share(connections) - conn.accounted
+        share = self._share(connections) - int(conn.accounted)
         room = self.near - self.total
         if concurrent and connections > 1:
             room //= connections
