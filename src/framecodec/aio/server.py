@@ -606,7 +606,7 @@ async def start_server(
     without input for that long while nothing is in hand (both counted in
     timeouts), as framecodec.serve's.  ``max_connections`` (None: no limit)
     with ``overflow``: see serve(); "wait" is not available here.
-    ``memory_budget`` (32 MiB; None: none) bounds the bytes all
+    ``memory_budget`` (16 MiB; None: none) bounds the bytes all
     connections hold together, as serve()'s does: the ones holding the
     most stop reading, those held longest are closed (``over_budget``).
     Running out of file descriptors is logged once per burst, and the

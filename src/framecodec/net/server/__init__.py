@@ -216,7 +216,7 @@ def serve(
     read (``read_size`` bytes of requests) plus one partial frame
     (``max_frame_size``).
 
-    ``memory_budget`` (32 MiB; None: none) bounds what all connections
+    ``memory_budget`` (16 MiB; None: none) bounds what all connections
     hold together, the bytes ``high_water`` counts: from half of it on, the
     connections holding more than their share stop reading (the ones
     holding little, a steady client between requests, are still served),
@@ -224,7 +224,8 @@ def serve(
     held longest first, counted in ``over_budget`` (and ``network_errors``)
     and logged as closed over the memory budget (OverMemoryBudget).  It
     bounds how large a frame the server takes while others are busy: keep
-    it above a few times ``max_frame_size`` for large frames.  See
+    it above a few times ``max_frame_size`` for large frames from several
+    clients at once (a connection alone is never held).  See
     framecodec.net.server.budget.
 
     ``starttls_context`` (framecodec.server_context) lets handlers upgrade

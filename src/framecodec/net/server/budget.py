@@ -9,8 +9,8 @@ framecodec.aio) keeps one, with the same rules, words and stats key:
 - from three eighths of the budget on ("near" it), a connection holding
   more than its share stops reading: it is *held*.  Its share is one read
   (NEAR_READ_SIZE), or the near mark over the open connections when that
-  is less; alone, a connection's share is the whole budget (one large
-  frame).  A held connection takes no more input, so what the server
+  is less; a connection alone is never held (high_water and
+  max_frame_size bound it).  A held connection takes no more input, so what the server
   holds stops growing, while the connections holding little (a steady
   client between requests, whose replies went out; a fresh one) are
   still read and answered;
@@ -30,6 +30,7 @@ framecodec.aio) keeps one, with the same rules, words and stats key:
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
@@ -47,9 +48,10 @@ __all__ = [
     "make_budget",
 ]
 
-# What all connections of a server may hold, by default: 200 peers that send
-# 1 MiB requests and never read the replies leave it far under 64 MiB.
-DEFAULT_MEMORY_BUDGET = 32 * 1024 * 1024
+# What all connections of a server may hold, by default: with 200 peers that
+# send 1 MiB requests and never read the replies, the server's RSS grows by
+# some 15-65 MiB (docs/reliability.md), more under TLS.
+DEFAULT_MEMORY_BUDGET = 16 * 1024 * 1024
 # A connection's share near the budget, at most: one read of the decoders'
 # default read_size.
 NEAR_READ_SIZE = 64 * 1024
@@ -123,7 +125,7 @@ class MemoryBudget:
 
     def _share(self, connections: int) -> int:
         if connections <= 1:
-            return self.limit  # alone: one large frame may take the budget
+            return sys.maxsize  # alone: bounded by its own limits (high_water, max_frame_size)
         return min(NEAR_READ_SIZE, self.near // connections)
 
     def forget(self, conn: Any) -> None:
