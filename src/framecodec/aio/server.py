@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import socket
 import ssl
 from typing import Any, Deque, List, Optional, Set, Union
@@ -15,18 +14,18 @@ from ..errors import ConnectionClosed, PeerStalled, ProtocolError
 from ..net.addresses import Address, AddressLike, BoundSocket, bind_socket
 from ..net.protocols import Protocol, make_protocol
 from ..net.server.base import DEFAULT_OVERFLOW, handler_failed, handshake_limit
-from ..net.server.budget import DEFAULT_MEMORY_BUDGET, NEAR_READ_SIZE
+from ..net.server.budget import DEFAULT_MEMORY_BUDGET
 from ..net.server.endings import DEFAULT_HIGH_WATER, count_ending, log_ending, peer_label
 from ..net.server.handlers import ASYNC_SHAPES, HandlerShape, StartTLS, handler_shape
 from ..net.service import logger
 from . import starttls
-from .admission import Admission
+from .admission import Admission, BudgetedConnection, MemoryFigures, hold_reading
 from .connection import CLOSED, CLOSING, Connection, _with_read_size
 
 __all__ = ["Server", "start_server"]
 
 
-class _ServerConnection(Connection[Any]):
+class _ServerConnection(BudgetedConnection, Connection[Any]):
     """A server's connection: frames go to the handler instead of a queue
     (except per_connection handlers, which read with recv())."""
 
@@ -46,10 +45,6 @@ class _ServerConnection(Connection[Any]):
         self.frame_started: Optional[float] = None  # when the frame now arriving began
         self._completed = False  # the last read completed frames
         self._refused = False  # reset at once: max_connections
-        # The memory budget's (net/server/budget.py): bytes last recorded,
-        # since when reading is held, None while it reads.
-        self.accounted = 0
-        self.held_since: Optional[float] = None
 
     @property
     def label(self) -> str:
@@ -57,11 +52,6 @@ class _ServerConnection(Connection[Any]):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        if self._tls and self.server.admission.budget is not None:
-            # asyncio's TLS layer reads ahead of a paused protocol, 256 KiB by
-            # default: a connection held by the memory budget keeps less.
-            with contextlib.suppress(AttributeError, NotImplementedError):
-                transport.set_read_buffer_limits(high=NEAR_READ_SIZE)  # type: ignore[attr-defined]
         if not self.server.admission.admit(self):
             self._refused = True
             transport.close()  # the client reads the end of the stream at once
@@ -77,15 +67,6 @@ class _ServerConnection(Connection[Any]):
 
     # -- frames to the handler -------------------------------------------------------
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        view = self._get_buffer(-1)
-        budget = self.server.admission.budget
-        if budget is not None:  # one read takes what is left of its share (budget.py)
-            limit = budget.read_limit(self, len(self.server._open))
-            if len(view) > limit:
-                return view[:limit]
-        return view
-
     def buffer_updated(self, nbytes: int) -> None:
         super().buffer_updated(nbytes)
         now = self.last_activity = self._loop.time()
@@ -97,36 +78,11 @@ class _ServerConnection(Connection[Any]):
         self._completed = False
         self.server.admission.account(self)
 
-    @property
-    def memory(self) -> int:
-        """Bytes this connection holds: input buffered (in the decoder, in
-        frames waiting for the handler, in the TLS layer), replies unsent."""
-        transport = self._transport
-        held: int = self._decoder.buffered + self._queued + self._backlog_extra + self._out_size
-        if transport is not None:
-            held += transport.get_write_buffer_size()
-            if self._tls and hasattr(transport, "get_read_buffer_size"):
-                held += transport.get_read_buffer_size()  # what TLS decrypts ahead
-        return held
-
     def _update_reading(self) -> None:
         if self.held_since is None:
             super()._update_reading()
-        elif not self._reading_paused:  # held by the memory budget
-            transport = self._transport
-            if transport is not None and not (self._input_over or transport.is_closing()):
-                self._reading_paused = True
-                transport.pause_reading()
-
-    def _hold(self) -> None:
-        self._update_reading()
-
-    def _release(self) -> None:
-        self._update_reading()  # resumes unless flow control keeps it paused
-
-    def _end_over_budget(self, why: BaseException) -> None:
-        self._ending = why
-        self._cancel()
+        else:
+            hold_reading(self)  # held by the memory budget
 
     @property
     def idle(self) -> bool:
@@ -352,7 +308,7 @@ class _ServerConnection(Connection[Any]):
             self._task.cancel()
 
 
-class Server:
+class Server(MemoryFigures):
     """A listening asyncio server; make one with start_server().
 
     ``address`` is the bound address (the real port when 0 was asked for),
@@ -425,21 +381,6 @@ class Server:
 
     def count(self, key: str, n: int = 1) -> None:
         self.stats[key] += n
-
-    @property
-    def memory(self) -> int:
-        """Bytes all connections hold, as last recorded by the memory budget
-        (see framecodec.net.server.budget); without one, counted now."""
-        budget = self.admission.budget
-        if budget is not None:
-            return budget.total
-        return sum(conn.memory for conn in self._open)
-
-    @property
-    def memory_budget(self) -> Optional[int]:
-        """The ceiling on ``memory`` (None: no server-wide ceiling)."""
-        budget = self.admission.budget
-        return None if budget is None else budget.limit
 
     async def _start(self, backlog: int, handshake_timeout: Optional[float]) -> None:
         loop = asyncio.get_running_loop()
