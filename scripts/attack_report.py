@@ -1476,7 +1476,8 @@ def markdown(rows: List[Row], settings: Settings, quick: bool, seconds: float) -
         f'max_connections {MAX_CONNECTIONS} (overflow "close_idle"), high_water '
         f"{HIGH_WATER >> 10} KiB, max_frame_size {MAX_FRAME_SIZE >> 20} MiB, max_header_size "
         f"{MAX_HEADER_SIZE}; N = {settings.peers}.  Handlers: upper-case the frame, echo the "
-        "message.  A steady client sends requests to all three listeners throughout.",
+        "message.  A steady client sends requests to all four listeners throughout (the "
+        'fourth, "defaults", has no option set: the memory-flood case attacks it).',
         "",
         "| Case | What was sent |",
         "|---|---|",
