@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Misbehaving peers against running servers: the table in docs/reliability.md.
 
-For each backend ("selector", "threads"), plain and TLS, a server runs in a
+For each backend ("selector", "threads", "aio": framecodec.aio on a loop
+thread of its own), plain and TLS, a server runs in a
 process of its own (so that its memory is read from outside, in
-/proc/<pid>/status, and a crash shows as the process dying) with three
+/proc/<pid>/status, and a crash shows as the process dying) with four
 listeners on 127.0.0.1: frames (uint32 lengths), frames64 (uint64 lengths
-that count themselves, length_adjustment=-8) and messages (JSON headers).
-A steady client, in another process, sends requests to all three in a loop
+that count themselves, length_adjustment=-8), messages (JSON headers), all
+three with the settings below, and defaults (uint32 frames, no option set:
+the memory-flood case's target, where the default memory budget holds).
+A steady client, in another process, sends requests to all four in a loop
 and records errors and latencies.  Each attack runs from this process; then
 the script checks that the server is alive, that it closed every connection
 the attack opened, and reads its counters (over a pipe to the server
@@ -70,7 +73,10 @@ COUNTERS = (
     "network_errors",
     "handler_errors",
     "accept_pauses",
+    "over_budget",
 )
+# The memory-flood case: peers sending 1 MiB requests, never reading.
+FLOOD_REQUEST = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,7 @@ class Settings:
     frame_timeout: float
     idle_timeout: float
     peers: int  # connections per slow-peer case
+    flood_peers: int  # connections of the memory-flood case
     burst: int
     overflow_extra: int
     min_window: float  # cheap attacks repeat for this long, so the steady p99 means something
@@ -98,6 +105,7 @@ FULL = Settings(
     frame_timeout=2.0,
     idle_timeout=4.0,
     peers=20,
+    flood_peers=200,
     burst=1000,
     overflow_extra=16,
     min_window=1.5,
@@ -106,6 +114,7 @@ QUICK = Settings(
     frame_timeout=1.0,
     idle_timeout=1.5,
     peers=8,
+    flood_peers=50,
     burst=1000,
     overflow_extra=8,
     min_window=0.25,
@@ -121,7 +130,45 @@ def listener_options() -> Dict[str, Dict[str, Any]]:
             "max_header_size": MAX_HEADER_SIZE,
             "max_content_size": MAX_FRAME_SIZE,
         },
+        # No server option set here: serve()'s and start_server()'s defaults.
+        "defaults": {"protocol": "frames"},
     }
+
+
+class AioServers:
+    """framecodec.aio servers on a loop thread of their own, seen as the
+    blocking ones are (address, stats, connections, memory, shutdown)."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def start(self, handler: Any, **options: Any) -> Any:
+        import asyncio
+
+        from framecodec import aio
+
+        future = asyncio.run_coroutine_threadsafe(
+            aio.start_server(f"{HOST}:0", handler, **options), self.loop
+        )
+        return future.result(20)
+
+    def close(self, servers: List[Any]) -> None:
+        import asyncio
+
+        async def close_all() -> None:
+            for server in servers:
+                server.close()
+            for server in servers:
+                await server.wait_closed()
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(close_all(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
 
 
 # -- the server process ---------------------------------------------------------------
@@ -143,19 +190,25 @@ def run_server_child(config: Dict[str, Any]) -> None:
     context = None
     if config["tls"]:
         context = framecodec.server_context(config["cert"], config["key"])
-    servers: Dict[str, framecodec.Server] = {}
+    servers: Dict[str, Any] = {}
+    aio_servers = AioServers() if config["backend"] == "aio" else None
     for name, options in listener_options().items():
         handler = echo if options["protocol"] == "messages" else upper
+        settings = {} if name == "defaults" else config["server_options"]
+        if aio_servers is not None:
+            servers[name] = aio_servers.start(handler, ssl_context=context, **settings, **options)
+            continue
         servers[name] = framecodec.serve(
             f"{HOST}:0",
             handler,
             backend=config["backend"],
             ssl_context=context,
-            **config["server_options"],
+            **settings,
             **options,
         )
         servers[name].start()
     peaks = {name: 0 for name in servers}
+    memory_peaks = {name: 0 for name in servers}
     lock = threading.Lock()
     stop = threading.Event()
 
@@ -166,10 +219,12 @@ def run_server_child(config: Dict[str, Any]) -> None:
             for name, server in servers.items():
                 try:
                     largest = max((conn.memory for conn in server.connections), default=0)
+                    held = server.memory  # what its memory budget counts
                 except Exception:  # a connection closing under our feet
                     continue
                 with lock:
                     peaks[name] = max(peaks[name], largest)
+                    memory_peaks[name] = max(memory_peaks[name], held)
 
     sampler = threading.Thread(target=sample_memory, daemon=True)
     sampler.start()
@@ -185,13 +240,18 @@ def run_server_child(config: Dict[str, Any]) -> None:
                         **{key: server.stats[key] for key in COUNTERS},
                         "open": len(server.connections),
                         "peak_conn_memory": peaks[name],
+                        "peak_memory": memory_peaks[name],
+                        "memory_budget": server.memory_budget,
                     }
                     peaks[name] = 0
+                    memory_peaks[name] = 0
             print(json.dumps(report), flush=True)
     finally:
         stop.set()
         sampler.join(1)
-        for server in servers.values():
+        if aio_servers is not None:
+            aio_servers.close(list(servers.values()))
+        for server in servers.values() if aio_servers is None else ():
             server.shutdown(timeout=2)
 
 
@@ -767,6 +827,81 @@ def never_reads(attack: Attack) -> str:
     )
 
 
+def memory_flood(attack: Attack) -> str:
+    """flood_peers connections to the defaults listener send 1 MiB requests
+    as fast as the server takes them and never read the replies, for up to
+    10 s (until no send has made progress for 1 s); meanwhile a fresh client
+    connects anew every 50 ms for one request.  Then the peers go silent
+    until the server has closed them (the attack's end closes the rest)."""
+    peers = attack.settings.flood_peers
+    socks = [attack.connect("defaults") for _ in range(peers)]
+    batch = memoryview(frame_encoder.encode(b"m" * (FLOOD_REQUEST - 4)))
+    pending = [batch] * peers
+    sent = [0] * peers
+    progress = [time.monotonic()] * peers
+    cut = [False] * peers
+    for sock in socks:
+        sock.setblocking(False)
+    fresh = {"ok": 0, "errors": 0, "sample": ""}
+    stop = threading.Event()
+
+    def fresh_clients() -> None:
+        context = attack.client_context
+        while not stop.wait(0.05):
+            try:
+                with framecodec.connect(
+                    f"{HOST}:{attack.ports['defaults']}",
+                    ssl_context=context,
+                    server_hostname="localhost" if context else None,
+                    timeout=5.0,
+                ) as client:
+                    if client.request(b"fresh") != b"FRESH":
+                        raise AssertionError("wrong reply")
+                fresh["ok"] += 1
+            except Exception as exc:
+                fresh["errors"] += 1
+                fresh["sample"] = repr(exc)[:120]
+
+    fresher = threading.Thread(target=fresh_clients, daemon=True)
+    fresher.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            live = [i for i in range(peers) if not cut[i]]
+            if not live or all(now - progress[i] > 1.0 for i in live):
+                break
+            for i in live:
+                try:
+                    n = socks[i].send(pending[i])
+                except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                    continue
+                except OSError:
+                    cut[i] = True
+                    continue
+                sent[i] += n
+                progress[i] = time.monotonic()
+                pending[i] = pending[i][n:] or batch
+            time.sleep(0.002)
+        # Silent now: those the budget holds are closed within a few seconds.
+        ends = watch_until_closed(socks, 5)
+    finally:
+        stop.set()
+        fresher.join(10)
+    closed = sum(1 for i, end in enumerate(ends) if cut[i] or end is not None)
+    report = attack.server.ask("stats")["defaults"]
+    budget = report["memory_budget"] or 0
+    errors = fresh["errors"]
+    fresh_note = f"fresh clients {fresh['ok']} answered, {errors} errors"
+    if errors:
+        fresh_note = f"**{fresh_note}** ({fresh['sample']})"
+    return (
+        f"{sum(sent) >> 20} MiB sent by {peers} peers; server's accounting peaked at "
+        f"{report['peak_memory'] / 2**20:.1f} MiB (budget {budget >> 20} MiB); "
+        f"{closed}/{peers} closed by the server; {fresh_note}"
+    )
+
+
 def reset_mid_frame(attack: Attack) -> str:
     count = attack.settings.peers
     for i in range(count):
@@ -1095,6 +1230,14 @@ CASES = [
         never_reads,
     ),
     Case(
+        "memory-flood",
+        "Many peers never read 1 MiB replies (default options)",
+        "flood_peers connections (200; --quick 50) to a server with no option set send "
+        "1 MiB requests (replies as large) as fast as it takes them and never read; a "
+        "fresh client connects every 50 ms for one request",
+        memory_flood,
+    ),
+    Case(
         "reset",
         "Reset mid-frame",
         "N connections send part of a frame or message, then close with RST",
@@ -1333,7 +1476,8 @@ def markdown(rows: List[Row], settings: Settings, quick: bool, seconds: float) -
         f'max_connections {MAX_CONNECTIONS} (overflow "close_idle"), high_water '
         f"{HIGH_WATER >> 10} KiB, max_frame_size {MAX_FRAME_SIZE >> 20} MiB, max_header_size "
         f"{MAX_HEADER_SIZE}; N = {settings.peers}.  Handlers: upper-case the frame, echo the "
-        "message.  A steady client sends requests to all three listeners throughout.",
+        "message.  A steady client sends requests to all four listeners throughout (the "
+        'fourth, "defaults", has no option set: the memory-flood case attacks it).',
         "",
         "| Case | What was sent |",
         "|---|---|",
@@ -1386,7 +1530,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true", help="shorter timeouts, fewer peers")
     parser.add_argument("--json", help="also write the raw figures here")
     parser.add_argument("--no-write", action="store_true", help=f"do not update {DOC}")
-    parser.add_argument("--backend", choices=("selector", "threads"), action="append")
+    parser.add_argument("--backend", choices=("selector", "threads", "aio"), action="append")
     parser.add_argument("--case", action="append", help="run only these cases (keys)")
     parser.add_argument("--tls", choices=("plain", "tls"), action="append")
     parser.add_argument("--child-server", help=argparse.SUPPRESS)
@@ -1400,7 +1544,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     settings = QUICK if args.quick else FULL
     cases = [case for case in CASES if not args.case or case.key in args.case]
-    backends = args.backend or ["selector", "threads"]
+    backends = args.backend or ["selector", "threads", "aio"]
     modes = [mode == "tls" for mode in (args.tls or ["plain", "tls"])]
     started = time.monotonic()
     rows: List[Row] = []

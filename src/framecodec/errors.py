@@ -113,6 +113,14 @@ class PeerStalled(ConnectionError):
     never a handler's failure."""
 
 
+class OverMemoryBudget(ConnectionError):
+    """A server closed a connection that held its input or replies while the
+    server was near its ``memory_budget``: the connections holding the most
+    stop reading, and those held longest are closed.  A network ending
+    (counted in network_errors, and in over_budget), never a handler's
+    failure."""
+
+
 class StartTLSError(ProtocolError):
     """Bytes arrived in the clear after the exchange that asked for TLS and
     before the handshake began.

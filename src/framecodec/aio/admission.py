@@ -1,15 +1,17 @@
 """Who an aio server lets in, and for how long: running out of descriptors
 (accept failures logged once per burst, waiting clients reset by a spare
-descriptor), ``max_connections`` with its ``overflow`` policy, and the
-frame, idle and write deadlines swept a few times per period: the same
-limits, names and defaults as the blocking servers (net/server/base.py).
+descriptor), ``max_connections`` with its ``overflow`` policy, the
+frame, idle and write deadlines swept a few times per period, and the
+memory budget of all connections (net/server/budget.py): the same limits,
+names and defaults as the blocking servers (net/server/base.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, cast
 
 from ..net.server.base import (
     DESCRIPTORS_EXHAUSTED,
@@ -20,12 +22,18 @@ from ..net.server.base import (
     open_reserve,
     shed_pending,
 )
+from ..net.server.budget import (
+    DEFAULT_MEMORY_BUDGET,
+    NEAR_READ_SIZE,
+    REVIEW_EVERY,
+    make_budget,
+)
 from ..net.service import logger
 
 if TYPE_CHECKING:
     from .server import Server, _ServerConnection
 
-__all__ = ["Admission"]
+__all__ = ["Admission", "BudgetedConnection", "MemoryFigures", "connection_memory", "hold_reading"]
 
 
 def _fileno(sock: Any) -> int:
@@ -33,6 +41,64 @@ def _fileno(sock: Any) -> int:
         return int(sock.fileno())
     except (AttributeError, OSError, ValueError):
         return -1
+
+
+def connection_memory(conn: _ServerConnection) -> int:
+    """What the memory budget counts of an aio server's connection: input
+    buffered (decoder, frames waiting for the handler, what asyncio's TLS
+    layer decrypted ahead), replies unsent."""
+    transport = conn._transport
+    held: int = conn._decoder.buffered + conn._queued + conn._backlog_extra + conn._out_size
+    if transport is not None:
+        held += transport.get_write_buffer_size()
+        if conn._tls and hasattr(transport, "get_read_buffer_size"):
+            held += transport.get_read_buffer_size()
+    return held
+
+
+class BudgetedConnection:
+    """What the memory budget adds to an aio server's connection."""
+
+    server: Server
+    _get_buffer: Callable[[int], memoryview]
+    accounted = 0  # bytes last recorded (net/server/budget.py)
+    held_since: Optional[float] = None  # since when reading is held; None while it reads
+
+    @property
+    def memory(self) -> int:
+        """Bytes this connection holds: input buffered (in the decoder, in
+        frames waiting for the handler, in the TLS layer), replies unsent."""
+        return connection_memory(cast("_ServerConnection", self))
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        conn = cast("_ServerConnection", self)
+        return self.server.admission.read_view(conn, self._get_buffer(-1))
+
+
+class MemoryFigures:
+    """What the memory budget adds to an aio Server."""
+
+    admission: Admission
+
+    @property
+    def memory(self) -> int:
+        """Bytes all connections hold, as the memory budget last counted."""
+        return self.admission.memory()
+
+    @property
+    def memory_budget(self) -> Optional[int]:
+        """The ceiling on ``memory`` (None: no server-wide ceiling)."""
+        budget = self.admission.budget
+        return None if budget is None else budget.limit
+
+
+def hold_reading(conn: _ServerConnection) -> None:
+    """Pause reading of ``conn``, held by the memory budget."""
+    transport = conn._transport
+    if conn._reading_paused or transport is None or conn._input_over or transport.is_closing():
+        return
+    conn._reading_paused = True
+    transport.pause_reading()
 
 
 class Admission:
@@ -46,6 +112,7 @@ class Admission:
         overflow: str,
         idle_timeout: Optional[float],
         frame_timeout: Optional[float],
+        memory_budget: Optional[int] = DEFAULT_MEMORY_BUDGET,
     ) -> None:
         check_overflow(overflow, max_connections)
         if overflow == "wait":
@@ -69,6 +136,8 @@ class Admission:
         self._sweep: Optional[asyncio.TimerHandle] = None
         timeouts = [t for t in (idle_timeout, frame_timeout) if t is not None]
         self._sweep_every = min(1.0, max(0.01, min(timeouts) / 4)) if timeouts else None
+        self.budget = make_budget(memory_budget, server.address)
+        self._review: Optional[asyncio.TimerHandle] = None  # while connections are held
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._reserve = open_reserve()
@@ -89,6 +158,9 @@ class Admission:
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
+        if self._review is not None:
+            self._review.cancel()
+            self._review = None
 
     # -- max_connections ------------------------------------------------------------
 
@@ -98,6 +170,11 @@ class Admission:
         in ``evicted``); without one, or under "reject", ``conn`` is reset
         (counted in ``rejected``)."""
         self._short_of_descriptors = False
+        if conn._tls and self.budget is not None:
+            # asyncio's TLS layer reads ahead of a paused protocol, 256 KiB by
+            # default: a connection held by the memory budget keeps less.
+            with contextlib.suppress(AttributeError, NotImplementedError):
+                conn._transport.set_read_buffer_limits(high=NEAR_READ_SIZE)  # type: ignore[union-attr]
         open_now = self.server._open
         if self.max_connections is None or len(open_now) < self.max_connections:
             self._full_log.below()
@@ -112,6 +189,56 @@ class Admission:
                 return True
         self.server.count("rejected")
         return False
+
+    # -- the memory budget ---------------------------------------------------------
+
+    def account(self, conn: _ServerConnection) -> None:
+        """Record what ``conn`` holds after a read; hold it (stop reading)
+        when the budget says so."""
+        budget = self.budget
+        if budget is None or self._loop is None:
+            return
+        now = self._loop.time()
+        if budget.account(conn, conn.memory, now, len(self.server._open)):
+            conn._update_reading()
+            if self._review is None:
+                self._review = self._loop.call_later(REVIEW_EVERY, self._review_budget)
+
+    def read_view(self, conn: _ServerConnection, view: memoryview) -> memoryview:
+        """The decoder's ``view``, cut to what one read may take (budget.py)."""
+        budget = self.budget
+        if budget is not None:
+            limit = budget.read_limit(conn, len(self.server._open))
+            if len(view) > limit:
+                return view[:limit]
+        return view
+
+    def memory(self) -> int:
+        """What all connections hold, as last counted; without a budget, now."""
+        if self.budget is not None:
+            return self.budget.total
+        return sum(conn.memory for conn in self.server._open)
+
+    def forget(self, conn: _ServerConnection) -> None:
+        if self.budget is not None:
+            self.budget.forget(conn)
+
+    def _review_budget(self) -> None:
+        """Held connections read again, or are closed (see budget.py)."""
+        self._review = None
+        budget = self.budget
+        assert budget is not None and self._loop is not None
+        released, closing = budget.review(
+            list(self.server._open), lambda c: c.memory, self._loop.time()
+        )
+        for conn, why in closing:
+            self.server.count("over_budget")
+            conn._ending = why
+            conn._cancel()
+        for conn in released:
+            conn._update_reading()  # resumes unless flow control keeps it paused
+        if budget.held:
+            self._review = self._loop.call_later(REVIEW_EVERY, self._review_budget)
 
     # -- deadlines ------------------------------------------------------------------
 

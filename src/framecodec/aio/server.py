@@ -14,17 +14,18 @@ from ..errors import ConnectionClosed, PeerStalled, ProtocolError
 from ..net.addresses import Address, AddressLike, BoundSocket, bind_socket
 from ..net.protocols import Protocol, make_protocol
 from ..net.server.base import DEFAULT_OVERFLOW, handler_failed, handshake_limit
+from ..net.server.budget import DEFAULT_MEMORY_BUDGET
 from ..net.server.endings import DEFAULT_HIGH_WATER, count_ending, log_ending, peer_label
 from ..net.server.handlers import ASYNC_SHAPES, HandlerShape, StartTLS, handler_shape
 from ..net.service import logger
 from . import starttls
-from .admission import Admission
+from .admission import Admission, BudgetedConnection, MemoryFigures, hold_reading
 from .connection import CLOSED, CLOSING, Connection, _with_read_size
 
 __all__ = ["Server", "start_server"]
 
 
-class _ServerConnection(Connection[Any]):
+class _ServerConnection(BudgetedConnection, Connection[Any]):
     """A server's connection: frames go to the handler instead of a queue
     (except per_connection handlers, which read with recv())."""
 
@@ -75,6 +76,13 @@ class _ServerConnection(Connection[Any]):
         else:
             self.frame_started = None
         self._completed = False
+        self.server.admission.account(self)
+
+    def _update_reading(self) -> None:
+        if self.held_since is None:
+            super()._update_reading()
+        else:
+            hold_reading(self)  # held by the memory budget
 
     @property
     def idle(self) -> bool:
@@ -300,7 +308,7 @@ class _ServerConnection(Connection[Any]):
             self._task.cancel()
 
 
-class Server:
+class Server(MemoryFigures):
     """A listening asyncio server; make one with start_server().
 
     ``address`` is the bound address (the real port when 0 was asked for),
@@ -329,17 +337,19 @@ class Server:
         overflow: str = DEFAULT_OVERFLOW,
         idle_timeout: Optional[float] = None,
         frame_timeout: Optional[float] = 60.0,
+        memory_budget: Optional[int] = DEFAULT_MEMORY_BUDGET,
     ) -> None:
         if write_timeout is not None and write_timeout <= 0:
             raise ValueError("write_timeout must be positive or None")
+        self._bound = bound
         self.admission = Admission(
             self,
             max_connections=max_connections,
             overflow=overflow,
             idle_timeout=idle_timeout,
             frame_timeout=frame_timeout,
+            memory_budget=memory_budget,
         )
-        self._bound = bound
         self._handler = handler
         self._mode = mode
         self.protocol = protocol
@@ -407,6 +417,7 @@ class Server:
 
     def _lost_connection(self, conn: _ServerConnection, exc: Optional[BaseException]) -> None:
         """Count and log how ``conn`` ended, as the blocking servers do."""
+        self.admission.forget(conn)
         count_ending(self.stats, exc)
         log_ending(
             self.address, conn.label, exc, stopping=self._closing, handshaking=conn._upgrading
@@ -506,6 +517,7 @@ async def start_server(
     idle_timeout: Optional[float] = None,
     max_connections: Optional[int] = None,
     overflow: str = DEFAULT_OVERFLOW,
+    memory_budget: Optional[int] = DEFAULT_MEMORY_BUDGET,
     backlog: int = 512,
     reuse_address: bool = True,
     reuse_port: bool = False,
@@ -535,6 +547,9 @@ async def start_server(
     without input for that long while nothing is in hand (both counted in
     timeouts), as framecodec.serve's.  ``max_connections`` (None: no limit)
     with ``overflow``: see serve(); "wait" is not available here.
+    ``memory_budget`` (16 MiB; None: none) bounds the bytes all
+    connections hold together, as serve()'s does: the ones holding the
+    most stop reading, those held longest are closed (``over_budget``).
     Running out of file descriptors is logged once per burst, and the
     clients waiting meanwhile are reset at once (a spare descriptor accepts
     and closes them).
@@ -574,6 +589,7 @@ async def start_server(
             overflow=overflow,
             idle_timeout=idle_timeout,
             frame_timeout=frame_timeout,
+            memory_budget=memory_budget,
         )
         tls = ssl_context is not None or starttls_context is not None
         limit = handshake_limit(ssl_handshake_timeout, frame_timeout, idle_timeout)

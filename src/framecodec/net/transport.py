@@ -81,6 +81,19 @@ def receive(sock: socket.socket, decoder: Any) -> Optional[List[Any]]:
     return None
 
 
+def receive_at_most(sock: socket.socket, decoder: Any, limit: int) -> Optional[List[Any]]:
+    """receive(), reading ``limit`` bytes at most: a server with a memory
+    budget (server/budget.py) so bounds what one read adds, where the
+    decoder's view may span the rest of a large frame."""
+    view = decoder.get_buffer()
+    n = sock.recv_into(view, min(limit, len(view)))
+    if n:
+        frames: List[Any] = decoder.buffer_updated(n)
+        return frames
+    decoder.eof()
+    return None
+
+
 # How many of a stream's first bytes a protocol error keeps, as its
 # ``stream_start``: enough for the servers' log to tell a peer that speaks
 # another protocol (TLS, HTTP, frames at a messages server: see
@@ -172,6 +185,17 @@ class OutputQueue:
             if len(buffer):
                 self._chunks.append(buffer)
                 self.size += len(buffer)
+
+    @property
+    def held(self) -> int:
+        """Bytes the queue keeps in memory: ``size``, plus the part already
+        sent of a buffer partly sent (freed only once all of it is)."""
+        chunks = self._chunks
+        if not chunks or type(chunks[0]) is not memoryview:
+            return self.size
+        head: memoryview = chunks[0]
+        whole: int = head.obj.__len__()  # type: ignore[attr-defined]
+        return self.size + whole - len(head)
 
     def clear(self) -> None:
         self._chunks.clear()
@@ -301,8 +325,9 @@ class Stream:
         self.handshaking = self._read_wants_write = False
         return True
 
-    def read(self) -> List[Any]:
-        """Read what the socket has; return the frames completed.
+    def read(self, limit: int = 0) -> List[Any]:
+        """Read what the socket has; return the frames completed.  ``limit``:
+        at most that many bytes per read (0: as many as the decoder takes).
 
         Sets ``at_eof`` at end of stream, and also ``error`` on a protocol
         error (IncompleteFrameError when the stream stopped inside a frame);
@@ -318,6 +343,8 @@ class Stream:
                     if self.fresh:
                         completed = receive_first(sock, decoder)
                         self.fresh = False
+                    elif limit:
+                        completed = receive_at_most(sock, decoder, limit)
                     else:
                         completed = receive(sock, decoder)
                 except (BlockingIOError, ssl.SSLWantReadError):

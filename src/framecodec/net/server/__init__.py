@@ -18,6 +18,7 @@ from ...errors import HandlerError
 from ..addresses import AddressLike, bind_socket
 from ..protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
 from .base import DEFAULT_OVERFLOW, Connection, Server
+from .budget import DEFAULT_MEMORY_BUDGET
 from .endings import DEFAULT_HIGH_WATER
 from .handlers import ConnectionHandler, StartTLS
 from .selector import SelectorServer
@@ -59,6 +60,7 @@ def serve(
     write_timeout: Optional[float] = ...,
     ssl_handshake_timeout: Optional[float] = ...,
     high_water: int = ...,
+    memory_budget: Optional[int] = ...,
     backlog: int = ...,
     reuse_address: bool = ...,
     workers: int = ...,
@@ -96,6 +98,7 @@ def serve(
     write_timeout: Optional[float] = ...,
     ssl_handshake_timeout: Optional[float] = ...,
     high_water: int = ...,
+    memory_budget: Optional[int] = ...,
     backlog: int = ...,
     reuse_address: bool = ...,
     workers: int = ...,
@@ -125,6 +128,7 @@ def serve(
     write_timeout: Optional[float] = ...,
     ssl_handshake_timeout: Optional[float] = ...,
     high_water: int = ...,
+    memory_budget: Optional[int] = ...,
     backlog: int = ...,
     reuse_address: bool = ...,
     workers: int = ...,
@@ -148,6 +152,7 @@ def serve(
     write_timeout: Optional[float] = ...,
     ssl_handshake_timeout: Optional[float] = ...,
     high_water: int = ...,
+    memory_budget: Optional[int] = ...,
     backlog: int = ...,
     reuse_address: bool = ...,
     workers: int = ...,
@@ -170,6 +175,7 @@ def serve(
     write_timeout: Optional[float] = 60.0,
     ssl_handshake_timeout: Optional[float] = 60.0,
     high_water: int = DEFAULT_HIGH_WATER,
+    memory_budget: Optional[int] = DEFAULT_MEMORY_BUDGET,
     backlog: int = 512,
     reuse_address: bool = True,
     format: Union[str, FrameFormat, None] = None,
@@ -211,6 +217,18 @@ def serve(
     read (``read_size`` bytes of requests) plus one partial frame
     (``max_frame_size``).
 
+    ``memory_budget`` (16 MiB; None: none) bounds what all connections
+    hold together, the bytes ``high_water`` counts: from half of it on, the
+    connections holding more than their share stop reading (the ones
+    holding little, a steady client between requests, are still served),
+    and those held a second while the server is still near it are closed,
+    held longest first, counted in ``over_budget`` (and ``network_errors``)
+    and logged as closed over the memory budget (OverMemoryBudget).  It
+    bounds how large a frame the server takes while others are busy: keep
+    it above a few times ``max_frame_size`` for large frames from several
+    clients at once (a connection alone is never held).  See
+    framecodec.net.server.budget.
+
     ``starttls_context`` (framecodec.server_context) lets handlers upgrade
     a plain connection to TLS after a reply (StartTLS, or
     ``connection.start_tls()``; see docs/starttls.md); without it such a
@@ -238,6 +256,7 @@ def serve(
         write_timeout=write_timeout,
         ssl_handshake_timeout=ssl_handshake_timeout,
         high_water=high_water,
+        memory_budget=memory_budget,
     )
     if workers != 1:
         return WorkerPool(

@@ -45,6 +45,7 @@ from ..service import Service, logger
 from ..tls import check_starttls_input, tolerate_bare_eof, wrap_accepted
 from ..transport import ConnectionState
 from ..types import ItemT
+from .budget import DEFAULT_MEMORY_BUDGET, make_budget
 from .endings import count_ending, log_ending, peer_label
 from .handlers import ConnectionHandler, handler_factory
 
@@ -174,6 +175,10 @@ class Connection(Generic[ItemT]):
         self.tls_requested = False
         self.tls_upgrading = False
         self._unhandled: List[Any] = []
+        # The memory budget's (budget.py): bytes last recorded, and since
+        # when it has been held (not reading), None while it reads.
+        self.accounted = 0
+        self.held_since: Optional[float] = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.label}>"
@@ -184,7 +189,8 @@ class Connection(Generic[ItemT]):
 
     @property
     def memory(self) -> int:
-        """Bytes this connection holds: buffered input plus unsent output."""
+        """Bytes this connection holds: buffered input plus unsent output
+        (with the whole of a reply partly sent: it is freed once all is)."""
         raise NotImplementedError
 
     @overload
@@ -257,8 +263,9 @@ class Server(Service):
     accepting, lets in-flight replies drain, then closes; as a context
     manager it shuts down on exit.  ``address`` is the bound address,
     ``connections`` the open connections, ``stats`` a Counter of events
-    (accepted, rejected, evicted, closed, handler_errors, protocol_errors,
-    timeouts, tls_failures, ...).
+    (accepted, rejected, evicted, over_budget, closed, handler_errors,
+    protocol_errors, timeouts, tls_failures, ...); ``memory`` the bytes its
+    connections hold, as its memory budget counts them (see budget.py).
     """
 
     backend = ""
@@ -281,6 +288,7 @@ class Server(Service):
         high_water: int,
         starttls_context: Optional[ssl.SSLContext] = None,
         ssl_handshake_timeout: Optional[float] = 60.0,
+        memory_budget: Optional[int] = DEFAULT_MEMORY_BUDGET,
     ) -> None:
         check_overflow(overflow, max_connections)
         for name, value in (
@@ -314,11 +322,26 @@ class Server(Service):
         self._reserve: Optional[int] = None  # see shed_pending
         self._short_of_descriptors = False  # logged once per burst of failed accepts
         self._full_log = FullLog()
+        self.budget = make_budget(memory_budget, self.address)
+        self._next_review: Optional[float] = None  # while connections are held
 
     @property
     def connections(self) -> List[Connection[Any]]:
         with self._lock:
             return list(self._open.values())
+
+    @property
+    def memory(self) -> int:
+        """Bytes all connections hold (input buffered, replies unsent), as
+        last recorded by the memory budget; without one, counted now."""
+        if self.budget is not None:
+            return self.budget.total
+        return sum(conn.memory for conn in self.connections)
+
+    @property
+    def memory_budget(self) -> Optional[int]:
+        """The ceiling on ``memory`` (None: no server-wide ceiling)."""
+        return None if self.budget is None else self.budget.limit
 
     @property
     def handshake_timeout(self) -> Optional[float]:
@@ -483,6 +506,10 @@ class Server(Service):
             self._open.pop(id(conn), None)
             self._resume_at = None  # a descriptor is free again
             count_ending(self.stats, exc)
+        budget = self.budget
+        if budget is not None:
+            with budget.lock:
+                budget.forget(conn)
         label = conn.label
         log_ending(
             self.address,

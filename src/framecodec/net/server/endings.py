@@ -4,8 +4,9 @@ one vocabulary of the blocking servers and framecodec.aio's.
 Every connection that ends adds 1 to ``closed`` and 1 to the kind of its
 ending (clean_closes, handler_errors, protocol_errors, tls_failures (a
 failed handshake, or a STARTTLS refused),
-timeouts, network_errors: a reset, or a peer that stalled, taking none of
-its replies for write_timeout), and logs one line on the "framecodec.server"
+timeouts, network_errors: a reset, a peer that stalled, taking none of
+its replies for write_timeout, or one closed over the server's memory
+budget, see budget.py), and logs one line on the "framecodec.server"
 logger, in the same words whichever server ran it.
 """
 
@@ -19,6 +20,7 @@ from ...errors import (
     HandlerError,
     IncompleteFrameError,
     MalformedHeaderError,
+    OverMemoryBudget,
     PeerStalled,
     ProtocolError,
     StartTLSRefused,
@@ -107,6 +109,8 @@ def log_ending(
         logger.info("%s: %s timed out: %s", address, label, str(exc))
     elif isinstance(exc, PeerStalled):
         logger.info("%s: %s stalled: %s", address, label, str(exc))
+    elif isinstance(exc, OverMemoryBudget):
+        logger.info("%s: %s closed over the memory budget: %s", address, label, str(exc))
     else:
         logger.info("%s: %s lost: %s", address, label, repr(exc))
 

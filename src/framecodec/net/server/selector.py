@@ -19,6 +19,7 @@ from ...errors import PeerStalled
 from ..addresses import tune
 from ..transport import ConnectionClosed, Stream
 from .base import CLOSED, OPEN, Connection, Server, call_handler, idlest
+from .budget import REVIEW_EVERY
 
 __all__ = ["SelectorServer"]
 
@@ -41,7 +42,7 @@ class SelectorConnection(Connection[Any]):
     @property
     def memory(self) -> int:
         buffered: int = self.stream.decoder.buffered
-        return buffered + self.stream.output.size
+        return buffered + self.stream.output.held
 
     def _queue(self, buffers: List[Any]) -> None:
         if self.state is CLOSED:
@@ -102,6 +103,8 @@ class SelectorServer(Server):
                     self._service(data, mask, now)
             if self._sweep_every is not None and now >= self._next_sweep:
                 self._sweep(now)
+            if self._next_review is not None and now >= self._next_review:
+                self._review(now)
             if not self._accepting and not self._draining:
                 # Full or paused: a closed connection or the pause's end may
                 # let accepting resume.  (While accepting, only _accept() can
@@ -164,7 +167,11 @@ class SelectorServer(Server):
                 mask |= EVENT_READ  # the first frames may already sit inside OpenSSL
             readable = mask & EVENT_READ or (mask & EVENT_WRITE and stream.read_wants_write)
             if readable and not (
-                stream.at_eof or conn.paused or conn.state is not OPEN or conn.tls_requested
+                stream.at_eof
+                or conn.paused
+                or conn.state is not OPEN
+                or conn.tls_requested
+                or conn.held_since is not None
             ):
                 self._read(conn, now)
             self._after_io(conn, now)
@@ -173,7 +180,8 @@ class SelectorServer(Server):
 
     def _read(self, conn: SelectorConnection, now: float) -> None:
         stream = conn.stream
-        frames = stream.read()
+        budget = self.budget
+        frames = stream.read(budget.read_limit(conn, len(self._open)) if budget else 0)
         conn.last_activity = now
         handler = conn.handler
         if frames:
@@ -192,7 +200,7 @@ class SelectorServer(Server):
             conn.frame_started = None
 
     def _after_io(self, conn: SelectorConnection, now: float) -> None:
-        """Send what is queued, apply the memory budget, close or re-arm."""
+        """Send what is queued, apply the memory budgets, close or re-arm."""
         stream = conn.stream
         output = stream.output
         if output.size:
@@ -203,12 +211,24 @@ class SelectorServer(Server):
                 conn.stalled_since = now if output.size else None
             elif conn.stalled_since is None:
                 conn.stalled_since = now
+        budget = self.budget
+        if (
+            budget is not None
+            and budget.account(conn, output.held + stream.decoder.buffered, now, len(self._open))
+            and self._next_review is None
+        ):
+            self._next_review = now + REVIEW_EVERY
         if conn.tls_requested and not output.size and conn.state is OPEN:
             # STARTTLS: the replies went out in the clear; handshake now.
             stream.start_tls(self._selector, lambda: self._wrap_starttls(conn))
             conn.frame_started = now  # the handshake's deadline, as the first one's
         if stream.watched == EVENT_READ and not (
-            output.size or conn.paused or conn.state is not OPEN or stream.at_eof or stream.tls
+            output.size
+            or conn.paused
+            or conn.state is not OPEN
+            or stream.at_eof
+            or stream.tls
+            or conn.held_since is not None
         ):
             return  # all sent and reading on, as registered: the usual end of a request
         # Only unsent output pauses reading: input alone never does, or a
@@ -222,7 +242,12 @@ class SelectorServer(Server):
         if (stream.at_eof or conn.state is not OPEN) and not output:
             self._close(conn, stream.error)
         else:
-            reading = not (conn.paused or conn.state is not OPEN or conn.tls_requested)
+            reading = not (
+                conn.paused
+                or conn.state is not OPEN
+                or conn.tls_requested
+                or conn.held_since is not None
+            )
             stream.watch(self._selector, reading, conn)
 
     def _close(self, conn: SelectorConnection, exc: Optional[BaseException]) -> None:
@@ -235,7 +260,7 @@ class SelectorServer(Server):
     def _select_timeout(self, now: float) -> Optional[float]:
         # Runs once per wake-up: plain comparisons, no lists.
         deadline = self._next_sweep if self._sweep_every is not None else None
-        for other in (self._resume_at, self.stop_deadline):
+        for other in (self._resume_at, self.stop_deadline, self._next_review):
             if other is not None and (deadline is None or other < deadline):
                 deadline = other
         if deadline is None:
@@ -261,6 +286,23 @@ class SelectorServer(Server):
                 continue
             if self.idle_timeout is not None and now - conn.last_activity > self.idle_timeout:
                 self._close(conn, TimeoutError(f"idle for {self.idle_timeout} s"))
+
+    def _review(self, now: float) -> None:
+        """The memory budget's review: held connections read again or are
+        closed (see budget.py)."""
+        budget = self.budget
+        assert budget is not None
+        released, closing = budget.review(self._connections(), lambda c: c.memory, now)
+        for conn, why in closing:
+            self.count("over_budget")
+            self._close(conn, why)
+        for conn in released:
+            if conn.state is not CLOSED:
+                try:
+                    self._after_io(conn, now)  # re-armed for reading
+                except Exception as exc:
+                    self._close(conn, exc)
+        self._next_review = now + REVIEW_EVERY if budget.held else None
 
     def _begin_drain(self) -> None:
         """Stop accepting; answer the requests already received, then close

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import selectors
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, List, Optional, cast
@@ -29,8 +30,16 @@ from typing import Any, List, Optional, cast
 from ...errors import PeerStalled, ProtocolError
 from ..addresses import tune
 from ..service import SHUTDOWN_GRACE, logger
-from ..transport import ConnectionClosed, OutputQueue, close_socket, receive, receive_first
+from ..transport import (
+    ConnectionClosed,
+    OutputQueue,
+    close_socket,
+    receive,
+    receive_at_most,
+    receive_first,
+)
 from .base import CLOSED, OPEN, Connection, Server, call_handler, handler_failed, idlest
+from .budget import REVIEW_EVERY
 
 __all__ = ["ThreadingServer"]
 
@@ -46,11 +55,15 @@ class ThreadConnection(Connection[Any]):
         # Why a send failed, when it did inside a handler's send(): the
         # connection's ending, not the handler's failure.
         self.send_error: Optional[BaseException] = None
+        # The memory budget's: set when a review lets it read again, or
+        # closes it (over_budget: why).
+        self.released = threading.Event()
+        self.over_budget: Optional[BaseException] = None
 
     @property
     def memory(self) -> int:
         buffered: int = self.decoder.buffered
-        return buffered + self.output.size
+        return buffered + self.output.held
 
     def _queue(self, buffers: List[Any]) -> None:
         if self.state is CLOSED:
@@ -106,12 +119,13 @@ class ThreadingServer(Server):
         self._listen(selector)
         try:
             while not self.stopping:
-                for key, _ in selector.select(self._pause_timeout()):
+                for key, _ in selector.select(self._wait_timeout()):
                     if key.data is None:
                         self._waker.drain()  # a worker ended, or shutdown() was called
                     else:
                         self._accept()
                 self._refresh_accepting()
+                self._review_budget()
             self._drain(selector)
         finally:
             selector.close()
@@ -119,6 +133,58 @@ class ThreadingServer(Server):
             if stuck:
                 logger.error("%s: %d handler(s) still running after shutdown", self.address, stuck)
             self._pool.shutdown(wait=not stuck)
+
+    def _wait_timeout(self) -> Optional[float]:
+        pause = self._pause_timeout()
+        if self._next_review is None:
+            return pause
+        review = max(0.0, self._next_review - time.monotonic())
+        return review if pause is None else min(pause, review)
+
+    def _review_budget(self) -> None:
+        """The memory budget's review, in the acceptor thread: held workers
+        read again, or their connections are cut (see budget.py)."""
+        budget = self.budget
+        if budget is None:
+            return
+        now = time.monotonic()
+        with budget.lock:
+            if not budget.held:
+                self._next_review = None
+                return
+            if self._next_review is not None and now < self._next_review:
+                return
+            released, closing = budget.review(self._workers(), lambda c: c.memory, now)
+            self._next_review = now + REVIEW_EVERY if budget.held else None
+        for conn, why in closing:
+            self.count("over_budget")
+            conn.over_budget = why
+            conn.interrupt(force=True)  # a worker stuck in a send fails at once
+            conn.released.set()
+        for conn in released:
+            conn.released.set()
+
+    def _account(self, conn: ThreadConnection) -> bool:
+        """Record what ``conn`` holds; whether it is held (must not read)."""
+        budget = self.budget
+        if budget is None:
+            return False
+        with budget.lock:
+            was_held = conn.held_since is not None
+            held = budget.account(conn, conn.memory, time.monotonic(), len(self._open))
+            if held and not was_held:
+                conn.released.clear()
+                if self._next_review is None:
+                    self._next_review = time.monotonic() + REVIEW_EVERY
+                    self._waker.wake()  # the acceptor thread reviews
+        return held
+
+    def _wait_while_held(self, conn: ThreadConnection) -> None:
+        """Block the worker while the memory budget holds its connection."""
+        while self._account(conn) and not self.stopping:
+            conn.released.wait(REVIEW_EVERY * 5)  # bounded: the review sets it
+            if conn.over_budget is not None:
+                raise conn.over_budget
 
     def _open_connection(self, sock: socket.socket, peer: Any) -> None:
         conn = ThreadConnection(self, sock, peer)
@@ -188,8 +254,10 @@ class ThreadingServer(Server):
         except Exception as error:
             # A send that failed under a handler's send() ends the connection
             # as the network error it is, whatever the handler made of it.
-            exc = conn.send_error or error
+            exc = conn.over_budget or conn.send_error or error
         finally:
+            if exc is None:
+                exc = conn.over_budget  # cut while reading: seen as an end of stream
             close_socket(conn.sock)
             self._ended(conn, exc)
             # The exception's traceback holds this frame, which holds it:
@@ -215,6 +283,7 @@ class ThreadingServer(Server):
         handler = conn.handler
         assert handler is not None
         frames_received = handler.frames_received
+        budget = self.budget
         decoder = conn.decoder
         output = conn.output
         # Between frames with no idle timeout, reads wait in steps of the
@@ -228,7 +297,11 @@ class ThreadingServer(Server):
         slack = min(1.0, self.frame_timeout / 4) if self.frame_timeout is not None else 0.0
         while conn.state is OPEN:
             if output.size:
+                if budget is not None:
+                    self._account(conn)  # a peer that never reads holds it here
                 conn.flush()
+            if budget is not None:
+                self._wait_while_held(conn)
             timeout = sock.gettimeout()
             wanted = between_frames
             if decoder.mid_frame:
@@ -254,9 +327,13 @@ class ThreadingServer(Server):
             try:
                 # None until the first read has returned: that one keeps the
                 # stream's first bytes on a protocol error (endings.peer_hint).
-                frames = (
-                    receive(sock, decoder) if frames is not None else receive_first(sock, decoder)
-                )
+                if frames is None:
+                    frames = receive_first(sock, decoder)
+                elif budget is not None:  # one read takes what is left of its share
+                    limit = budget.read_limit(conn, len(self._open), concurrent=True)
+                    frames = receive_at_most(sock, decoder, limit)
+                else:
+                    frames = receive(sock, decoder)
             except TimeoutError:
                 if frame_started is not None and self.frame_timeout is not None:
                     if time.monotonic() < frame_started + self.frame_timeout:

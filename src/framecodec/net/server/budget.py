@@ -1,0 +1,177 @@
+"""A server's memory budget: one ceiling on the bytes all its connections
+hold (input buffered in decoders, replies queued but unsent), beside each
+connection's own ``high_water``.  Every backend (selector, threads,
+framecodec.aio) keeps one, with the same rules, words and stats key:
+
+- each connection's holding is recorded after each read (``account``);
+  the backend's review recounts them all exactly every REVIEW_EVERY
+  seconds while any connection is held;
+- from three eighths of the budget on ("near" it), a connection holding
+  more than its share stops reading: it is *held*.  Its share is one read
+  (NEAR_READ_SIZE), or the near mark over the open connections when that
+  is less; a connection alone is never held (high_water and
+  max_frame_size bound it).  A held connection takes no more input, so what the server
+  holds stops growing, while the connections holding little (a steady
+  client between requests, whose replies went out; a fresh one) are
+  still read and answered;
+- near the budget a read takes no more than what is left of the
+  connection's share (MIN_READ at least: ``read_limit``), where a
+  decoder's view may span the rest of a large frame; so the total stays
+  under twice the near mark plus MIN_READ per connection, under the budget
+  (replies larger than their requests add to that: one read's worth);
+- a connection held for HOLD_GRACE while the server still holds a quarter
+  of its budget or more is closed, held longest first, until the total is
+  back under that: counted in ``over_budget`` (and, as its ending, in
+  ``network_errors``), logged as closed over the memory budget
+  (errors.OverMemoryBudget);
+- under a quarter, or once a held connection holds no more than its share
+  (its peer took its replies), it reads again.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+from ...errors import OverMemoryBudget
+from ..service import logger
+
+__all__ = [
+    "DEFAULT_MEMORY_BUDGET",
+    "HOLD_GRACE",
+    "MIN_READ",
+    "NEAR_READ_SIZE",
+    "REVIEW_EVERY",
+    "MemoryBudget",
+    "check_memory_budget",
+    "make_budget",
+]
+
+# What all connections of a server may hold, by default: with 200 peers that
+# send 1 MiB requests and never read the replies, the server's RSS grows by
+# some 15-65 MiB (docs/reliability.md), more under TLS.
+DEFAULT_MEMORY_BUDGET = 16 * 1024 * 1024
+# A connection's share near the budget, at most: one read of the decoders'
+# default read_size.
+NEAR_READ_SIZE = 64 * 1024
+# What one read may take near the budget, at least.
+MIN_READ = 4096
+# A connection held this long while the server is near its budget is closed.
+HOLD_GRACE = 1.0
+# How often a server with held connections recounts them and closes the overdue.
+REVIEW_EVERY = 0.1
+
+
+def check_memory_budget(memory_budget: Optional[int]) -> None:
+    if memory_budget is not None and memory_budget < 1024:
+        raise ValueError("memory_budget must be at least 1024 bytes, or None")
+
+
+def make_budget(memory_budget: Optional[int], address: Any) -> Optional[MemoryBudget]:
+    check_memory_budget(memory_budget)
+    return None if memory_budget is None else MemoryBudget(memory_budget, address)
+
+
+class MemoryBudget:
+    """The accounting and the rules above, for one server (sans I/O: the
+    backend pauses, resumes and closes).  Connections carry two attributes
+    of its own: ``accounted`` (bytes last recorded) and ``held_since``
+    (None while reading).  Single-threaded backends call it directly; the
+    threads backend holds ``lock`` around each call."""
+
+    def __init__(self, limit: int, address: Any) -> None:
+        self.limit = limit
+        self.near = limit * 3 // 8
+        self.low = limit // 4
+        self.address = address
+        self.total = 0  # bytes held, as last recorded
+        self.held: Dict[int, Any] = {}  # id -> connection, held longest first
+        self.lock = threading.Lock()
+        self._warned = False  # logged once per burst of holding
+
+    def account(self, conn: Any, memory: int, now: float, connections: int) -> bool:
+        """Record that ``conn`` holds ``memory`` bytes: whether it is held
+        (must not read)."""
+        self.total += memory - conn.accounted
+        conn.accounted = memory
+        if conn.held_since is not None:
+            return True  # until a review lets it go
+        if self.total >= self.near and memory > self._share(connections):
+            conn.held_since = now
+            self.held[id(conn)] = conn
+            if not self._warned:
+                self._warned = True
+                logger.warning(
+                    "%s: %d KiB held of a memory budget of %d KiB: the connections holding"
+                    " the most stop reading, those held longest are closed",
+                    self.address,
+                    self.total >> 10,
+                    self.limit >> 10,
+                )
+            return True
+        return False
+
+    def read_limit(self, conn: Any, connections: int, concurrent: bool = False) -> int:
+        """How many bytes one read of ``conn`` may take: what is left of its
+        share or of the room under the near mark, MIN_READ at least.  Reads
+        ``concurrent`` with each other (the threads backend's) split the
+        room between the open connections."""
+        share = self._share(connections) - int(conn.accounted)
+        room = self.near - self.total
+        if concurrent and connections > 1:
+            room //= connections
+        return max(MIN_READ, share, room)
+
+    def _share(self, connections: int) -> int:
+        if connections <= 1:
+            return sys.maxsize  # alone: bounded by its own limits (high_water, max_frame_size)
+        return min(NEAR_READ_SIZE, self.near // connections)
+
+    def forget(self, conn: Any) -> None:
+        """``conn`` ended: what it held is free."""
+        self.total -= conn.accounted
+        conn.accounted = 0
+        if conn.held_since is not None:
+            conn.held_since = None
+            self.held.pop(id(conn), None)
+
+    def review(
+        self, conns: Iterable[Any], memory_of: Callable[[Any], int], now: float
+    ) -> Tuple[List[Any], List[Tuple[Any, OverMemoryBudget]]]:
+        """Recount every connection: (those that may read again, those to
+        close with the exception to end them with)."""
+        conns = list(conns)
+        sizes: Dict[int, int] = {}
+        total = 0
+        for conn in conns:
+            size = sizes[id(conn)] = memory_of(conn)
+            conn.accounted = size
+            total += size
+        self.total = total
+        share = self._share(len(conns))
+        released: List[Any] = []
+        closing: List[Tuple[Any, OverMemoryBudget]] = []
+        for key, conn in list(self.held.items()):
+            if key not in sizes:  # ended meanwhile, not yet forgotten
+                continue
+            size = sizes[key]
+            since = conn.held_since
+            if total < self.low or size <= share:
+                released.append(conn)
+            elif since is not None and now - since >= HOLD_GRACE:  # total >= low here
+                total -= size
+                closing.append((conn, self._why(size, now - since)))
+            else:
+                continue
+            conn.held_since = None
+            del self.held[key]
+        if total < self.low:
+            self._warned = False
+        return released, closing
+
+    def _why(self, size: int, held: float) -> OverMemoryBudget:
+        return OverMemoryBudget(
+            f"held {size >> 10} KiB, unread for {held:.1f} s, while the server was near its"
+            f" memory budget ({self.limit >> 10} KiB)"
+        )
