@@ -108,8 +108,8 @@ def serve_good_clients(server: Any, rounds: int) -> int:
 def test_half_frames_stay_under_the_budget_and_good_clients_are_served(any_backend, caplog):
     """24 peers each send 96 KiB of a 1 MiB frame and stall: 2.3 MiB the
     server would hold.  What it holds stays under its 512 KiB budget, a
-    steady and fresh clients are answered throughout, and the peers held
-    longest are closed, counted in over_budget, logged as such."""
+    steady and fresh clients are answered throughout; the peers are held,
+    not closed (input only: see budget.py; frame_timeout ends them)."""
     caplog.set_level(logging.INFO, logger="framecodec.server")
     part = encoder.encode(b"h" * (1 << 20))[: 96 * 1024]
     with serving(any_backend, memory_budget=BUDGET) as served:
@@ -124,27 +124,25 @@ def test_half_frames_stay_under_the_budget_and_good_clients_are_served(any_backe
                 for sock in bad:
                     sock.sendall(part)
                 answered = serve_good_clients(served, 10)
-                wait_until(lambda: server.stats["over_budget"] > 0)
+                wait_until(lambda: server.memory_budget and server.memory >= BUDGET * 3 // 8)
                 answered += serve_good_clients(served, 5)
             assert watch.peak <= BUDGET, f"held {watch.peak} bytes, budget {BUDGET}"
             assert watch.peak > 0
             assert answered == 30
-            cut = sum(is_cut_off(sock) for sock in bad[:1])  # held longest
-            assert cut == 1
+            assert server.stats["over_budget"] == 0
             assert server.stats["handler_errors"] == 0
         finally:
             for sock in bad:
                 sock.close()
-        lines = [r.message for r in caplog.records if "closed over the memory budget" in r.message]
-        assert lines and "memory budget (512 KiB)" in lines[0], lines
         assert any("held of a memory budget of 512 KiB" in r.message for r in caplog.records)
 
 
 def test_unread_replies_stay_under_the_budget(any_backend):
     """16 peers with tiny receive windows send 32 KiB requests (echoed) as
     fast as the server takes them and never read the replies: what the
-    server holds stays under its budget, the peers held longest are cut
-    off, fresh clients are answered meanwhile."""
+    server holds stays under its budget, and fresh clients are answered
+    meanwhile.  (Those whose replies back up are closed, and those with
+    input only take turns: the rules' tests below.)"""
     request = memoryview(encoder.encode(b"r" * (32 * 1024)))
     with serving(any_backend, memory_budget=BUDGET) as served:
         server = server_of(served)
@@ -160,22 +158,52 @@ def test_unread_replies_stay_under_the_budget(any_backend):
                     bad.append(sock)
                 wait_until(lambda: len(server.connections) == len(bad))  # see above
                 pending = [request] * len(bad)
-                for _ in range(400):  # until the server has cut some off
+                for _ in range(400):
                     for i, sock in enumerate(bad):
                         with contextlib.suppress(BlockingIOError, ConnectionError):
                             for _ in range(8):
                                 pending[i] = pending[i][sock.send(pending[i]) :] or request
-                    if server.stats["over_budget"]:
-                        break
                     with framecodec.connect(served.address, timeout=TIMEOUT) as fresh:
                         assert fresh.request(b"x") == b"x"
-                wait_until(lambda: server.stats["over_budget"] > 0)
+                wait_until(lambda: server.memory >= BUDGET // 4, message="the budget engaged")
                 with framecodec.connect(served.address, timeout=TIMEOUT) as fresh:
                     assert fresh.request(b"y") == b"y"
             assert watch.peak <= BUDGET, f"held {watch.peak} bytes, budget {BUDGET}"
         finally:
             for sock in bad:
                 sock.close()
+
+
+def test_concurrent_large_uploads_are_all_served(any_backend):
+    """8 clients upload 256 KiB frames at once, together far past a 512 KiB
+    budget: none is closed (input only: they take turns), every reply
+    comes, and the server stays within its budget plus one frame."""
+    payload = b"u" * (256 * 1024)
+    errors: List[BaseException] = []
+    answered = [0]
+
+    with serving(any_backend, lambda frame: frame[:8], memory_budget=BUDGET) as served:
+        server = server_of(served)
+
+        def upload() -> None:
+            try:
+                with framecodec.connect(served.address, timeout=TIMEOUT) as client:
+                    for _ in range(3):
+                        assert client.request(payload) == payload[:8]
+                        answered[0] += 1
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        with watched(server) as watch:
+            threads = [threading.Thread(target=upload) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(TIMEOUT * 3)
+        assert not errors, errors
+        assert answered[0] == 24
+        assert server.stats["over_budget"] == 0
+        assert watch.peak <= BUDGET + 2 * len(payload)
 
 
 def test_one_large_frame_alone_is_not_held(any_backend):
@@ -220,14 +248,16 @@ def test_a_budget_too_small_is_refused():
 # -- the rules, without sockets ----------------------------------------------------------
 
 
-def connection() -> SimpleNamespace:
-    return SimpleNamespace(accounted=0, held_since=None)
+def connection(memory: int = 0, unsent: int = 0, pending_input: int = 0) -> SimpleNamespace:
+    return SimpleNamespace(
+        accounted=0, held_since=None, memory=memory, unsent=unsent, pending_input=pending_input
+    )
 
 
 def test_rules_hold_the_connections_holding_the_most_and_close_the_oldest():
     budget = MemoryBudget(1 << 20, "test")
-    light, heavy, heavier = connection(), connection(), connection()
-    sizes = {id(light): 0, id(heavy): 200_000, id(heavier): 300_000}
+    # Their peers do not take their replies: unsent bytes.
+    light, heavy, heavier = connection(0), connection(200_000, 1), connection(300_000, 1)
     assert not budget.account(light, 0, 0.0, 3)
     assert not budget.account(heavy, 200_000, 0.0, 3)  # under the near mark
     assert budget.account(heavier, 300_000, 0.5, 3)  # past it, and over its share
@@ -237,15 +267,37 @@ def test_rules_hold_the_connections_holding_the_most_and_close_the_oldest():
     assert budget.read_limit(light, 3) >= MIN_READ
     # Before HOLD_GRACE nothing is closed; after it, the one held longest
     # first, until the total is under a quarter of the budget.
-    released, closing = budget.review([light, heavy, heavier], lambda c: sizes[id(c)], 1.0)
+    released, closing = budget.review([light, heavy, heavier], 1.0)
     assert (released, closing) == ([], [])
     now = 0.5 + HOLD_GRACE
-    released, closing = budget.review([light, heavy, heavier], lambda c: sizes[id(c)], now)
+    released, closing = budget.review([light, heavy, heavier], now)
     assert [conn for conn, _ in closing] == [heavier]
     assert isinstance(closing[0][1], OverMemoryBudget)
     assert released == [heavy]  # under a quarter of the budget once heavier goes
     budget.forget(heavier)
     assert budget.total == 200_000 and not budget.held
+
+
+def test_rules_let_uploads_complete_one_at_a_time_instead_of_closing_them():
+    """Connections held with input only (large frames arriving, nothing
+    unsent) are not closed: the one held longest reads on until its frame
+    is in, then the next."""
+    budget = MemoryBudget(1 << 19, "test")
+    # Their peers are sending: the kernel holds bytes for both.
+    first, second = connection(300_000, pending_input=4096), connection(300_000, pending_input=4096)
+    assert budget.account(first, 300_000, 0.0, 2)
+    assert budget.account(second, 300_000, 0.1, 2)
+    released, closing = budget.review([first, second], 0.2 + HOLD_GRACE)
+    assert closing == [] and released == [first] and budget.favoured is first
+    assert not budget.account(first, 500_000, 1.3, 2)  # favoured: it reads on
+    assert second.held_since is not None  # the other waits its turn
+    released, closing = budget.review([first, second], 1.4 + HOLD_GRACE)
+    assert (released, closing) == ([], [])  # one at a time
+    first.memory = 0
+    assert not budget.account(first, 0, 2.5, 2)  # its frame went to the handler
+    assert budget.favoured is None
+    released, closing = budget.review([first, second], 2.6)
+    assert released == [second] and closing == []  # its turn
 
 
 def test_rules_let_a_connection_alone_take_the_budget():

@@ -26,6 +26,7 @@ from ..net.server.budget import (
     DEFAULT_MEMORY_BUDGET,
     NEAR_READ_SIZE,
     REVIEW_EVERY,
+    kernel_input,
     make_budget,
 )
 from ..net.service import logger
@@ -69,6 +70,23 @@ class BudgetedConnection:
         """Bytes this connection holds: input buffered (in the decoder, in
         frames waiting for the handler, in the TLS layer), replies unsent."""
         return connection_memory(cast("_ServerConnection", self))
+
+    @property
+    def pending_input(self) -> int:
+        """Bytes its peer sent that the kernel holds, unread."""
+        transport = cast("_ServerConnection", self)._transport
+        sock = None if transport is None else transport.get_extra_info("socket")
+        return 0 if sock is None else kernel_input(sock.fileno())
+
+    @property
+    def unsent(self) -> int:
+        """Bytes of replies not yet sent."""
+        conn = cast("_ServerConnection", self)
+        transport = conn._transport
+        pending: int = conn._out_size
+        if transport is not None:
+            pending += transport.get_write_buffer_size()
+        return pending
 
     def get_buffer(self, sizehint: int) -> memoryview:
         conn = cast("_ServerConnection", self)
@@ -228,9 +246,7 @@ class Admission:
         self._review = None
         budget = self.budget
         assert budget is not None and self._loop is not None
-        released, closing = budget.review(
-            list(self.server._open), lambda c: c.memory, self._loop.time()
-        )
+        released, closing = budget.review(list(self.server._open), self._loop.time())
         for conn, why in closing:
             self.server.count("over_budget")
             conn._ending = why

@@ -45,7 +45,7 @@ from ..service import Service, logger
 from ..tls import check_starttls_input, tolerate_bare_eof, wrap_accepted
 from ..transport import ConnectionState
 from ..types import ItemT
-from .budget import DEFAULT_MEMORY_BUDGET, make_budget
+from .budget import DEFAULT_MEMORY_BUDGET, kernel_input, make_budget
 from .endings import count_ending, log_ending, peer_label
 from .handlers import ConnectionHandler, handler_factory
 
@@ -192,6 +192,16 @@ class Connection(Generic[ItemT]):
         """Bytes this connection holds: buffered input plus unsent output
         (with the whole of a reply partly sent: it is freed once all is)."""
         raise NotImplementedError
+
+    @property
+    def unsent(self) -> int:
+        """Bytes of replies not yet sent (part of ``memory``)."""
+        raise NotImplementedError
+
+    @property
+    def pending_input(self) -> int:
+        """Bytes its peer sent that the kernel holds, unread."""
+        return kernel_input(self.sock.fileno())
 
     @overload
     def send(

@@ -20,19 +20,34 @@ framecodec.aio) keeps one, with the same rules, words and stats key:
   under twice the near mark plus MIN_READ per connection, under the budget
   (replies larger than their requests add to that: one read's worth);
 - a connection held for HOLD_GRACE while the server still holds a quarter
-  of its budget or more is closed, held longest first, until the total is
-  back under that: counted in ``over_budget`` (and, as its ending, in
+  of its budget or more, and whose peer is not taking its replies (it has
+  some unsent), is closed, held longest first, until the total is back
+  under that: counted in ``over_budget`` (and, as its ending, in
   ``network_errors``), logged as closed over the memory budget
   (errors.OverMemoryBudget);
+- a connection held with input only (a frame coming in, nothing unsent)
+  is never closed for the budget: near it, reads are capped at the
+  connection's share, so such connections together stay within the
+  budget, and closing them would cut off clients that merely upload large
+  frames at once (frame_timeout bounds a peer that stalls inside a frame).
+  So that uploads complete, one at a time, the one held longest whose
+  peer has sent more (the kernel holds input for it: ``pending_input``)
+  is *favoured*: it reads on, never held, until what it holds is back
+  within its share (its frame is in and handled); favoured HOLD_GRACE with
+  no input pending, it is held again and the next one has its turn; with
+  replies unsent (its peer takes none), it is closed as above;
 - under a quarter, or once a held connection holds no more than its share
   (its peer took its replies), it reads again.
 """
 
 from __future__ import annotations
 
+import fcntl
+import struct
 import sys
+import termios
 import threading
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from ...errors import OverMemoryBudget
 from ..service import logger
@@ -63,6 +78,15 @@ HOLD_GRACE = 1.0
 REVIEW_EVERY = 0.1
 
 
+def kernel_input(fd: int) -> int:
+    """Bytes the kernel has received for socket ``fd`` and nobody read yet
+    (0 when it cannot tell: a closed descriptor)."""
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
+    except (OSError, ValueError):
+        return 0
+
+
 def check_memory_budget(memory_budget: Optional[int]) -> None:
     if memory_budget is not None and memory_budget < 1024:
         raise ValueError("memory_budget must be at least 1024 bytes, or None")
@@ -88,6 +112,8 @@ class MemoryBudget:
         self.total = 0  # bytes held, as last recorded
         self.held: Dict[int, Any] = {}  # id -> connection, held longest first
         self.lock = threading.Lock()
+        self.favoured: Any = None  # the input-only connection let read (see above)
+        self._favoured_at = 0.0
         self._warned = False  # logged once per burst of holding
 
     def account(self, conn: Any, memory: int, now: float, connections: int) -> bool:
@@ -97,6 +123,10 @@ class MemoryBudget:
         conn.accounted = memory
         if conn.held_since is not None:
             return True  # until a review lets it go
+        if conn is self.favoured:
+            if memory <= self._share(connections):
+                self.favoured = None  # its frame is in: the next one's turn
+            return False
         if self.total >= self.near and memory > self._share(connections):
             conn.held_since = now
             self.held[id(conn)] = conn
@@ -132,26 +162,33 @@ class MemoryBudget:
         """``conn`` ended: what it held is free."""
         self.total -= conn.accounted
         conn.accounted = 0
+        if conn is self.favoured:
+            self.favoured = None
         if conn.held_since is not None:
             conn.held_since = None
             self.held.pop(id(conn), None)
 
     def review(
-        self, conns: Iterable[Any], memory_of: Callable[[Any], int], now: float
+        self, conns: Iterable[Any], now: float
     ) -> Tuple[List[Any], List[Tuple[Any, OverMemoryBudget]]]:
-        """Recount every connection: (those that may read again, those to
-        close with the exception to end them with)."""
+        """Recount every connection (its ``memory``; ``unsent``, its replies
+        not yet sent; ``pending_input``, input its peer sent that the kernel
+        holds): (those that may read again, those to close with the
+        exception to end them with)."""
         conns = list(conns)
         sizes: Dict[int, int] = {}
         total = 0
         for conn in conns:
-            size = sizes[id(conn)] = memory_of(conn)
+            size = sizes[id(conn)] = conn.memory
             conn.accounted = size
             total += size
         self.total = total
+        if self.favoured is not None and id(self.favoured) not in sizes:
+            self.favoured = None  # ended meanwhile
         share = self._share(len(conns))
         released: List[Any] = []
         closing: List[Tuple[Any, OverMemoryBudget]] = []
+        uploading: List[Any] = []  # held with input only, past their grace
         for key, conn in list(self.held.items()):
             if key not in sizes:  # ended meanwhile, not yet forgotten
                 continue
@@ -160,15 +197,53 @@ class MemoryBudget:
             if total < self.low or size <= share:
                 released.append(conn)
             elif since is not None and now - since >= HOLD_GRACE:  # total >= low here
+                if not conn.unsent:
+                    uploading.append(conn)  # not its peer's fault: see above
+                    continue
                 total -= size
                 closing.append((conn, self._why(size, now - since)))
             else:
                 continue
             conn.held_since = None
             del self.held[key]
+        favoured = self.favoured
+        if (
+            favoured is not None
+            and favoured.unsent
+            and now - self._favoured_at >= HOLD_GRACE
+            and total >= self.low
+        ):
+            # Favoured, it read on, and its peer takes no replies: stalled.
+            self.favoured = None
+            size = sizes.get(id(favoured), 0)
+            total -= size
+            closing.append((favoured, self._why(size, now - self._favoured_at)))
+        turn = self._take_turns(uploading, now)
+        if turn is not None:
+            released.append(turn)
         if total < self.low:
             self._warned = False
         return released, closing
+
+    def _take_turns(self, uploading: List[Any], now: float) -> Any:
+        """Favour the next upload (see above), if none is, or if the one
+        favoured has had nothing more from its peer for HOLD_GRACE."""
+        favoured = self.favoured
+        if favoured is not None:
+            if favoured.pending_input or now - self._favoured_at < HOLD_GRACE:
+                return None
+            self._favoured_at = now  # its peer stalled: held again, behind the others
+            favoured.held_since = now
+            self.held[id(favoured)] = favoured
+            self.favoured = None
+        for conn in uploading:  # held longest first
+            if conn.pending_input:
+                conn.held_since = None
+                del self.held[id(conn)]
+                self.favoured = conn
+                self._favoured_at = now
+                return conn
+        return None
 
     def _why(self, size: int, held: float) -> OverMemoryBudget:
         return OverMemoryBudget(

@@ -44,6 +44,11 @@ class SelectorConnection(Connection[Any]):
         buffered: int = self.stream.decoder.buffered
         return buffered + self.stream.output.held
 
+    @property
+    def unsent(self) -> int:
+        held: int = self.stream.output.held
+        return held
+
     def _queue(self, buffers: List[Any]) -> None:
         if self.state is CLOSED:
             raise ConnectionClosed(f"connection from {self.label} is closed")
@@ -292,7 +297,7 @@ class SelectorServer(Server):
         closed (see budget.py)."""
         budget = self.budget
         assert budget is not None
-        released, closing = budget.review(self._connections(), lambda c: c.memory, now)
+        released, closing = budget.review(self._connections(), now)
         for conn, why in closing:
             self.count("over_budget")
             self._close(conn, why)

@@ -65,6 +65,11 @@ class ThreadConnection(Connection[Any]):
         buffered: int = self.decoder.buffered
         return buffered + self.output.held
 
+    @property
+    def unsent(self) -> int:
+        held: int = self.output.held
+        return held
+
     def _queue(self, buffers: List[Any]) -> None:
         if self.state is CLOSED:
             raise ConnectionClosed(f"connection from {self.label} is closed")
@@ -154,7 +159,7 @@ class ThreadingServer(Server):
                 return
             if self._next_review is not None and now < self._next_review:
                 return
-            released, closing = budget.review(self._workers(), lambda c: c.memory, now)
+            released, closing = budget.review(self._workers(), now)
             self._next_review = now + REVIEW_EVERY if budget.held else None
         for conn, why in closing:
             self.count("over_budget")
