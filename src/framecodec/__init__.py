@@ -44,6 +44,7 @@ from .errors import (
 if TYPE_CHECKING:  # what __getattr__ loads, for type checkers and IDEs
     from . import aio, anyio, benchmarks, cli, net  # noqa: F401 - loaded by __getattr__
     from .net.addresses import Address, parse_address
+    from .net.backoff import Backoff, Reconnected
     from .net.client import Client, connect
     from .net.datagram import DatagramClient, DatagramServer, serve_datagrams
     from .net.multiclient import ClientConnection, MultiClient
@@ -54,6 +55,8 @@ if TYPE_CHECKING:  # what __getattr__ loads, for type checkers and IDEs
 _LAZY = {
     "Address": "net.addresses",
     "parse_address": "net.addresses",
+    "Backoff": "net.backoff",
+    "Reconnected": "net.backoff",
     "Client": "net.client",
     "connect": "net.client",
     "DatagramClient": "net.datagram",
@@ -91,6 +94,7 @@ __all__ = [
     "IMPLEMENTATION",
     "PRESETS",
     "Address",
+    "Backoff",
     "BufferTooSmallError",
     "Client",
     "ClientConnection",
@@ -112,6 +116,7 @@ __all__ = [
     "MessageEncoder",
     "MultiClient",
     "ProtocolError",
+    "Reconnected",
     "Server",
     "StartTLS",
     "__version__",
