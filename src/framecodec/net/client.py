@@ -61,6 +61,7 @@ __all__ = ["Backoff", "BufferTooSmallError", "Client", "Reconnected", "connect"]
 # (resolve, connect, TLS handshake) with a timeout.
 Opener = Callable[[Optional[float]], socket.socket]
 ReconnectHook = Callable[["Client[Any]", Reconnected], None]
+NOT_RETRIED = "what was in flight is not sent again; the next call reconnects"
 
 
 class Client(Generic[ItemT]):
@@ -391,16 +392,17 @@ class Client(Generic[ItemT]):
         connection (a reset, a stream cut inside a frame) is ConnectionClosed,
         its cause the original; timeouts and bytes that break the format are
         raised as they are."""
-        if isinstance(exc, (TimeoutError, ConnectionClosed)):
+        if isinstance(exc, TimeoutError):
             return exc
-        if isinstance(exc, (OSError, IncompleteFrameError)):
-            lost = ConnectionClosed(
-                f"the connection to {self.address} was lost ({type(exc).__name__}: {exc}); "
-                "the request in flight was not retried and the next call reconnects"
-            )
-            lost.__cause__ = exc
-            return lost
-        return exc
+        if isinstance(exc, ConnectionClosed):
+            what = str(exc)
+        elif isinstance(exc, (OSError, IncompleteFrameError)):
+            what = f"the connection to {self.address} was lost ({type(exc).__name__}: {exc})"
+        else:
+            return exc
+        lost = ConnectionClosed(f"{what}; {NOT_RETRIED}")
+        lost.__cause__ = exc
+        return lost
 
     def _raise_error(self) -> None:
         self._reported = True
