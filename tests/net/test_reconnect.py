@@ -42,17 +42,28 @@ def test_the_delays_double_up_to_the_cap():
     )  # the defaults: ten attempts
 
 
+class Fixed(random.Random):
+    """A random source that always draws ``value``."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
 def test_jitter_takes_off_at_most_its_share_and_never_adds():
     policy = Backoff(initial=1.0, maximum=8.0, jitter=0.25, attempts=6)
-    assert list(policy.delays(random=lambda: 0.0)) == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
-    assert list(policy.delays(random=lambda: 0.999999)) == pytest.approx(
+    assert list(policy.delays(Fixed(0.0))) == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    assert list(policy.delays(Fixed(0.999999))) == pytest.approx(
         [0.75, 1.5, 3.0, 6.0, 6.0, 6.0], rel=1e-5
     )
     full = Backoff(initial=1.0, maximum=8.0, jitter=1.0, attempts=4)
-    assert list(full.delays(random=lambda: 0.5)) == [0.5, 1.0, 2.0, 4.0]
+    assert list(full.delays(Fixed(0.5))) == [0.5, 1.0, 2.0, 4.0]
     rng = random.Random(13)
     for attempt in range(1, 200):
-        delay = policy.delay(attempt, rng.random)
+        delay = policy.delay(attempt, rng)
         base = min(8.0, 2.0 ** (attempt - 1))
         assert 0.75 * base <= delay <= base
 
@@ -129,7 +140,7 @@ def test_a_round_waits_as_the_policy_says_then_connects():
     attempt = failing(4, ConnectionRefusedError("refused"), fake)
     result, count, elapsed = reconnect(
         policy, attempt, where=WHERE, timeout=3.0, wait=fake.wait, clock=fake.clock,
-        random=lambda: 0.5,
+        rng=Fixed(0.5),
     )  # fmt: skip
     assert (result, count) == ("connected", 5)
     assert fake.waits == pytest.approx([0.075, 0.15, 0.3, 0.6, 0.75])

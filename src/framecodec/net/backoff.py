@@ -30,6 +30,7 @@ __all__ = ["Backoff", "Reconnected", "reconnect"]
 logger = logging.getLogger("framecodec.client")
 
 T = TypeVar("T")
+_SHARED = _random.Random()  # the jitter's, unless a test passes its own
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,9 @@ class Backoff:
         if self.total is not None and not self.total > 0:
             raise ValueError("total must be positive, or None")
 
-    def delay(self, attempt: int, random: Callable[[], float] = _random.random) -> float:
-        """The wait before attempt ``attempt`` (1 for the first), in seconds;
-        ``random()`` returns a float in [0, 1), as random.random does."""
+    def delay(self, attempt: int, rng: Optional[_random.Random] = None) -> float:
+        """The wait before attempt ``attempt`` (1 for the first), in seconds,
+        its jitter drawn from ``rng`` (default: one random.Random shared by all)."""
         if attempt < 1:
             raise ValueError("attempts count from 1")
         if self.multiplier == 1 or self.initial == 0:
@@ -81,13 +82,14 @@ class Backoff:
                 if attempt >= cap_at
                 else min(self.maximum, self.initial * self.multiplier ** (attempt - 1))
             )
-        return base * (1.0 - self.jitter * random())
+        draw = (rng if rng is not None else _SHARED).random() if self.jitter else 0.0
+        return base * (1.0 - self.jitter * draw)
 
-    def delays(self, random: Callable[[], float] = _random.random) -> Iterator[float]:
+    def delays(self, rng: Optional[_random.Random] = None) -> Iterator[float]:
         """The waits of a round, in order (endless when ``attempts`` is None)."""
         attempt = 1
         while self.attempts is None or attempt <= self.attempts:
-            yield self.delay(attempt, random)
+            yield self.delay(attempt, rng)
             attempt += 1
 
 
@@ -112,7 +114,7 @@ def reconnect(
     timeout: Optional[float],
     wait: Callable[[float], bool],
     clock: Callable[[], float] = time.monotonic,
-    random: Callable[[], float] = _random.random,
+    rng: Optional[_random.Random] = None,
 ) -> Tuple[T, int, float]:
     """One round: wait, ``attempt(timeout)``, until one returns; return
     (its result, the attempts made, the seconds taken).
@@ -128,7 +130,7 @@ def reconnect(
     deadline = None if policy.total is None else started + policy.total
     count = 0
     last: Optional[BaseException] = None
-    for delay in policy.delays(random):
+    for delay in policy.delays(rng):
         if deadline is not None and clock() + delay >= deadline:
             break  # the wait alone would use up what is left
         if delay > 0 and wait(delay):
