@@ -378,3 +378,32 @@ def test_close_stops_reconnecting(tcp):
     with pytest.raises(ConnectionClosed, match="closed"):
         client.request(b"echo 2")
     assert received == [b"drop 1"] and client.reconnects == 0
+
+
+class Burst(framecodec.ConnectionHandler):
+    """On b"burst": two small frames, then one too large for the client."""
+
+    received: List[bytes]
+
+    def frame_received(self, frame: bytes) -> None:
+        self.received.append(frame)
+        if frame == b"burst":
+            self.connection.send_many([b"a", b"b", b"x" * 100])
+        else:
+            self.connection.send(frame)
+
+
+def test_frames_of_the_lost_connection_come_first_and_sends_wait_for_them(tcp):
+    received: List[bytes] = []
+    server = tcp.serve(type("BoundBurst", (Burst,), {"received": received}))
+    client = tcp.connect(server, reconnect=FAST, max_frame_size=16)
+    client.send(b"burst")
+    assert client.recv() == b"a"  # b"b" is queued; the too large frame ended the connection
+    with pytest.raises(ConnectionClosed, match="was lost") as lost:
+        client.send(b"echo 1")  # the error, reported once: not sent
+    assert isinstance(lost.value.__cause__, framecodec.FrameTooLargeError)
+    with pytest.raises(ConnectionClosed, match="1 frames of the lost connection"):
+        client.send(b"echo 2")  # a reply on a new connection could pass for b"b"
+    assert client.recv() == b"b"
+    assert client.request(b"echo 3") == b"echo 3"  # now it reconnects
+    assert received == [b"burst", b"echo 3"] and client.reconnects == 1
