@@ -17,15 +17,25 @@ from __future__ import annotations
 import logging
 import math
 import random as _random
+import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Tuple, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Tuple, TypeVar
 
-from ..errors import ConnectionClosed
+from ..errors import ConnectionClosed, IncompleteFrameError
 from .addresses import Address
 
+if TYPE_CHECKING:
+    from .client import Client
+
 __all__ = ["Backoff", "Reconnected", "reconnect"]
+
+# What opens a new socket for a reconnecting client: connect()'s own steps
+# (resolve, connect, TLS handshake) with a timeout.
+Opener = Callable[[Optional[float]], socket.socket]
+ReconnectHook = Callable[["Client[Any]", "Reconnected"], None]
+NOT_RETRIED = "what was in flight is not sent again; the next call reconnects"
 
 logger = logging.getLogger("framecodec.client")
 
@@ -113,6 +123,7 @@ def reconnect(
     where: Address,
     timeout: Optional[float],
     wait: Callable[[float], bool],
+    cause: Optional[BaseException] = None,
     clock: Callable[[], float] = time.monotonic,
     rng: Optional[_random.Random] = None,
 ) -> Tuple[T, int, float]:
@@ -150,7 +161,12 @@ def reconnect(
             last = exc
             logger.info("%s: reconnect attempt %d failed: %s", where, count, exc)
             continue
-        return result, count, clock() - started
+        elapsed = clock() - started
+        logger.info(
+            "%s: reconnected on attempt %d after %.3f s (the connection had ended: %s)",
+            where, count, elapsed, cause,
+        )  # fmt: skip
+        return result, count, elapsed
     elapsed = clock() - started
     reason = f": {last}" if last is not None else " (no time left for an attempt)"
     logger.warning(
@@ -159,3 +175,21 @@ def reconnect(
     raise ConnectionClosed(
         f"gave up reconnecting to {where} after {count} attempts in {elapsed:.3f} s{reason}"
     ) from last
+
+
+def as_lost(exc: BaseException, address: Optional[Address]) -> BaseException:
+    """What a reconnecting client raises for ``exc``: an ending of the
+    connection (a reset, a stream cut inside a frame) is ConnectionClosed,
+    its cause the original; timeouts and bytes that break the format are
+    raised as they are."""
+    if isinstance(exc, TimeoutError):
+        return exc
+    if isinstance(exc, ConnectionClosed):
+        what = str(exc)
+    elif isinstance(exc, (OSError, IncompleteFrameError)):
+        what = f"the connection to {address} was lost ({type(exc).__name__}: {exc})"
+    else:
+        return exc
+    lost = ConnectionClosed(f"{what}; {NOT_RETRIED}")
+    lost.__cause__ = exc
+    return lost

@@ -10,9 +10,8 @@ that times out consumed nothing that is lost, so the client stays usable; a
 send that times out after part of a frame went out leaves the stream
 unusable, so the client closes itself and says so.
 
-Reconnecting is opt-in (``reconnect=Backoff(...)``): a lost connection is
-reported to the call that found it, as ConnectionClosed, and the next call
-opens a new one (backoff.py); nothing sent on the lost one is sent again.
+Reconnecting (opt-in, backoff.py): a lost connection is ConnectionClosed for
+the call that found it, and the next call opens a new one.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from typing import (
     TYPE_CHECKING,
     Any,
     BinaryIO,
-    Callable,
     Deque,
     Generic,
     Iterable,
@@ -43,10 +41,10 @@ from typing import (
 from ..codec.formats import FrameFormat
 from ..codec.messages import Message
 from ..errors import BufferTooSmallError, IncompleteFrameError, ProtocolError
-from .addresses import Address, AddressLike, connect_socket, parse_address
-from .backoff import Backoff, Reconnected, logger, reconnect
+from .addresses import Address, AddressLike, parse_address
+from .backoff import Backoff, Opener, Reconnected, ReconnectHook, as_lost, logger, reconnect
 from .protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
-from .tls import check_starttls_input, tolerate_bare_eof
+from .tls import check_starttls_input, connect_stream, tolerate_bare_eof
 from .transport import ConnectionClosed, OutputQueue, close_socket, receive
 from .types import ItemT
 
@@ -56,12 +54,6 @@ if TYPE_CHECKING:
     from .types import FrameData, MessageContent
 
 __all__ = ["Backoff", "BufferTooSmallError", "Client", "Reconnected", "connect"]
-
-# What opens a new socket for a reconnecting client: connect()'s own steps
-# (resolve, connect, TLS handshake) with a timeout.
-Opener = Callable[[Optional[float]], socket.socket]
-ReconnectHook = Callable[["Client[Any]", Reconnected], None]
-NOT_RETRIED = "what was in flight is not sent again; the next call reconnects"
 
 
 class Client(Generic[ItemT]):
@@ -74,12 +66,10 @@ class Client(Generic[ItemT]):
     frames until the peer closes.  ``Client[bytes]`` receives frames,
     ``Client[Message]`` messages.
 
-    Made by ``connect(..., reconnect=Backoff(...))``, a client whose
-    connection is lost raises ConnectionClosed in the call that found out
-    (that call's request may or may not have reached the server: it is
-    never sent again), and the next call reconnects first; ``reconnects``
-    counts the new connections.  A client is used by one thread at a time;
-    close() may come from another (it ends a reconnect's wait).
+    With ``connect(..., reconnect=Backoff(...))`` a lost connection raises
+    ConnectionClosed in the call that found out (its request is never sent
+    again) and the next call reconnects first (``reconnects`` counts them).
+    One thread at a time uses a client; close() may come from any.
     """
 
     def __init__(
@@ -100,9 +90,8 @@ class Client(Generic[ItemT]):
         self._error: Optional[BaseException] = None  # raised once _frames is empty
         self._closed = False
         self.timeout = timeout
-        # Reconnecting (set up by connect()): the error that closed the
-        # connection is raised once, by the call that met it (_reported),
-        # and the next call reconnects unless close() was called.
+        # Reconnecting (set by connect()): the error that ended the connection
+        # is raised once (_reported); the next call reconnects unless closed.
         self._policy: Optional[Backoff] = None
         self._opener: Optional[Opener] = None
         self._on_reconnect: Optional[ReconnectHook] = None
@@ -111,13 +100,6 @@ class Client(Generic[ItemT]):
         self._woken = threading.Event()
         self.reconnects = 0
         """How many times this client has reconnected."""
-
-    def _set_reconnect(
-        self, policy: Backoff, opener: Opener, on_reconnect: Optional[ReconnectHook]
-    ) -> None:
-        self._policy = policy
-        self._opener = opener
-        self._on_reconnect = on_reconnect
 
     # -- properties -----------------------------------------------------------------
 
@@ -381,39 +363,20 @@ class Client(Generic[ItemT]):
         """Close; recv() raises ``exc`` once the queued frames are read (and,
         reconnecting, the call after that reconnects)."""
         if self._policy is not None and self._error is None:
-            exc = self._lost(exc)
+            exc = as_lost(exc, self.address)
             logger.info("%s: connection lost: %s; the next call reconnects", self.address, exc)
         self._error = exc
         self._reported = False
         self._shut()
-
-    def _lost(self, exc: BaseException) -> BaseException:
-        """What a reconnecting client raises for ``exc``: an ending of the
-        connection (a reset, a stream cut inside a frame) is ConnectionClosed,
-        its cause the original; timeouts and bytes that break the format are
-        raised as they are."""
-        if isinstance(exc, TimeoutError):
-            return exc
-        if isinstance(exc, ConnectionClosed):
-            what = str(exc)
-        elif isinstance(exc, (OSError, IncompleteFrameError)):
-            what = f"the connection to {self.address} was lost ({type(exc).__name__}: {exc})"
-        else:
-            return exc
-        lost = ConnectionClosed(f"{what}; {NOT_RETRIED}")
-        lost.__cause__ = exc
-        return lost
 
     def _raise_error(self) -> None:
         self._reported = True
         raise self._error  # type: ignore[misc]
 
     def _resume(self, *, sending: bool) -> None:
-        """A call on a closed (or failed) client: raise why, or reconnect.
-
-        The error that ended the connection is raised once; frames that
-        arrived before it are read first (a send meanwhile is refused: on a
-        new connection, a reply to it could be taken for theirs)."""
+        """A call on a closed client: raise why, or reconnect.  Frames that came
+        before the loss are read first: a reply on a new connection could pass
+        for theirs, so a send meanwhile is refused."""
         if self._policy is None or self._closed_by_user:
             if self._error is not None and not sending:
                 raise self._error
@@ -436,15 +399,11 @@ class Client(Generic[ItemT]):
         address = self.address if self.address is not None else Address()
         try:
             sock, attempts, elapsed = reconnect(
-                self._policy,
-                self._opener,
-                where=address,
-                timeout=self._timeout,
-                wait=self._woken.wait,
-            )
+                self._policy, self._opener, where=address, timeout=self._timeout,
+                wait=self._woken.wait, cause=cause,
+            )  # fmt: skip
         except BaseException as exc:
-            # Given up (or a certificate refused): closed for good, as a
-            # client that never reconnects; every later call says why.
+            # Given up (or a certificate refused): closed for good.
             self._policy = None
             self._error = exc
             self._reported = True
@@ -460,19 +419,11 @@ class Client(Generic[ItemT]):
         self._error = None
         self._closed = False
         self.reconnects += 1
-        logger.info(
-            "%s: reconnected on attempt %d after %.3f s (the connection had ended: %s)",
-            address,
-            attempts,
-            elapsed,
-            cause,
-        )
         if self._on_reconnect is not None:
             try:
                 self._on_reconnect(self, Reconnected(address, attempts, elapsed, cause))
             except BaseException as exc:
-                # The hook's exchange (a login, STARTTLS) failed: this
-                # connection is not fit for use; the next call reconnects.
+                # Its exchange (a login...) failed: the next call reconnects.
                 if self._error is None:
                     self._fail(exc)
                 self._reported = True
@@ -636,22 +587,7 @@ def connect(
     context = tolerate_bare_eof(ssl_context) if ssl_context is not None else None
     hostname = server_hostname if server_hostname is not None else target.host
 
-    def open_socket(limit: Optional[float]) -> socket.socket:
-        try:
-            sock = connect_socket(target, socket.SOCK_STREAM, limit)
-        except TimeoutError:
-            raise TimeoutError(f"connecting to {target} timed out after {limit} s") from None
-        try:
-            if context is not None:
-                sock = context.wrap_socket(sock, server_hostname=hostname)
-            return sock
-        except TimeoutError:
-            sock.close()
-            raise TimeoutError(f"TLS handshake with {target} timed out after {limit} s") from None
-        except BaseException:
-            sock.close()
-            raise
-
+    open_socket: Opener = lambda limit: connect_stream(target, limit, context, hostname)  # noqa: E731
     sock = open_socket(timeout)
     try:
         client: Client[Any] = Client(sock, proto, timeout=timeout, address=target)
@@ -659,5 +595,5 @@ def connect(
         sock.close()
         raise
     if reconnect is not None:
-        client._set_reconnect(reconnect, open_socket, on_reconnect)
+        client._policy, client._opener, client._on_reconnect = reconnect, open_socket, on_reconnect
     return client
