@@ -18,6 +18,7 @@ from .typing_example import (
     implementation,
     messages,
     messages_client,
+    reconnecting_client,
     round_trip,
 )
 
@@ -35,6 +36,7 @@ def test_typed_network_example_runs():
     assert frames_client(LOOPBACK) == [b"PING", b"PONG", b"A", b"B"]
     assert messages_client(LOOPBACK) == [{"seen": 1, "echo": {"n": 1}}, {"seen": 2, "echo": "text"}]
     assert batch_server(LOOPBACK) == [b"3"]
+    assert reconnecting_client(LOOPBACK) == [b"AGAIN", 0, []]
 
 
 def test_typed_aio_example_runs():

@@ -90,6 +90,24 @@ def messages_client(address: str) -> List[object]:
             return [first.value, client.recv().value]
 
 
+def reconnecting_client(address: str) -> List[object]:
+    """A client that reconnects, with a hook typed as connect() expects."""
+    seen: List[float] = []
+
+    def note(client: Client[Any], event: framecodec.Reconnected) -> None:
+        seen.append(event.elapsed)
+
+    policy = framecodec.Backoff(initial=0.01, maximum=1.0, attempts=5, total=10.0)
+    with (
+        framecodec.serve(address, upper).start() as server,
+        framecodec.connect(
+            server.address, timeout=10, reconnect=policy, on_reconnect=note
+        ) as client,
+    ):
+        reply: bytes = client.request(b"again")
+        return [reply, client.reconnects, seen]
+
+
 def batch_server(address: str) -> List[bytes]:
     """A batch handler (batch=True): the frames of one read, the replies as a list."""
 

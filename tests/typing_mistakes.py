@@ -60,6 +60,10 @@ def format_for_messages() -> None:
     framecodec.connect(ADDRESS, protocol="messages", format="uint16")  # type: ignore[call-overload]
 
 
+def reconnect_with_a_number() -> None:
+    framecodec.connect(ADDRESS, reconnect=3)  # type: ignore[call-overload]
+
+
 def serve_with_a_misspelt_option() -> None:
     framecodec.serve(ADDRESS, upper, max_frame_sise=1024)  # type: ignore[call-overload]
 
@@ -91,6 +95,7 @@ RAISE_TYPE_ERROR: List[Callable[[], Any]] = [
     frame_option_for_messages,
     message_option_for_frames,
     format_for_messages,
+    reconnect_with_a_number,
     serve_with_a_misspelt_option,
     multiclient_with_a_misspelt_protocol,
     aio_server_of_a_number,
@@ -101,6 +106,15 @@ RAISE_TYPE_ERROR: List[Callable[[], Any]] = [
 
 
 # -- type errors only (they would fail later, or quietly misbehave) ------------------------
+
+
+def a_reconnect_hook_of_the_wrong_shape() -> None:
+    # The hook takes (client, Reconnected): one that takes nothing would
+    # fail only at the first reconnect.
+    def log_it() -> None:
+        print("reconnected")
+
+    framecodec.connect(ADDRESS, reconnect=framecodec.Backoff(), on_reconnect=log_it)  # type: ignore[arg-type]
 
 
 def frames_taken_for_messages(client: Client[bytes]) -> str:

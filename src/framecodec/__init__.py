@@ -46,6 +46,7 @@ from .errors import (
 if TYPE_CHECKING:  # what __getattr__ loads, for type checkers and IDEs
     from . import aio, anyio, benchmarks, cli, net  # noqa: F401 - loaded by __getattr__
     from .net.addresses import Address, parse_address
+    from .net.backoff import Backoff, Reconnected
     from .net.client import Client, connect
     from .net.datagram import DatagramClient, DatagramServer, serve_datagrams
     from .net.multiclient import ClientConnection, MultiClient
@@ -56,6 +57,8 @@ if TYPE_CHECKING:  # what __getattr__ loads, for type checkers and IDEs
 _LAZY = {
     "Address": "net.addresses",
     "parse_address": "net.addresses",
+    "Backoff": "net.backoff",
+    "Reconnected": "net.backoff",
     "Client": "net.client",
     "connect": "net.client",
     "DatagramClient": "net.datagram",
@@ -93,6 +96,7 @@ __all__ = [
     "IMPLEMENTATION",
     "PRESETS",
     "Address",
+    "Backoff",
     "BufferTooSmallError",
     "ChecksumError",
     "Client",
@@ -115,6 +119,7 @@ __all__ = [
     "MessageEncoder",
     "MultiClient",
     "ProtocolError",
+    "Reconnected",
     "Server",
     "StartTLS",
     "__version__",

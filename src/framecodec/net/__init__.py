@@ -2,7 +2,8 @@
 
 addresses (parsing and binding), tls (contexts), protocols (frames or
 messages over a decoder and encoder), transport (the receive pump and the
-output queue), service (a loop in a thread), client, multiclient, datagram,
+output queue), service (a loop in a thread), client (reconnecting with
+backoff), multiclient, datagram,
 and server/ (``serve()`` and its backends).  Nothing here parses a byte:
 the codec does.
 """
@@ -10,6 +11,7 @@ the codec does.
 from __future__ import annotations
 
 from .addresses import Address, parse_address
+from .backoff import Backoff, Reconnected
 from .client import Client, connect
 from .datagram import DatagramClient, DatagramServer, serve_datagrams
 from .multiclient import ClientConnection, MultiClient
@@ -18,6 +20,7 @@ from .tls import client_context, server_context
 
 __all__ = [
     "Address",
+    "Backoff",
     "Client",
     "ClientConnection",
     "Connection",
@@ -25,6 +28,7 @@ __all__ = [
     "DatagramClient",
     "DatagramServer",
     "MultiClient",
+    "Reconnected",
     "Server",
     "StartTLS",
     "client_context",

@@ -9,6 +9,9 @@ must be complete in time), and each wait of a send for progress.  A recv()
 that times out consumed nothing that is lost, so the client stays usable; a
 send that times out after part of a frame went out leaves the stream
 unusable, so the client closes itself and says so.
+
+Reconnecting (opt-in, backoff.py): a lost connection is ConnectionClosed for
+the call that found it, and the next call opens a new one.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import os
 import socket
 import ssl
+import threading
 import time
 from collections import deque
 from typing import (
@@ -37,9 +41,10 @@ from typing import (
 from ..codec.formats import FrameFormat
 from ..codec.messages import Message
 from ..errors import BufferTooSmallError, IncompleteFrameError, ProtocolError
-from .addresses import Address, AddressLike, connect_socket, parse_address
+from .addresses import Address, AddressLike, parse_address
+from .backoff import Backoff, Opener, Reconnected, ReconnectHook, as_lost, logger, reconnect
 from .protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
-from .tls import check_starttls_input, tolerate_bare_eof
+from .tls import check_starttls_input, connect_stream, tolerate_bare_eof
 from .transport import ConnectionClosed, OutputQueue, close_socket, receive
 from .types import ItemT
 
@@ -48,7 +53,7 @@ if TYPE_CHECKING:
 
     from .types import FrameData, MessageContent
 
-__all__ = ["BufferTooSmallError", "Client", "connect"]
+__all__ = ["Backoff", "BufferTooSmallError", "Client", "Reconnected", "connect"]
 
 
 class Client(Generic[ItemT]):
@@ -60,6 +65,11 @@ class Client(Generic[ItemT]):
     delivered first; the error is raised after them.  Iterating yields
     frames until the peer closes.  ``Client[bytes]`` receives frames,
     ``Client[Message]`` messages.
+
+    With ``connect(..., reconnect=Backoff(...))`` a lost connection raises
+    ConnectionClosed in the call that found out (its request is never sent
+    again) and the next call reconnects first (``reconnects`` counts them).
+    One thread at a time uses a client; close() may come from any.
     """
 
     def __init__(
@@ -80,6 +90,16 @@ class Client(Generic[ItemT]):
         self._error: Optional[BaseException] = None  # raised once _frames is empty
         self._closed = False
         self.timeout = timeout
+        # Reconnecting (set by connect()): the error that ended the connection
+        # is raised once (_reported); the next call reconnects unless closed.
+        self._policy: Optional[Backoff] = None
+        self._opener: Optional[Opener] = None
+        self._on_reconnect: Optional[ReconnectHook] = None
+        self._reported = False
+        self._closed_by_user = False
+        self._woken = threading.Event()
+        self.reconnects = 0
+        """How many times this client has reconnected."""
 
     # -- properties -----------------------------------------------------------------
 
@@ -163,7 +183,7 @@ class Client(Generic[ItemT]):
 
     def _write(self, buffers: List[Any]) -> None:
         if self._closed:
-            self._check_open()
+            self._resume(sending=True)
         output = self._output
         sock = self._sock
         total = 0
@@ -186,6 +206,10 @@ class Client(Generic[ItemT]):
                 output.clear()
                 if isinstance(exc, socket.timeout):
                     raise TimeoutError(f"send made no progress in {self._timeout} s") from None
+                if self._policy is not None and isinstance(exc, OSError):
+                    # A reset or a broken pipe: this connection is gone.
+                    self._fail(exc)
+                    self._raise_error()
                 raise
             raise self._cut_short(exc, "a frame was cut short while sending") from exc
 
@@ -253,9 +277,8 @@ class Client(Generic[ItemT]):
 
     def _fill(self) -> None:
         """Read until at least one frame is queued."""
-        if self._error is not None:
-            raise self._error
-        self._check_open()
+        if self._error is not None or self._closed:
+            self._resume(sending=False)
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         try:
             self._read_until_frame(deadline)
@@ -295,7 +318,7 @@ class Client(Generic[ItemT]):
             except OSError as exc:
                 self._fail(exc)
             if not frames:
-                raise self._error  # type: ignore[misc]
+                self._raise_error()
 
     # -- STARTTLS -------------------------------------------------------------------
 
@@ -321,6 +344,7 @@ class Client(Generic[ItemT]):
         except BaseException as exc:
             self._frames.clear()  # they are the error's now (exc.frames)
             self._fail(exc)
+            self._reported = True
             raise
         if server_hostname is None and self.address is not None:
             server_hostname = self.address.host
@@ -333,6 +357,7 @@ class Client(Generic[ItemT]):
             if isinstance(exc, socket.timeout):
                 exc = TimeoutError(f"TLS handshake timed out after {self._timeout} s")
             self._fail(exc)
+            self._reported = True
             raise exc from None
         self._tls = True
         self._output = OutputQueue(tls=True)
@@ -340,9 +365,74 @@ class Client(Generic[ItemT]):
     # -- closing -----------------------------------------------------------------------
 
     def _fail(self, exc: BaseException) -> None:
-        """Close for good; recv() raises ``exc`` once the queued frames are read."""
+        """Close; recv() raises ``exc`` once the queued frames are read (and,
+        reconnecting, the call after that reconnects)."""
+        if self._policy is not None and self._error is None:
+            exc = as_lost(exc, self.address)
+            logger.info("%s: connection lost: %s; the next call reconnects", self.address, exc)
         self._error = exc
-        self.close()
+        self._reported = False
+        self._shut()
+
+    def _raise_error(self) -> None:
+        self._reported = True
+        raise self._error  # type: ignore[misc]
+
+    def _resume(self, *, sending: bool) -> None:
+        """A call on a closed client: raise why, or reconnect.  Frames that came
+        before the loss are read first: a reply on a new connection could pass
+        for theirs, so a send meanwhile is refused."""
+        if self._policy is None or self._closed_by_user:
+            if self._error is not None and not sending:
+                raise self._error
+            self._check_open()
+            return
+        if self._error is not None and not self._reported:
+            if sending:
+                self._reported = True
+                raise ConnectionClosed(f"the connection was lost: {self._error}") from self._error
+            self._raise_error()
+        if self._frames:
+            raise ConnectionClosed(
+                f"{len(self._frames)} frames of the lost connection are still to be received"
+            )
+        self._reconnect()
+
+    def _reconnect(self) -> None:
+        assert self._policy is not None and self._opener is not None
+        cause = self._error if self._error is not None else ConnectionClosed("closed")
+        address = self.address if self.address is not None else Address()
+        try:
+            sock, attempts, elapsed = reconnect(
+                self._policy, self._opener, where=address, timeout=self._timeout,
+                wait=self._woken.wait, cause=cause,
+            )  # fmt: skip
+        except BaseException as exc:
+            # Given up (or a certificate refused): closed for good.
+            self._policy = None
+            self._error = exc
+            self._reported = True
+            raise
+        if self._closed_by_user:  # close() came while connecting
+            close_socket(sock)
+            self._check_open()
+        self._sock = sock
+        sock.settimeout(self._timeout)
+        self._decoder = self.protocol.new_decoder()
+        self._tls = isinstance(sock, ssl.SSLSocket)
+        self._output = OutputQueue(tls=self._tls)
+        self._error = None
+        self._closed = False
+        self.reconnects += 1
+        if self._on_reconnect is not None:
+            try:
+                self._on_reconnect(self, Reconnected(address, attempts, elapsed, cause))
+            except BaseException as exc:
+                # Its exchange (a login...) failed: the next call reconnects.
+                if self._error is None:
+                    self._fail(exc)
+                self._reported = True
+                raise
 
     def _cut_short(self, cause: Optional[BaseException], what: str) -> BaseException:
         """A write stopped inside a frame: the stream is unusable, so close."""
@@ -353,6 +443,7 @@ class Client(Generic[ItemT]):
         else:
             error = ConnectionClosed(f"{what}; the client is closed")
         self._fail(error)
+        self._reported = True  # the caller raises it
         return error
 
     def _check_open(self) -> None:
@@ -367,7 +458,14 @@ class Client(Generic[ItemT]):
         return self.protocol
 
     def close(self) -> None:
-        """Close the connection (idempotent).  Frames already received stay readable."""
+        """Close the connection (idempotent), for good: a reconnecting client
+        stops reconnecting (a reconnect's wait ends at once).  Frames
+        already received stay readable."""
+        self._closed_by_user = True
+        self._woken.set()
+        self._shut()
+
+    def _shut(self) -> None:
         if not self._closed:
             self._closed = True
             close_socket(self._sock)
@@ -395,6 +493,8 @@ def connect(
     timeout: Optional[float] = ...,
     ssl_context: Optional[ssl.SSLContext] = ...,
     server_hostname: Optional[str] = ...,
+    reconnect: Optional[Backoff] = ...,
+    on_reconnect: Optional[ReconnectHook] = ...,
     format: Union[str, FrameFormat, None] = ...,
     width: int = ...,
     byteorder: str = ...,
@@ -420,6 +520,8 @@ def connect(
     timeout: Optional[float] = ...,
     ssl_context: Optional[ssl.SSLContext] = ...,
     server_hostname: Optional[str] = ...,
+    reconnect: Optional[Backoff] = ...,
+    on_reconnect: Optional[ReconnectHook] = ...,
     format: None = ...,
     max_header_size: int = ...,
     max_content_size: int = ...,
@@ -437,6 +539,8 @@ def connect(
     timeout: Optional[float] = ...,
     ssl_context: Optional[ssl.SSLContext] = ...,
     server_hostname: Optional[str] = ...,
+    reconnect: Optional[Backoff] = ...,
+    on_reconnect: Optional[ReconnectHook] = ...,
 ) -> Client[bytes]: ...
 
 
@@ -448,6 +552,8 @@ def connect(
     timeout: Optional[float] = ...,
     ssl_context: Optional[ssl.SSLContext] = ...,
     server_hostname: Optional[str] = ...,
+    reconnect: Optional[Backoff] = ...,
+    on_reconnect: Optional[ReconnectHook] = ...,
 ) -> Client[Message]: ...
 
 
@@ -458,6 +564,8 @@ def connect(
     timeout: Optional[float] = None,
     ssl_context: Optional[ssl.SSLContext] = None,
     server_hostname: Optional[str] = None,
+    reconnect: Optional[Backoff] = None,
+    on_reconnect: Optional[ReconnectHook] = None,
     format: Union[str, FrameFormat, None] = None,
     **options: Any,
 ) -> Client[Any]:
@@ -468,21 +576,30 @@ def connect(
     a Client[Message] messages.  With ``ssl_context`` the connection is TLS;
     ``server_hostname`` defaults to the address's host (give it for Unix
     sockets).  Certificate and host name errors raise ssl.SSLCertVerificationError.
+
+    ``reconnect=Backoff(...)`` makes a client that reconnects (same
+    address, TLS and options) on the call after the one that found its
+    connection lost, waiting as the Backoff says; ``on_reconnect(client,
+    Reconnected)`` is called on each new connection (a login or STARTTLS
+    exchange goes there).  This first connection is not retried: its
+    failure raises here.
     """
+    if reconnect is not None and not isinstance(reconnect, Backoff):
+        raise TypeError(f"reconnect must be a Backoff, not {type(reconnect).__name__}")
+    if on_reconnect is not None and reconnect is None:
+        raise ValueError("on_reconnect needs reconnect=Backoff(...)")
     proto = make_protocol(protocol, format, **options)
     target = parse_address(address)
+    context = tolerate_bare_eof(ssl_context) if ssl_context is not None else None
+    hostname = server_hostname if server_hostname is not None else target.host
+
+    open_socket: Opener = lambda limit: connect_stream(target, limit, context, hostname)  # noqa: E731
+    sock = open_socket(timeout)
     try:
-        sock = connect_socket(target, socket.SOCK_STREAM, timeout)
-    except TimeoutError:
-        raise TimeoutError(f"connecting to {target} timed out after {timeout} s") from None
-    try:
-        if ssl_context is not None:
-            hostname = server_hostname if server_hostname is not None else target.host
-            sock = tolerate_bare_eof(ssl_context).wrap_socket(sock, server_hostname=hostname)
-        return Client(sock, proto, timeout=timeout, address=target)
-    except TimeoutError:
-        sock.close()
-        raise TimeoutError(f"TLS handshake with {target} timed out after {timeout} s") from None
+        client: Client[Any] = Client(sock, proto, timeout=timeout, address=target)
     except BaseException:
         sock.close()
         raise
+    if reconnect is not None:
+        client._policy, client._opener, client._on_reconnect = reconnect, open_socket, on_reconnect
+    return client

@@ -20,6 +20,7 @@ import ssl
 from typing import Any, Callable, Optional, Sequence
 
 from ..errors import StartTLSError
+from .addresses import Address, connect_socket
 
 __all__ = [
     "check_starttls_input",
@@ -164,3 +165,25 @@ def clear_openssl_errors() -> None:
     if _err_clear_error is None:
         _err_clear_error = _find_err_clear_error() or (lambda: None)
     _err_clear_error()
+
+
+def connect_stream(
+    target: Address, timeout: Optional[float], context: Optional[ssl.SSLContext],
+    hostname: Optional[str],
+) -> socket.socket:  # fmt: skip
+    """A stream socket connected to ``target`` (an Address), TLS-wrapped when
+    ``context`` is given: connect()'s steps, and a reconnecting client's."""
+    try:
+        sock = connect_socket(target, socket.SOCK_STREAM, timeout)
+    except TimeoutError:
+        raise TimeoutError(f"connecting to {target} timed out after {timeout} s") from None
+    try:
+        if context is not None:
+            sock = context.wrap_socket(sock, server_hostname=hostname)
+        return sock
+    except TimeoutError:
+        sock.close()
+        raise TimeoutError(f"TLS handshake with {target} timed out after {timeout} s") from None
+    except BaseException:
+        sock.close()
+        raise

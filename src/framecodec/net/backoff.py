@@ -1,0 +1,195 @@
+"""Reconnecting with capped exponential backoff: the policy and one round.
+
+``Backoff`` says how long to wait before each attempt: ``initial`` times
+``multiplier`` to the power of the attempts before it, never more than
+``maximum``, less a random part (``jitter``) so that the clients of a
+failed server do not all come back at the same instant.  A round of
+attempts ends at the first connection, or after ``attempts`` attempts, or
+once ``total`` seconds have gone by, whichever comes first.
+
+``reconnect()`` runs one round with the clock, the sleep and the random
+numbers passed in, so that tests can drive it without waiting.  The
+blocking Client (client.py) is its user; nothing here touches a frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random as _random
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Tuple, TypeVar
+
+from ..errors import ConnectionClosed, IncompleteFrameError
+from .addresses import Address
+
+if TYPE_CHECKING:
+    from .client import Client
+
+__all__ = ["Backoff", "Reconnected", "reconnect"]
+
+# What opens a new socket for a reconnecting client: connect()'s own steps
+# (resolve, connect, TLS handshake) with a timeout.
+Opener = Callable[[Optional[float]], socket.socket]
+ReconnectHook = Callable[["Client[Any]", "Reconnected"], None]
+NOT_RETRIED = "what was in flight is not sent again; the next call reconnects"
+
+logger = logging.getLogger("framecodec.client")
+
+T = TypeVar("T")
+_SHARED = _random.Random()  # the jitter's, unless a test passes its own
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How a client reconnects: ``connect(address, reconnect=Backoff(...))``.
+
+    The wait before attempt n (1, 2, ...) is ``min(maximum, initial *
+    multiplier ** (n - 1))``, less up to ``jitter`` of it at random
+    (``jitter=0``: exactly that; ``jitter=1``: anywhere from 0 to it), so
+    it never exceeds ``maximum``.  A round gives up after ``attempts``
+    attempts or ``total`` seconds (None: no such bound; both None: it never
+    gives up).  The defaults wait about 0.1, 0.2, 0.4 ... 5 s, ten times.
+    """
+
+    initial: float = 0.1
+    maximum: float = 5.0
+    multiplier: float = 2.0
+    jitter: float = 0.5
+    attempts: Optional[int] = 10
+    total: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.initial) and self.initial >= 0):
+            raise ValueError("initial must be a finite number of seconds, 0 or more")
+        if not (math.isfinite(self.maximum) and self.maximum >= self.initial):
+            raise ValueError("maximum must be finite and at least initial")
+        if not (math.isfinite(self.multiplier) and self.multiplier >= 1):
+            raise ValueError("multiplier must be 1 or more")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError("jitter must be between 0 and 1")
+        if self.attempts is not None and self.attempts < 1:
+            raise ValueError("attempts must be 1 or more, or None")
+        if self.total is not None and not self.total > 0:
+            raise ValueError("total must be positive, or None")
+
+    def delay(self, attempt: int, rng: Optional[_random.Random] = None) -> float:
+        """The wait before attempt ``attempt`` (1 for the first), in seconds,
+        its jitter drawn from ``rng`` (default: one random.Random shared by all)."""
+        if attempt < 1:
+            raise ValueError("attempts count from 1")
+        if self.multiplier == 1 or self.initial == 0:
+            base = self.initial
+        else:
+            # Past the cap the power only grows: stop computing it there
+            # (a float power of a long-running round would overflow).
+            cap_at = math.log(self.maximum / self.initial, self.multiplier) + 1
+            base = (
+                self.maximum
+                if attempt >= cap_at
+                else min(self.maximum, self.initial * self.multiplier ** (attempt - 1))
+            )
+        draw = (rng if rng is not None else _SHARED).random() if self.jitter else 0.0
+        return base * (1.0 - self.jitter * draw)
+
+    def delays(self, rng: Optional[_random.Random] = None) -> Iterator[float]:
+        """The waits of a round, in order (endless when ``attempts`` is None)."""
+        attempt = 1
+        while self.attempts is None or attempt <= self.attempts:
+            yield self.delay(attempt, rng)
+            attempt += 1
+
+
+@dataclass(frozen=True)
+class Reconnected:
+    """What a client's ``on_reconnect`` hook is told: the address it is
+    connected to again, the attempts the round took (1 when the first
+    succeeded), the seconds from the start of the round to the new
+    connection, and the error that ended the previous connection."""
+
+    address: Address
+    attempts: int
+    elapsed: float
+    cause: BaseException
+
+
+def reconnect(
+    policy: Backoff,
+    attempt: Callable[[Optional[float]], T],
+    *,
+    where: Address,
+    timeout: Optional[float],
+    wait: Callable[[float], bool],
+    cause: Optional[BaseException] = None,
+    clock: Callable[[], float] = time.monotonic,
+    rng: Optional[_random.Random] = None,
+) -> Tuple[T, int, float]:
+    """One round: wait, ``attempt(timeout)``, until one returns; return
+    (its result, the attempts made, the seconds taken).
+
+    ``wait(seconds)`` sleeps and returns False, or True if the client was
+    closed meanwhile (the round stops: ConnectionClosed).  Each attempt's
+    timeout is the client's, cut to what ``total`` leaves.  OSError is
+    worth another attempt, except a certificate that fails verification
+    (that is no passing fault: it is raised as it is); when the round gives
+    up it raises ConnectionClosed, the last error as its cause.
+    """
+    started = clock()
+    deadline = None if policy.total is None else started + policy.total
+    count = 0
+    last: Optional[BaseException] = None
+    for delay in policy.delays(rng):
+        if deadline is not None and clock() + delay >= deadline:
+            break  # the wait alone would use up what is left
+        if delay > 0 and wait(delay):
+            raise ConnectionClosed(f"the client was closed while reconnecting to {where}")
+        count += 1
+        limit = timeout
+        if deadline is not None:
+            left = deadline - clock()
+            if left <= 0:
+                break
+            limit = left if limit is None else min(limit, left)
+        try:
+            result = attempt(limit)
+        except ssl.SSLCertVerificationError:
+            raise
+        except OSError as exc:
+            last = exc
+            logger.info("%s: reconnect attempt %d failed: %s", where, count, exc)
+            continue
+        elapsed = clock() - started
+        logger.info(
+            "%s: reconnected on attempt %d after %.3f s (the connection had ended: %s)",
+            where, count, elapsed, cause,
+        )  # fmt: skip
+        return result, count, elapsed
+    elapsed = clock() - started
+    reason = f": {last}" if last is not None else " (no time left for an attempt)"
+    logger.warning(
+        "%s: gave up reconnecting after %d attempts in %.3f s%s", where, count, elapsed, reason
+    )
+    raise ConnectionClosed(
+        f"gave up reconnecting to {where} after {count} attempts in {elapsed:.3f} s{reason}"
+    ) from last
+
+
+def as_lost(exc: BaseException, address: Optional[Address]) -> BaseException:
+    """What a reconnecting client raises for ``exc``: an ending of the
+    connection (a reset, a stream cut inside a frame) is ConnectionClosed,
+    its cause the original; timeouts and bytes that break the format are
+    raised as they are."""
+    if isinstance(exc, TimeoutError):
+        return exc
+    if isinstance(exc, ConnectionClosed):
+        what = str(exc)
+    elif isinstance(exc, (OSError, IncompleteFrameError)):
+        what = f"the connection to {address} was lost ({type(exc).__name__}: {exc})"
+    else:
+        return exc
+    lost = ConnectionClosed(f"{what}; {NOT_RETRIED}")
+    lost.__cause__ = exc
+    return lost
