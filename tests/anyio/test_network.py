@@ -3,6 +3,7 @@ and TLS, limits, timeouts, shutdown, and the blocking layer on the other end."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -17,7 +18,7 @@ from framecodec import ConnectionClosed, FrameEncoder, FrameTooLargeError
 from framecodec import anyio as fa
 from framecodec.net.server import ConnectionHandler
 
-from ..net_support import unix_path
+from ..net_support import half_closing_client, unix_path
 from .support import TIMEOUT, serving
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_leaks")]
@@ -351,3 +352,34 @@ async def test_the_first_bytes_of_every_connection_arrive():
             assert await anyio.to_thread.run_sync(clients, server.address) == 2 * rounds
         await wait_for(lambda: server.stats["closed"] == rounds, "every connection's end")
     assert server.stats["clean_closes"] == rounds
+
+
+# -- a client that half-closes after a large request (issue 13) ----------------------
+
+
+def first_three(frame: bytes) -> bytes:
+    return frame[:3]
+
+
+@pytest.mark.parametrize(
+    "tls, close_notify",
+    [(False, False), (True, False), (True, True)],
+    ids=["plain", "tls-fin", "tls-close_notify"],
+)
+async def test_every_reply_reaches_a_client_that_half_closed(pki, tls, close_notify):
+    """The aio server lost the last reply here under TLS; this one must not."""
+    server_ctx = framecodec.server_context(pki.cert, pki.key) if tls else None
+    client_ctx = framecodec.client_context(pki.ca) if tls else None
+    async with serving(first_three, ssl_context=server_ctx) as (server, _):
+        for _ in range(3):
+            replies = await anyio.to_thread.run_sync(
+                functools.partial(
+                    half_closing_client,
+                    server.address,
+                    [b"a" * (1 << 20), b"xyz"],
+                    context=client_ctx,
+                    close_notify=close_notify,
+                )
+            )
+            assert replies == [b"aaa", b"xyz"]
+        await wait_for(lambda: server.stats["clean_closes"] == 3, "the connections to close")

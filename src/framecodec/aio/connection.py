@@ -260,7 +260,7 @@ class Connection(asyncio.BufferedProtocol, Generic[ItemT]):
         self._out = []
         self._out_size = 0
         transport = self._transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self._state is CLOSED:
             return  # lost meanwhile: nowhere to send
         self._write_to(transport, out)
 

@@ -19,7 +19,8 @@ from ..net.server.handlers import ASYNC_SHAPES, HandlerShape, StartTLS, handler_
 from ..net.service import logger
 from . import starttls
 from .admission import Admission
-from .connection import CLOSED, CLOSING, Connection, _with_read_size
+from .connection import CLOSED, CLOSING, OPEN, Connection, _with_read_size
+from .tlseof import EOFHold, hold_peer_eof, raw_transport_of
 
 __all__ = ["Server", "start_server"]
 
@@ -44,6 +45,11 @@ class _ServerConnection(Connection[Any]):
         self.frame_started: Optional[float] = None  # when the frame now arriving began
         self._completed = False  # the last read completed frames
         self._refused = False  # reset at once: max_connections
+        # TLS: the peer's FIN, held from asyncio's TLS layer until the
+        # replies are out (see tlseof.py), and the check that lets it go.
+        self._eof_hold: Optional[EOFHold] = None
+        self._fin_check: Optional[asyncio.Handle] = None
+        self._read_since_check = False
 
     @property
     def label(self) -> str:
@@ -56,6 +62,8 @@ class _ServerConnection(Connection[Any]):
             transport.close()  # the client reads the end of the stream at once
             return
         self.server._added(self)
+        if self._tls:
+            self._eof_hold = hold_peer_eof(raw_transport_of(transport), self)
         if self._mode == HandlerShape.PER_CONNECTION:
             self._start(self._run_per_connection())
 
@@ -68,6 +76,7 @@ class _ServerConnection(Connection[Any]):
 
     def buffer_updated(self, nbytes: int) -> None:
         super().buffer_updated(nbytes)
+        self._read_since_check = True
         now = self.last_activity = self._loop.time()
         if self._decoder.mid_frame:
             if self.frame_started is None or self._completed:
@@ -119,13 +128,15 @@ class _ServerConnection(Connection[Any]):
     def _reply(self, buffers: List[Any]) -> None:
         """A plain handler's replies to one read: written at once, one write."""
         transport = self._transport
-        if transport is not None and not transport.is_closing():  # else the peer is gone
+        # Else the peer is gone (3.10's TLS transport says it is not closing
+        # after it was lost, and then fails every write).
+        if transport is not None and not transport.is_closing() and self._state is not CLOSED:
             self._write_to(transport, buffers)
 
     def _reply_later(self, buffers: List[Any]) -> None:
         """A coroutine handler's reply: joined with the others of this loop pass."""
         transport = self._transport
-        if transport is not None and not transport.is_closing():
+        if transport is not None and not transport.is_closing() and self._state is not CLOSED:
             self._queue(buffers)
 
     async def _run_async(self) -> None:
@@ -260,10 +271,52 @@ class _ServerConnection(Connection[Any]):
 
     def _peer_finished(self) -> Optional[bool]:
         self._set_error(ConnectionClosed("the peer closed the connection"))
-        if self._task is None or self._tls:
-            return False  # the transport closes once our replies are sent
+        if self._task is None or (self._tls and self._eof_hold is None):
+            # The transport closes once our replies are sent (TLS with no
+            # hold: asyncio's TLS layer closes now, whatever we answer).
+            return False
         self._closing()  # once the handler is done
         return True  # half-open: the handler's replies still go out
+
+    # -- TLS: the peer's FIN, held (see tlseof.py) ----------------------------------
+
+    def _peer_fin_held(self) -> bool:
+        """The peer's FIN came under TLS: whether to hold it (False once
+        closing here: the TLS layer then takes it at once)."""
+        if self._state is not OPEN or self._input_over:
+            return False
+        self._schedule_fin_check()
+        return True
+
+    def _schedule_fin_check(self) -> None:
+        if self._fin_check is None:
+            self._read_since_check = False
+            self._fin_check = self._loop.call_soon(self._check_fin)
+
+    def _check_fin(self) -> None:
+        """The TLS layer hands over what it still holds one loop pass at a
+        time (its next chunk is queued before this check, which runs after
+        it): a pass with no read, while reading is not paused, means every
+        frame is in.  Then the end of input is handled as a plain FIN is."""
+        self._fin_check = None
+        if self._input_over or self._state is not OPEN or self._reading_paused:
+            return  # ended otherwise (the close releases the FIN), or resuming reschedules
+        if self._read_since_check:
+            self._schedule_fin_check()
+            return
+        if not self.eof_received():
+            self._close_transport()
+
+    def _update_reading(self) -> None:
+        super()._update_reading()
+        hold = self._eof_hold
+        if hold is not None and hold.held and not self._reading_paused:
+            self._schedule_fin_check()  # resumed: what the TLS layer holds comes now
+
+    def _close_transport(self) -> None:
+        super()._close_transport()
+        if self._eof_hold is not None:
+            self._eof_hold.release()  # the FIN reaches TLS: no wait for a close_notify
 
     def _close_after_work(self) -> None:
         if self._task is None:
