@@ -1105,3 +1105,36 @@ def test_a_coroutine_handler_still_answers_after_the_fin(
     run: Any, pki: Any, tls: bool, close_notify: bool
 ) -> None:
     _half_close_exchange(run, pki, async_first_three, tls, close_notify)
+
+
+def test_a_reply_lost_to_the_peers_close_notify_is_counted_and_logged(
+    pki: Any, caplog: Any
+) -> None:
+    """asyncio's TLS layer shuts the session down at a close_notify (no
+    half-close): a coroutine handler that answers after it cannot reply,
+    and that is counted and logged, once per connection."""
+    server_ctx, client_ctx = aio_server_context(pki), aio_client_context(pki)
+
+    async def main() -> None:
+        server: Any = None
+
+        async def answers_once_closed(frame: bytes) -> bytes:
+            await until(lambda: all(c.closed for c in server.connections), "TLS to end")
+            return frame[:3]
+
+        server = await aio.start_server("127.0.0.1:0", answers_once_closed, ssl_context=server_ctx)
+        async with server:
+            replies = await asyncio.to_thread(
+                half_closing_client,
+                server.address,
+                [b"abcd", b"xyz"],
+                context=client_ctx,
+                close_notify=True,
+            )
+            assert replies == []
+            await until(lambda: server.stats["replies_dropped"] == 2, "the count")
+        lines = [r.getMessage() for r in caplog.records if "not sent" in r.getMessage()]
+        assert len(lines) == 1 and "close_notify ended TLS" in lines[0]
+
+    with caplog.at_level(logging.WARNING, logger="framecodec"):
+        asyncio.run(asyncio.wait_for(main(), TEST_TIMEOUT))

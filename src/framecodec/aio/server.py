@@ -50,6 +50,7 @@ class _ServerConnection(Connection[Any]):
         self._eof_hold: Optional[EOFHold] = None
         self._fin_check: Optional[asyncio.Handle] = None
         self._read_since_check = False
+        self._dropped_logged = False  # see _reply_lost_to_close_notify
 
     @property
     def label(self) -> str:
@@ -138,6 +139,23 @@ class _ServerConnection(Connection[Any]):
         transport = self._transport
         if transport is not None and not transport.is_closing() and self._state is not CLOSED:
             self._queue(buffers)
+        elif self._tls and self._ending is None and isinstance(self._error, ConnectionClosed):
+            self._reply_lost_to_close_notify()
+
+    def _reply_lost_to_close_notify(self) -> None:
+        """The peer ended TLS cleanly (its close_notify) while a coroutine
+        handler was still working: asyncio's TLS layer shuts the session
+        down at once, with no half-close, so its reply cannot be sent.
+        Counted and logged (once per connection), never dropped unseen."""
+        self.server.count("replies_dropped")
+        if not self._dropped_logged:
+            self._dropped_logged = True
+            logger.warning(
+                "%s: reply to %s not sent: its close_notify ended TLS before the handler"
+                " answered (asyncio's TLS has no half-close)",
+                self.server.address,
+                self.label,
+            )
 
     async def _run_async(self) -> None:
         pending = self._pending
@@ -271,9 +289,11 @@ class _ServerConnection(Connection[Any]):
 
     def _peer_finished(self) -> Optional[bool]:
         self._set_error(ConnectionClosed("the peer closed the connection"))
-        if self._task is None or (self._tls and self._eof_hold is None):
-            # The transport closes once our replies are sent (TLS with no
-            # hold: asyncio's TLS layer closes now, whatever we answer).
+        hold = self._eof_hold
+        if self._task is None or (self._tls and not (hold is not None and hold.held)):
+            # The transport closes once our replies are sent (under TLS, an
+            # end we do not hold, such as a close_notify: asyncio's TLS
+            # layer closes now, whatever we answer).
             return False
         self._closing()  # once the handler is done
         return True  # half-open: the handler's replies still go out
