@@ -219,3 +219,38 @@ def _read_replies(read: Any) -> list:
         replies += decoder.feed(data)
     decoder.eof()
     return replies
+
+
+@contextlib.contextmanager
+def closing_listener(count: int = 1) -> Iterator[str]:
+    """A plain TCP listener on 127.0.0.1 that closes each of ``count``
+    connections as soon as it accepts it (a TLS client's handshake then
+    meets the end of the stream); yields its address."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(TIMEOUT)
+
+    def serve() -> None:
+        for _ in range(count):
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.close()
+
+    worker = threading.Thread(target=serve)
+    worker.start()
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        worker.join(TIMEOUT)
+        listener.close()
+
+
+def check_handshake_error(exc: BaseException, address: str) -> None:
+    """What every client raises for a TLS handshake the server ended."""
+    from framecodec import TLSHandshakeError
+
+    assert isinstance(exc, TLSHandshakeError), repr(exc)
+    assert isinstance(exc, OSError) and isinstance(exc, type(exc.__cause__))  # still caught so
+    assert isinstance(exc.__cause__, OSError)
+    assert str(exc).startswith(f"TLS handshake with {address} failed: the server closed")

@@ -39,6 +39,7 @@ from .errors import (
     IncompleteFrameError,
     MalformedHeaderError,
     ProtocolError,
+    TLSHandshakeError,
 )
 
 if TYPE_CHECKING:  # what __getattr__ loads, for type checkers and IDEs
@@ -114,6 +115,7 @@ __all__ = [
     "ProtocolError",
     "Server",
     "StartTLS",
+    "TLSHandshakeError",
     "__version__",
     "client_context",
     "connect",

@@ -16,12 +16,18 @@ from typing import Any, AsyncIterator, Callable, Tuple
 
 import pytest
 
-from framecodec import FrameEncoder, IncompleteFrameError, ProtocolError, aio
+from framecodec import FrameEncoder, IncompleteFrameError, ProtocolError, TLSHandshakeError, aio
 from framecodec.net.addresses import REUSE_PORT_OPTION
 from framecodec.net.protocols import FrameProtocol
 from framecodec.net.transport import ConnectionClosed, ConnectionState
 
-from ..net_support import bind_address, half_closing_client, unix_path
+from ..net_support import (
+    bind_address,
+    check_handshake_error,
+    closing_listener,
+    half_closing_client,
+    unix_path,
+)
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -1138,3 +1144,14 @@ def test_a_reply_lost_to_the_peers_close_notify_is_counted_and_logged(
 
     with caplog.at_level(logging.WARNING, logger="framecodec"):
         asyncio.run(asyncio.wait_for(main(), TEST_TIMEOUT))
+
+
+def test_open_connection_to_a_server_that_closes_in_the_handshake(run: Any, pki: Any) -> None:
+    async def main() -> None:
+        with closing_listener() as address, pytest.raises(TLSHandshakeError) as caught:
+            await aio.open_connection(
+                address, ssl_context=aio_client_context(pki), server_hostname="localhost"
+            )
+        check_handshake_error(caught.value, address)
+
+    run(main)

@@ -18,7 +18,7 @@ from framecodec import ConnectionClosed, FrameEncoder, FrameTooLargeError
 from framecodec import anyio as fa
 from framecodec.net.server import ConnectionHandler
 
-from ..net_support import half_closing_client, unix_path
+from ..net_support import check_handshake_error, closing_listener, half_closing_client, unix_path
 from .support import TIMEOUT, serving
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_leaks")]
@@ -383,3 +383,12 @@ async def test_every_reply_reaches_a_client_that_half_closed(pki, tls, close_not
             )
             assert replies == [b"aaa", b"xyz"]
         await wait_for(lambda: server.stats["clean_closes"] == 3, "the connections to close")
+
+
+# trio's side is left open: its handshake waits for the connect timeout
+# instead of seeing the end of the stream (CHANGELOG, issue 13).
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_connect_to_a_server_that_closes_in_the_handshake(pki):
+    with closing_listener() as address, pytest.raises(framecodec.TLSHandshakeError) as caught:
+        await fa.connect(address, ssl_context=framecodec.client_context(pki.ca), timeout=TIMEOUT)
+    check_handshake_error(caught.value, address)

@@ -30,6 +30,7 @@ class _ServerConnection(Connection[Any]):
     (except per_connection handlers, which read with recv())."""
 
     _stop_reading_while_writes_wait = True
+    _client_side = False
 
     def __init__(self, server: Server) -> None:
         super().__init__(server.protocol, high_water=server.high_water)
