@@ -19,13 +19,13 @@ from ..net.server.handlers import ASYNC_SHAPES, HandlerShape, StartTLS, handler_
 from ..net.service import logger
 from . import starttls
 from .admission import Admission
-from .connection import CLOSED, CLOSING, OPEN, Connection, _with_read_size
-from .tlseof import EOFHold, hold_peer_eof, raw_transport_of
+from .connection import CLOSED, CLOSING, Connection, _with_read_size
+from .tlseof import EOFHold, HeldFIN, hold_peer_eof, raw_transport_of
 
 __all__ = ["Server", "start_server"]
 
 
-class _ServerConnection(Connection[Any]):
+class _ServerConnection(HeldFIN):
     """A server's connection: frames go to the handler instead of a queue
     (except per_connection handlers, which read with recv())."""
 
@@ -46,8 +46,7 @@ class _ServerConnection(Connection[Any]):
         self.frame_started: Optional[float] = None  # when the frame now arriving began
         self._completed = False  # the last read completed frames
         self._refused = False  # reset at once: max_connections
-        # TLS: the peer's FIN, held from asyncio's TLS layer until the
-        # replies are out (see tlseof.py), and the check that lets it go.
+        # TLS: the peer's FIN, held until the replies are out (tlseof.py).
         self._eof_hold: Optional[EOFHold] = None
         self._fin_check: Optional[asyncio.Handle] = None
         self._read_since_check = False
@@ -142,21 +141,6 @@ class _ServerConnection(Connection[Any]):
             self._queue(buffers)
         elif self._tls and self._ending is None and isinstance(self._error, ConnectionClosed):
             self._reply_lost_to_close_notify()
-
-    def _reply_lost_to_close_notify(self) -> None:
-        """The peer ended TLS cleanly (its close_notify) while a coroutine
-        handler was still working: asyncio's TLS layer shuts the session
-        down at once, with no half-close, so its reply cannot be sent.
-        Counted and logged (once per connection), never dropped unseen."""
-        self.server.count("replies_dropped")
-        if not self._dropped_logged:
-            self._dropped_logged = True
-            logger.warning(
-                "%s: reply to %s not sent: its close_notify ended TLS before the handler"
-                " answered (asyncio's TLS has no half-close)",
-                self.server.address,
-                self.label,
-            )
 
     async def _run_async(self) -> None:
         pending = self._pending
@@ -292,52 +276,9 @@ class _ServerConnection(Connection[Any]):
         self._set_error(ConnectionClosed("the peer closed the connection"))
         hold = self._eof_hold
         if self._task is None or (self._tls and not (hold is not None and hold.held)):
-            # The transport closes once our replies are sent (under TLS, an
-            # end we do not hold, such as a close_notify: asyncio's TLS
-            # layer closes now, whatever we answer).
-            return False
+            return False  # closed once our replies are sent (by TLS now, if not held)
         self._closing()  # once the handler is done
         return True  # half-open: the handler's replies still go out
-
-    # -- TLS: the peer's FIN, held (see tlseof.py) ----------------------------------
-
-    def _peer_fin_held(self) -> bool:
-        """The peer's FIN came under TLS: whether to hold it (False once
-        closing here: the TLS layer then takes it at once)."""
-        if self._state is not OPEN or self._input_over:
-            return False
-        self._schedule_fin_check()
-        return True
-
-    def _schedule_fin_check(self) -> None:
-        if self._fin_check is None:
-            self._read_since_check = False
-            self._fin_check = self._loop.call_soon(self._check_fin)
-
-    def _check_fin(self) -> None:
-        """The TLS layer hands over what it still holds one loop pass at a
-        time (its next chunk is queued before this check, which runs after
-        it): a pass with no read, while reading is not paused, means every
-        frame is in.  Then the end of input is handled as a plain FIN is."""
-        self._fin_check = None
-        if self._input_over or self._state is not OPEN or self._reading_paused:
-            return  # ended otherwise (the close releases the FIN), or resuming reschedules
-        if self._read_since_check:
-            self._schedule_fin_check()
-            return
-        if not self.eof_received():
-            self._close_transport()
-
-    def _update_reading(self) -> None:
-        super()._update_reading()
-        hold = self._eof_hold
-        if hold is not None and hold.held and not self._reading_paused:
-            self._schedule_fin_check()  # resumed: what the TLS layer holds comes now
-
-    def _close_transport(self) -> None:
-        super()._close_transport()
-        if self._eof_hold is not None:
-            self._eof_hold.release()  # the FIN reaches TLS: no wait for a close_notify
 
     def _close_after_work(self) -> None:
         if self._task is None:

@@ -24,10 +24,14 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Optional
 
+from ..net.server.endings import peer_label
+from ..net.service import logger
+from .connection import OPEN, Connection
+
 if TYPE_CHECKING:
     from .server import _ServerConnection
 
-__all__ = ["EOFHold", "hold_peer_eof", "raw_transport_of"]
+__all__ = ["EOFHold", "HeldFIN", "hold_peer_eof", "raw_transport_of"]
 
 
 def raw_transport_of(tls_transport: asyncio.BaseTransport) -> Optional[asyncio.Transport]:
@@ -111,3 +115,68 @@ def hold_peer_eof(raw: Optional[asyncio.Transport], conn: _ServerConnection) -> 
     hold = kind(raw, tls_layer, conn)
     raw.set_protocol(hold)
     return hold
+
+
+class HeldFIN(Connection[Any]):
+    """A server connection's side of the hold: when to let the FIN go, and
+    the replies a close_notify left unsendable (the attributes are set by
+    _ServerConnection.__init__)."""
+
+    server: Any
+    _eof_hold: Optional[EOFHold]
+    _fin_check: Optional[asyncio.Handle]
+    _read_since_check: bool
+    _dropped_logged: bool
+
+    def _peer_fin_held(self) -> bool:
+        """The peer's FIN came under TLS: whether to hold it (False once
+        closing here: the TLS layer then takes it at once)."""
+        if self._state is not OPEN or self._input_over:
+            return False
+        self._schedule_fin_check()
+        return True
+
+    def _schedule_fin_check(self) -> None:
+        if self._fin_check is None:
+            self._read_since_check = False
+            self._fin_check = self._loop.call_soon(self._check_fin)
+
+    def _check_fin(self) -> None:
+        """The TLS layer hands over what it still holds one loop pass at a
+        time (its next chunk is queued before this check, which runs after
+        it): a pass with no read, while reading is not paused, means every
+        frame is in.  Then the end of input is handled as a plain FIN is."""
+        self._fin_check = None
+        if self._input_over or self._state is not OPEN or self._reading_paused:
+            return  # ended otherwise (the close releases the FIN), or resuming reschedules
+        if self._read_since_check:
+            self._schedule_fin_check()
+            return
+        if not self.eof_received():
+            self._close_transport()
+
+    def _update_reading(self) -> None:
+        super()._update_reading()
+        hold = self._eof_hold
+        if hold is not None and hold.held and not self._reading_paused:
+            self._schedule_fin_check()  # resumed: what the TLS layer holds comes now
+
+    def _close_transport(self) -> None:
+        super()._close_transport()
+        if self._eof_hold is not None:
+            self._eof_hold.release()  # the FIN reaches TLS: no wait for a close_notify
+
+    def _reply_lost_to_close_notify(self) -> None:
+        """The peer ended TLS cleanly (its close_notify) while a coroutine
+        handler was still working: asyncio's TLS layer shuts the session
+        down at once, with no half-close, so its reply cannot be sent.
+        Counted and logged (once per connection), never dropped unseen."""
+        self.server.count("replies_dropped")
+        if not self._dropped_logged:
+            self._dropped_logged = True
+            logger.warning(
+                "%s: reply to %s not sent: its close_notify ended TLS before the handler"
+                " answered (asyncio's TLS has no half-close)",
+                self.server.address,
+                peer_label(self.peer, self.server.address),
+            )
