@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -131,3 +132,125 @@ def thread(target: Any, *args: Any) -> Iterator[threading.Thread]:
     finally:
         worker.join(TIMEOUT)
         assert not worker.is_alive(), "helper thread did not finish"
+
+
+def half_closing_client(
+    address: Any,
+    frames: Any,
+    *,
+    context: Any = None,
+    close_notify: bool = False,
+    server_hostname: str = "localhost",
+) -> list:
+    """Send ``frames`` on a plain blocking socket, end our side with a TCP
+    FIN (under TLS with no close_notify, or after one if ``close_notify``),
+    then read replies until the server closes; returns the replies.
+
+    TLS runs over memory buffers so that the close_notify is written
+    without reading: ssl.SSLSocket.unwrap() waits for the server's and
+    fails on the replies that come first.
+    """
+    from framecodec import FrameEncoder
+    from framecodec.net.addresses import parse_address
+
+    target = parse_address(address)
+    sock = socket.socket(target.family, socket.SOCK_STREAM)
+    sock.settimeout(TIMEOUT)
+    try:
+        sock.connect(target.sockaddr)
+        encoded = b"".join(FrameEncoder().encode(frame) for frame in frames)
+        if context is None:
+            sock.sendall(encoded)
+            sock.shutdown(socket.SHUT_WR)
+            return _read_replies(lambda: sock.recv(1 << 16))
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = context.wrap_bio(incoming, outgoing, server_hostname=server_hostname)
+
+        def send_out() -> None:
+            data = outgoing.read()
+            if data:
+                sock.sendall(data)
+
+        def read_in() -> bool:
+            data = sock.recv(1 << 16)
+            incoming.write(data)
+            return bool(data)
+
+        for _ in range(100):  # a handshake takes a few round trips
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                send_out()
+                if not read_in():
+                    raise ConnectionError("closed during the handshake") from None
+        tls.write(encoded)
+        if close_notify:
+            try:
+                tls.unwrap()  # writes close_notify; stops there, with nothing read
+            except ssl.SSLWantReadError:
+                pass
+        send_out()
+        sock.shutdown(socket.SHUT_WR)
+
+        def read() -> bytes:
+            while True:
+                try:
+                    return tls.read(1 << 16)  # type: ignore[no-any-return]
+                except ssl.SSLWantReadError:
+                    if not read_in():
+                        return b""
+                except ssl.SSLZeroReturnError:
+                    return b""  # the server's close_notify
+
+        return _read_replies(read)
+    finally:
+        sock.close()
+
+
+def _read_replies(read: Any) -> list:
+    from framecodec import FrameDecoder
+
+    decoder, replies = FrameDecoder(), []
+    for _ in range(100_000):  # bounded: each read takes at least a byte or ends
+        data = read()
+        if not data:
+            break
+        replies += decoder.feed(data)
+    decoder.eof()
+    return replies
+
+
+@contextlib.contextmanager
+def closing_listener(count: int = 1) -> Iterator[str]:
+    """A plain TCP listener on 127.0.0.1 that closes each of ``count``
+    connections as soon as it accepts it (a TLS client's handshake then
+    meets the end of the stream); yields its address."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(TIMEOUT)
+
+    def serve() -> None:
+        for _ in range(count):
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.close()
+
+    worker = threading.Thread(target=serve)
+    worker.start()
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        worker.join(TIMEOUT)
+        listener.close()
+
+
+def check_handshake_error(exc: BaseException, address: str) -> None:
+    """What every client raises for a TLS handshake the server ended."""
+    from framecodec import TLSHandshakeError
+
+    assert isinstance(exc, TLSHandshakeError), repr(exc)
+    assert isinstance(exc, OSError) and isinstance(exc, type(exc.__cause__))  # still caught so
+    assert isinstance(exc.__cause__, OSError)
+    assert str(exc).startswith(f"TLS handshake with {address} failed: the server closed")

@@ -41,6 +41,7 @@ from .errors import (
     IncompleteFrameError,
     MalformedHeaderError,
     ProtocolError,
+    TLSHandshakeError,
 )
 
 if TYPE_CHECKING:  # what __getattr__ loads, for type checkers and IDEs
@@ -122,6 +123,7 @@ __all__ = [
     "Reconnected",
     "Server",
     "StartTLS",
+    "TLSHandshakeError",
     "__version__",
     "client_context",
     "connect",

@@ -142,3 +142,25 @@ class StartTLSRefused(ConnectionError):
     """A handler asked to upgrade a connection to TLS on a server that has
     no ``starttls_context`` (or a connection already TLS): that connection
     is closed, counted in ``tls_failures``."""
+
+
+class TLSHandshakeError(ConnectionError):
+    """A client's TLS handshake failed: the server closed or reset the
+    connection during it, refused it with an alert (a client certificate it
+    requires and did not get, no shared protocol version...), or sent
+    something that is not TLS; or the server's certificate was refused.
+
+    ``address`` is the server's address, ``why`` a sentence saying what
+    happened; the exception from ssl or the socket is ``__cause__``.  What
+    is raised is also an instance of that exception's type (built for it:
+    ``ssl.SSLZeroReturnError``, ``ssl.SSLCertVerificationError``,
+    ``ConnectionResetError``...), with its ``errno`` and, for ssl's, its
+    ``library``, ``reason`` and ``verify_message``, so ``except`` clauses
+    written for those still catch it.
+    """
+
+    address: Any = None
+    why: str = ""
+
+    def __str__(self) -> str:
+        return f"TLS handshake with {self.address} failed: {self.why}"

@@ -16,12 +16,18 @@ from typing import Any, AsyncIterator, Callable, Tuple
 
 import pytest
 
-from framecodec import FrameEncoder, IncompleteFrameError, ProtocolError, aio
+from framecodec import FrameEncoder, IncompleteFrameError, ProtocolError, TLSHandshakeError, aio
 from framecodec.net.addresses import REUSE_PORT_OPTION
 from framecodec.net.protocols import FrameProtocol
 from framecodec.net.transport import ConnectionClosed, ConnectionState
 
-from ..net_support import bind_address, unix_path
+from ..net_support import (
+    bind_address,
+    check_handshake_error,
+    closing_listener,
+    half_closing_client,
+    unix_path,
+)
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -1048,3 +1054,104 @@ def test_out_of_descriptors_resets_waiting_clients_and_logs_once(loop_kind: str)
         child.wait(10)
     assert errors.count("cannot accept") <= 2, errors  # per burst, not per attempt
     assert "Traceback" not in errors, errors
+
+
+# -- a client that half-closes after its requests (issue 13) --------------------------
+
+# uvloop only plain: its TLS layer is out of reach, and closes at the peer's
+# FIN whatever the protocol says (docs/aio.md).
+HALF_CLOSE_POINTS = [
+    pytest.param("asyncio", False, False, id="asyncio-plain"),
+    pytest.param("uvloop", False, False, id="uvloop-plain"),
+    pytest.param("asyncio", True, False, id="asyncio-tls-fin"),  # a bare FIN: no close_notify
+    pytest.param("asyncio", True, True, id="asyncio-tls-close_notify"),  # close_notify, then FIN
+]
+
+
+def first_three(frame: bytes) -> bytes:
+    return frame[:3]
+
+
+async def async_first_three(frame: bytes) -> bytes:
+    await asyncio.sleep(0.01)  # still working when the FIN comes
+    return frame[:3]
+
+
+def _half_close_exchange(run: Any, pki: Any, handler: Any, tls: bool, close_notify: bool) -> None:
+    server_ctx = aio_server_context(pki) if tls else None
+    client_ctx = aio_client_context(pki) if tls else None
+
+    async def main() -> None:
+        server = await aio.start_server("127.0.0.1:0", handler, ssl_context=server_ctx)
+        async with server:
+            for _ in range(3):  # it lost the last reply every time
+                replies = await asyncio.to_thread(
+                    half_closing_client,
+                    server.address,
+                    [b"a" * (1 << 20), b"xyz"],
+                    context=client_ctx,
+                    close_notify=close_notify,
+                )
+                assert replies == [b"aaa", b"xyz"]
+            await until(lambda: server.stats["closed"] == 3, "the connections to close")
+            assert server.stats["clean_closes"] == 3
+
+    run(main)
+
+
+@pytest.mark.parametrize(("run", "tls", "close_notify"), HALF_CLOSE_POINTS, indirect=["run"])
+def test_every_reply_reaches_a_client_that_half_closed(
+    run: Any, pki: Any, tls: bool, close_notify: bool
+) -> None:
+    _half_close_exchange(run, pki, first_three, tls, close_notify)
+
+
+@pytest.mark.parametrize(("run", "tls", "close_notify"), HALF_CLOSE_POINTS[:3], indirect=["run"])
+def test_a_coroutine_handler_still_answers_after_the_fin(
+    run: Any, pki: Any, tls: bool, close_notify: bool
+) -> None:
+    _half_close_exchange(run, pki, async_first_three, tls, close_notify)
+
+
+def test_a_reply_lost_to_the_peers_close_notify_is_counted_and_logged(
+    pki: Any, caplog: Any
+) -> None:
+    """asyncio's TLS layer shuts the session down at a close_notify (no
+    half-close): a coroutine handler that answers after it cannot reply,
+    and that is counted and logged, once per connection."""
+    server_ctx, client_ctx = aio_server_context(pki), aio_client_context(pki)
+
+    async def main() -> None:
+        server: Any = None
+
+        async def answers_once_closed(frame: bytes) -> bytes:
+            await until(lambda: all(c.closed for c in server.connections), "TLS to end")
+            return frame[:3]
+
+        server = await aio.start_server("127.0.0.1:0", answers_once_closed, ssl_context=server_ctx)
+        async with server:
+            replies = await asyncio.to_thread(
+                half_closing_client,
+                server.address,
+                [b"abcd", b"xyz"],
+                context=client_ctx,
+                close_notify=True,
+            )
+            assert replies == []
+            await until(lambda: server.stats["replies_dropped"] == 2, "the count")
+        lines = [r.getMessage() for r in caplog.records if "not sent" in r.getMessage()]
+        assert len(lines) == 1 and "close_notify ended TLS" in lines[0]
+
+    with caplog.at_level(logging.WARNING, logger="framecodec"):
+        asyncio.run(asyncio.wait_for(main(), TEST_TIMEOUT))
+
+
+def test_open_connection_to_a_server_that_closes_in_the_handshake(run: Any, pki: Any) -> None:
+    async def main() -> None:
+        with closing_listener() as address, pytest.raises(TLSHandshakeError) as caught:
+            await aio.open_connection(
+                address, ssl_context=aio_client_context(pki), server_hostname="localhost"
+            )
+        check_handshake_error(caught.value, address)
+
+    run(main)

@@ -3,6 +3,7 @@ and TLS, limits, timeouts, shutdown, and the blocking layer on the other end."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -16,8 +17,9 @@ import framecodec
 from framecodec import ConnectionClosed, FrameEncoder, FrameTooLargeError
 from framecodec import anyio as fa
 from framecodec.net.server import ConnectionHandler
+from framecodec.net.server.base import IDLE_AGE
 
-from ..net_support import unix_path
+from ..net_support import check_handshake_error, closing_listener, half_closing_client, unix_path
 from .support import TIMEOUT, serving
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_leaks")]
@@ -211,7 +213,7 @@ async def test_idle_and_frame_timeouts_end_connections():
 
 
 async def test_max_connections_makes_the_next_client_wait():
-    async with serving(upper, max_connections=1) as (server, _):
+    async with serving(upper, max_connections=1, overflow="wait") as (server, _):
         first = await fa.connect(server.address)
         second = await fa.connect(server.address)  # waits in the listen backlog
         async with second:
@@ -353,3 +355,103 @@ async def test_the_first_bytes_of_every_connection_arrive():
             assert await anyio.to_thread.run_sync(clients, server.address) == 2 * rounds
         await wait_for(lambda: server.stats["closed"] == rounds, "every connection's end")
     assert server.stats["clean_closes"] == rounds
+
+
+# -- a client that half-closes after a large request (issue 13) ----------------------
+
+
+def first_three(frame: bytes) -> bytes:
+    return frame[:3]
+
+
+@pytest.mark.parametrize(
+    "tls, close_notify",
+    [(False, False), (True, False), (True, True)],
+    ids=["plain", "tls-fin", "tls-close_notify"],
+)
+async def test_every_reply_reaches_a_client_that_half_closed(pki, tls, close_notify):
+    """The aio server lost the last reply here under TLS; this one must not."""
+    server_ctx = framecodec.server_context(pki.cert, pki.key) if tls else None
+    client_ctx = framecodec.client_context(pki.ca) if tls else None
+    async with serving(first_three, ssl_context=server_ctx) as (server, _):
+        for _ in range(3):
+            replies = await anyio.to_thread.run_sync(
+                functools.partial(
+                    half_closing_client,
+                    server.address,
+                    [b"a" * (1 << 20), b"xyz"],
+                    context=client_ctx,
+                    close_notify=close_notify,
+                )
+            )
+            assert replies == [b"aaa", b"xyz"]
+        await wait_for(lambda: server.stats["clean_closes"] == 3, "the connections to close")
+
+
+# trio's side is left open: its handshake waits for the connect timeout
+# instead of seeing the end of the stream (CHANGELOG, issue 13).
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_connect_to_a_server_that_closes_in_the_handshake(pki):
+    with closing_listener() as address, pytest.raises(framecodec.TLSHandshakeError) as caught:
+        await fa.connect(address, ssl_context=framecodec.client_context(pki.ca), timeout=TIMEOUT)
+    check_handshake_error(caught.value, address)
+
+
+# -- overflow at max_connections, as the other servers (issue 13) --------------------
+
+
+async def test_overflow_close_idle_closes_the_longest_idle_connection(caplog):
+    async with serving(upper, max_connections=2) as (server, _):  # close_idle: the default
+        async with (
+            await fa.connect(server.address) as old,
+            await fa.connect(server.address) as recent,
+        ):
+            with anyio.fail_after(TIMEOUT):
+                assert await old.request(b"a") == b"A"
+                await anyio.sleep(IDLE_AGE + 0.1)  # both idle long enough; old the longest
+                assert await recent.request(b"b") == b"B"
+                await anyio.sleep(IDLE_AGE + 0.1)
+                async with await fa.connect(server.address) as new:
+                    assert await new.request(b"new") == b"NEW"
+                    with pytest.raises(ConnectionClosed):
+                        await old.receive()  # closed cleanly to make room
+                    assert await recent.request(b"still") == b"STILL"
+        await wait_for(lambda: server.stats["closed"] == 3)
+    assert server.stats["evicted"] == 1 and server.stats["rejected"] == 0
+    assert server.stats["clean_closes"] == 3
+    assert "max_connections (2) reached; closing the longest-idle connection" in caplog.text
+
+
+async def test_overflow_close_idle_refuses_when_none_is_idle():
+    async with (
+        serving(upper, max_connections=1) as (server, _),
+        await fa.connect(server.address) as busy,
+    ):
+        with anyio.fail_after(TIMEOUT):
+            assert await busy.request(b"a") == b"A"  # active just now: not idle for 1 s
+            async with await fa.connect(server.address) as refused:
+                with pytest.raises((ConnectionClosed, OSError)):
+                    await refused.request(b"no room")
+            assert await busy.request(b"b") == b"B"
+    assert server.stats["rejected"] == 1 and server.stats["evicted"] == 0
+
+
+async def test_overflow_reject_refuses_at_once(caplog):
+    async with (
+        serving(upper, max_connections=1, overflow="reject") as (server, _),
+        await fa.connect(server.address) as first,
+    ):
+        with anyio.fail_after(TIMEOUT):
+            assert await first.request(b"a") == b"A"
+            await anyio.sleep(IDLE_AGE + 0.1)  # idle, but "reject" never closes it
+            async with await fa.connect(server.address) as refused:
+                with pytest.raises((ConnectionClosed, OSError)):
+                    await refused.request(b"no room")
+            assert await first.request(b"b") == b"B"
+    assert server.stats["rejected"] == 1 and server.stats["evicted"] == 0
+    assert "max_connections (1) reached; turning new clients away" in caplog.text
+
+
+async def test_overflow_is_checked_before_binding():
+    with pytest.raises(ValueError, match="overflow must be"):
+        await fa.serve("127.0.0.1:0", upper, max_connections=1, overflow="later")

@@ -16,7 +16,13 @@ import framecodec
 from framecodec import ConnectionHandler, FrameDecoder, FrameEncoder, ProtocolError
 
 from ..net_fixtures import require_trustme
-from ..net_support import TIMEOUT, wait_until
+from ..net_support import (
+    TIMEOUT,
+    check_handshake_error,
+    closing_listener,
+    half_closing_client,
+    wait_until,
+)
 
 trustme = require_trustme(allow_module_level=True)
 
@@ -304,3 +310,47 @@ def test_a_stale_openssl_error_is_cleared_when_a_tls_connection_closes(pki):
     )
     with pytest.raises(ssl.SSLWantReadError):
         client.read(10)
+
+
+# -- a client that half-closes after a large request (issue 13) ----------------------
+
+
+def first_three(frame):
+    return frame[:3]
+
+
+@pytest.mark.parametrize("close_notify", [False, True], ids=["fin", "close_notify"])
+def test_every_reply_reaches_a_client_that_half_closed_after_a_large_frame(
+    tls, backend, pki, close_notify
+):
+    """The aio server lost the last reply here (asyncio's TLS layer shut
+    down at the FIN); the blocking servers must not either."""
+    server = tls.serve(first_three, backend=backend)
+    context = framecodec.client_context(pki.ca)
+    for _ in range(3):
+        replies = half_closing_client(
+            server.address, [b"a" * (1 << 20), b"xyz"], context=context, close_notify=close_notify
+        )
+        assert replies == [b"aaa", b"xyz"]
+    wait_until(lambda: server.stats["clean_closes"] == 3)
+
+
+# -- a handshake the server ends: TLSHandshakeError (issue 13) ------------------------
+
+
+def test_connect_to_a_server_that_closes_in_the_handshake(pki):
+    with closing_listener() as address, pytest.raises(framecodec.TLSHandshakeError) as caught:
+        framecodec.connect(address, ssl_context=framecodec.client_context(pki.ca), timeout=TIMEOUT)
+    check_handshake_error(caught.value, address)
+
+
+def test_multiclient_to_a_server_that_closes_in_the_handshake(pki):
+    with (
+        closing_listener() as address,
+        framecodec.MultiClient(
+            timeout=TIMEOUT, ssl_context=framecodec.client_context(pki.ca)
+        ) as clients,
+    ):
+        conn = clients.connect(address, server_hostname="localhost")
+        assert list(clients) == []
+    check_handshake_error(conn.error, address)

@@ -12,6 +12,7 @@ from ..codec.messages import Message
 from ..net.addresses import AddressLike, parse_address
 from ..net.protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
 from ..net.server.endings import DEFAULT_HIGH_WATER
+from ..net.tls import handshake_failed
 from .connection import Connection, _with_read_size
 
 __all__ = ["open_connection"]
@@ -112,9 +113,23 @@ async def open_connection(
             _, conn = await loop.create_connection(factory, host, port, **tls)
         return conn
 
-    if timeout is None:
-        return await connect()
     try:
+        if timeout is None:
+            return await connect()
         return await asyncio.wait_for(connect(), timeout)
     except asyncio.TimeoutError:
         raise TimeoutError(f"connecting to {target} timed out after {timeout} s") from None
+    except OSError as exc:
+        if ssl_context is not None and _in_handshake(exc, target.is_unix):
+            raise handshake_failed(target, exc) from exc
+        raise
+
+
+def _in_handshake(exc: OSError, unix: bool) -> bool:
+    """Whether ``exc``, from connecting with TLS, came from the handshake:
+    ssl's errors, and the peer closing or resetting (which a TCP connect
+    reports as refused instead); for Unix sockets everything after
+    sock_connect is."""
+    return unix or isinstance(
+        exc, (ssl.SSLError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
+    )

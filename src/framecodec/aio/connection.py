@@ -29,6 +29,7 @@ from ..errors import ConnectionClosed, IncompleteFrameError, ProtocolError
 from ..net.addresses import Address
 from ..net.protocols import FrameProtocol, Protocol
 from ..net.server.endings import DEFAULT_HIGH_WATER
+from ..net.tls import handshake_failed, refused_after_handshake
 from ..net.transport import ConnectionState, keep_stream_start, stream_start
 from ..net.types import ItemT
 from .starttls import check_upgrade, upgrade
@@ -87,6 +88,7 @@ class Connection(asyncio.BufferedProtocol, Generic[ItemT]):
     """
 
     _stop_reading_while_writes_wait = False  # a client must keep reading: no deadlock
+    _client_side = True  # a server's connections: False
 
     def __init__(
         self,
@@ -260,7 +262,7 @@ class Connection(asyncio.BufferedProtocol, Generic[ItemT]):
         self._out = []
         self._out_size = 0
         transport = self._transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self._state is CLOSED:
             return  # lost meanwhile: nowhere to send
         self._write_to(transport, out)
 
@@ -480,7 +482,15 @@ class Connection(asyncio.BufferedProtocol, Generic[ItemT]):
                 error = ConnectionClosed("the connection is closed")
             else:
                 error = exc
-                if not self._input_over:
+                if (
+                    self._tls
+                    and self._client_side
+                    and self._get_buffer == self._get_first_buffer
+                    and refused_after_handshake(exc)
+                ):
+                    error = handshake_failed(self.address or self.peer, exc)  # TLS 1.3
+                    error.__cause__ = exc
+                elif not self._input_over:
                     try:
                         self._decoder.eof()  # lost between frames: report the loss itself
                     except IncompleteFrameError as incomplete:

@@ -21,15 +21,17 @@ from ..net.service import logger
 from . import starttls
 from .admission import Admission, BudgetedConnection, MemoryFigures, hold_reading
 from .connection import CLOSED, CLOSING, Connection, _with_read_size
+from .tlseof import EOFHold, HeldFIN, hold_peer_eof, raw_transport_of
 
 __all__ = ["Server", "start_server"]
 
 
-class _ServerConnection(BudgetedConnection, Connection[Any]):
+class _ServerConnection(BudgetedConnection, HeldFIN):
     """A server's connection: frames go to the handler instead of a queue
     (except per_connection handlers, which read with recv())."""
 
     _stop_reading_while_writes_wait = True
+    _client_side = False
 
     def __init__(self, server: Server) -> None:
         super().__init__(server.protocol, high_water=server.high_water)
@@ -45,6 +47,11 @@ class _ServerConnection(BudgetedConnection, Connection[Any]):
         self.frame_started: Optional[float] = None  # when the frame now arriving began
         self._completed = False  # the last read completed frames
         self._refused = False  # reset at once: max_connections
+        # TLS: the peer's FIN, held until the replies are out (tlseof.py).
+        self._eof_hold: Optional[EOFHold] = None
+        self._fin_check: Optional[asyncio.Handle] = None
+        self._read_since_check = False
+        self._dropped_logged = False  # see _reply_lost_to_close_notify
 
     @property
     def label(self) -> str:
@@ -57,6 +64,8 @@ class _ServerConnection(BudgetedConnection, Connection[Any]):
             transport.close()  # the client reads the end of the stream at once
             return
         self.server._added(self)
+        if self._tls:
+            self._eof_hold = hold_peer_eof(raw_transport_of(transport), self)
         if self._mode == HandlerShape.PER_CONNECTION:
             self._start(self._run_per_connection())
 
@@ -69,6 +78,7 @@ class _ServerConnection(BudgetedConnection, Connection[Any]):
 
     def buffer_updated(self, nbytes: int) -> None:
         super().buffer_updated(nbytes)
+        self._read_since_check = True
         now = self.last_activity = self._loop.time()
         if self._decoder.mid_frame:
             if self.frame_started is None or self._completed:
@@ -127,14 +137,18 @@ class _ServerConnection(BudgetedConnection, Connection[Any]):
     def _reply(self, buffers: List[Any]) -> None:
         """A plain handler's replies to one read: written at once, one write."""
         transport = self._transport
-        if transport is not None and not transport.is_closing():  # else the peer is gone
+        # Else the peer is gone (3.10's TLS transport says it is not closing
+        # after it was lost, and then fails every write).
+        if transport is not None and not transport.is_closing() and self._state is not CLOSED:
             self._write_to(transport, buffers)
 
     def _reply_later(self, buffers: List[Any]) -> None:
         """A coroutine handler's reply: joined with the others of this loop pass."""
         transport = self._transport
-        if transport is not None and not transport.is_closing():
+        if transport is not None and not transport.is_closing() and self._state is not CLOSED:
             self._queue(buffers)
+        elif self._tls and self._ending is None and isinstance(self._error, ConnectionClosed):
+            self._reply_lost_to_close_notify()
 
     async def _run_async(self) -> None:
         pending = self._pending
@@ -268,8 +282,9 @@ class _ServerConnection(BudgetedConnection, Connection[Any]):
 
     def _peer_finished(self) -> Optional[bool]:
         self._set_error(ConnectionClosed("the peer closed the connection"))
-        if self._task is None or self._tls:
-            return False  # the transport closes once our replies are sent
+        hold = self._eof_hold
+        if self._task is None or (self._tls and not (hold is not None and hold.held)):
+            return False  # closed once our replies are sent (by TLS now, if not held)
         self._closing()  # once the handler is done
         return True  # half-open: the handler's replies still go out
 

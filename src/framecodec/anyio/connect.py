@@ -13,6 +13,7 @@ from ..codec.formats import FrameFormat
 from ..codec.messages import Message
 from ..net.addresses import AddressLike, parse_address
 from ..net.protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
+from ..net.tls import handshake_failed
 from .stream import FramedStream, check_timeouts, with_read_size
 from .streams import connect_tcp, connect_unix
 
@@ -51,9 +52,12 @@ async def open_byte_stream(
                         ssl_context=ssl_context,
                         standard_compatible=False,
                     )
-                except BaseException:
+                except BaseException as exc:
                     await anyio.aclose_forcefully(stream)
-                    raise
+                    cause = _handshake_cause(exc)
+                    if cause is None:
+                        raise
+                    raise handshake_failed(target, cause) from cause
     except TimeoutError:
         raise TimeoutError(f"connecting to {target} timed out after {timeout} s") from None
     except anyio.BrokenResourceError as exc:
@@ -62,6 +66,19 @@ async def open_byte_stream(
             raise exc.__cause__ from None
         raise
     return stream
+
+
+def _handshake_cause(exc: BaseException) -> Optional[OSError]:
+    """The ssl or socket error behind a failed TLSStream.wrap() (anyio wraps
+    it in BrokenResourceError; a close during the handshake is EndOfStream
+    or BrokenResourceError alone); None for a timeout or a cancellation."""
+    if isinstance(exc, anyio.BrokenResourceError) and isinstance(exc.__cause__, OSError):
+        exc = exc.__cause__
+    if isinstance(exc, (anyio.EndOfStream, anyio.BrokenResourceError)):
+        return ConnectionResetError("the connection ended during the TLS handshake")
+    if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
+        return exc
+    return None
 
 
 # The options and what receive() returns follow the protocol, as for

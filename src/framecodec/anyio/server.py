@@ -12,6 +12,7 @@ other framecodec server (framecodec.net.server.endings).
 from __future__ import annotations
 
 import collections
+import functools
 import socket
 import ssl
 from typing import (
@@ -43,7 +44,7 @@ from ..net.addresses import (
     parse_address,
 )
 from ..net.protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
-from ..net.server.base import handler_failed
+from ..net.server.base import DEFAULT_OVERFLOW, FullLog, check_overflow, handler_failed, idlest
 from ..net.server.endings import count_ending, log_ending, peer_label
 from ..net.server.handlers import ASYNC_SHAPES, HandlerShape, handler_shape
 from ..net.service import logger
@@ -90,6 +91,23 @@ class _Connection:
         remote = stream.extra(SocketAttribute.remote_address, None)
         self.peer: Optional[Address] = Address.from_sockaddr(remote) if remote else None
         self.label = peer_label(self.peer, server.address)
+        # For overflow="close_idle": when it last received or answered, and
+        # whether a handler holds its frames now.
+        self.last_activity = anyio.current_time()
+        self.busy = False
+        self.evicted = False
+
+    @property
+    def idle(self) -> bool:
+        """Between frames with nothing in hand: overflow="close_idle" may close it."""
+        framed = self.framed
+        return framed is not None and not self.busy and not framed.mid_frame
+
+    def evict(self) -> None:
+        """Closed to make room for a new connection: a clean end."""
+        self.evicted = True
+        if self.framed is not None:
+            self.framed.shut_input(ConnectionClosed("closed to make room (max_connections)"))
 
     def stop(self) -> None:
         """The server is closing: no frame after the one in hand."""
@@ -100,8 +118,8 @@ class _Connection:
 class Server:
     """What serve() reports through task_status: the bound ``address`` (the
     real port when 0 was asked for), ``connections`` (their peers' labels),
-    ``stats`` (a Counter: accepted, closed, clean_closes, handler_errors,
-    protocol_errors, tls_failures, timeouts, network_errors), and
+    ``stats`` (a Counter: accepted, rejected, evicted, closed, clean_closes,
+    handler_errors, protocol_errors, tls_failures, timeouts, network_errors), and
     ``close()``, a graceful shutdown like cancelling serve()."""
 
     def __init__(
@@ -116,11 +134,15 @@ class Server:
         idle_timeout: Optional[float],
         frame_timeout: Optional[float],
         shutdown_timeout: float,
+        overflow: str = DEFAULT_OVERFLOW,
     ) -> None:
+        check_overflow(overflow, max_connections)
         self.address = address
         self.protocol = protocol
         self.ssl_context = ssl_context
         self.max_connections = max_connections
+        self.overflow = overflow
+        self._full_log = FullLog()
         self.idle_timeout = idle_timeout
         self.frame_timeout = frame_timeout
         self.shutdown_timeout = shutdown_timeout
@@ -128,7 +150,10 @@ class Server:
         self._handler = handler
         self._mode = mode
         self._open: Set[_Connection] = set()
-        self._slots = anyio.Semaphore(max_connections) if max_connections else None
+        # overflow="wait": new clients wait in the listen backlog for a slot.
+        self._slots = (
+            anyio.Semaphore(max_connections) if max_connections and overflow == "wait" else None
+        )
         self._closing = False
         self._close_requested = anyio.Event()
         self._accepting: Optional[anyio.CancelScope] = None
@@ -193,7 +218,35 @@ class Server:
                 if self._slots is not None:
                     self._slots.release()
                 raise
-            connections.start_soon(self._serve_connection, stream)
+            if self._admit(stream):
+                connections.start_soon(self._serve_connection, stream)
+            else:
+                await anyio.aclose_forcefully(stream)  # the client reads the end at once
+
+    def _admit(self, stream: anyio.abc.ByteStream) -> bool:
+        """Whether a new client may stay, at max_connections under "close_idle"
+        (the longest-idle connection, idle >= 1 s, is closed to make room:
+        ``evicted``) or "reject" (``rejected``), as the other servers do."""
+        limit = self.max_connections
+        if limit is None or self._slots is not None or len(self._open) < limit:
+            self._full_log.below()
+            return True
+        remote = stream.extra(SocketAttribute.remote_address, None)
+        self._full_log.full(
+            self.address,
+            limit,
+            self.overflow,
+            peer_label(Address.from_sockaddr(remote) if remote else None, self.address),
+        )
+        if self.overflow == "close_idle":
+            now = anyio.current_time()
+            victim = idlest(((c.last_activity, c) for c in self._open if c.idle), now)
+            if victim is not None:
+                self.count("evicted")
+                victim.evict()
+                return True
+        self.count("rejected")
+        return False
 
     async def _serve_connection(self, stream: anyio.abc.ByteStream) -> None:
         conn = _Connection(self, stream)
@@ -275,7 +328,9 @@ class Server:
                 return _ending(framed._error) if framed._error is not None else None
             # A plain function's answers come from the read callback on
             # asyncio, from a tight loop on trio (answering.py).
-            answer = self._answer if mode in _PLAIN and can_answer_in_callback(framed) else None
+            answer = None
+            if mode in _PLAIN and can_answer_in_callback(framed):
+                answer = functools.partial(self._answer_for, conn)
             if isinstance(framed._io, TrioSocketIO):
                 framed._io.interrupt_by_closing = True  # this task alone reads and sends
             while True:
@@ -285,11 +340,20 @@ class Server:
                     frames = await framed.receive_batch()
                 except ConnectionClosed:
                     return None
-                replies = await self._handle(handler, mode, frames)
-                if replies:
-                    await framed.send_many(replies)
+                conn.busy = True
+                try:
+                    replies = await self._handle(handler, mode, frames)
+                    if replies:
+                        await framed.send_many(replies)
+                finally:
+                    conn.busy = False
+                    conn.last_activity = anyio.current_time()
         except ConnectionClosed:
             return None
+
+    def _answer_for(self, conn: _Connection, frames: List[Any]) -> Any:
+        conn.last_activity = anyio.current_time()
+        return self._answer(frames)
 
     def _answer(self, frames: List[Any]) -> Any:
         """A plain function's replies to ``frames`` (answering.py's callback)."""
@@ -382,6 +446,7 @@ async def serve(
     per_connection: bool = ...,
     ssl_context: Optional[ssl.SSLContext] = ...,
     max_connections: Optional[int] = ...,
+    overflow: str = ...,
     idle_timeout: Optional[float] = ...,
     frame_timeout: Optional[float] = ...,
     shutdown_timeout: float = ...,
@@ -415,6 +480,7 @@ async def serve(
     per_connection: bool = ...,
     ssl_context: Optional[ssl.SSLContext] = ...,
     max_connections: Optional[int] = ...,
+    overflow: str = ...,
     idle_timeout: Optional[float] = ...,
     frame_timeout: Optional[float] = ...,
     shutdown_timeout: float = ...,
@@ -439,6 +505,7 @@ async def serve(
     per_connection: bool = False,
     ssl_context: Optional[ssl.SSLContext] = None,
     max_connections: Optional[int] = None,
+    overflow: str = DEFAULT_OVERFLOW,
     idle_timeout: Optional[float] = None,
     frame_timeout: Optional[float] = 60.0,
     shutdown_timeout: float = 5.0,
@@ -456,8 +523,12 @@ async def serve(
     ``per_connection`` take the shapes of framecodec.aio.start_server (the
     per-connection coroutine is given the connection's FramedStream);
     ``protocol``, ``format`` and the options are those of framecodec.serve,
-    and so are ``max_connections`` (beyond it, new clients wait in the
-    listen backlog), ``idle_timeout`` (seconds a connection may wait for a
+    and so are ``max_connections`` (None: no limit) with ``overflow``
+    ("close_idle", the default: the connection idle longest, for 1 s at
+    least with nothing in hand, is closed to make room, counted in
+    ``evicted``, else the client is refused; "reject": refused at once,
+    counted in ``rejected``; "wait": new clients wait in the listen
+    backlog), ``idle_timeout`` (seconds a connection may wait for a
     frame to begin) and ``frame_timeout`` (seconds a frame, or the TLS
     handshake, may take: 60 as there, against peers that trickle bytes).
     ``ssl_context`` (framecodec.server_context) serves TLS.  At shutdown
@@ -471,8 +542,7 @@ async def serve(
         accepted=ASYNC_SHAPES,
         server="framecodec.anyio.serve",
     )
-    if max_connections is not None and max_connections < 1:
-        raise ValueError("max_connections must be at least 1")
+    check_overflow(overflow, max_connections)
     check_timeouts(idle_timeout, frame_timeout)
     proto = make_protocol(protocol, format, **with_read_size(protocol, options))
     if ssl_context is not None:
@@ -485,6 +555,7 @@ async def serve(
         protocol=proto,
         ssl_context=ssl_context,
         max_connections=max_connections,
+        overflow=overflow,
         idle_timeout=idle_timeout,
         frame_timeout=frame_timeout,
         shutdown_timeout=shutdown_timeout,

@@ -44,7 +44,13 @@ from ..errors import BufferTooSmallError, IncompleteFrameError, ProtocolError
 from .addresses import Address, AddressLike, parse_address
 from .backoff import Backoff, Opener, Reconnected, ReconnectHook, as_lost, logger, reconnect
 from .protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
-from .tls import check_starttls_input, connect_stream, tolerate_bare_eof
+from .tls import (
+    check_starttls_input,
+    connect_stream,
+    handshake_failed,
+    refused_after_handshake,
+    tolerate_bare_eof,
+)
 from .transport import ConnectionClosed, OutputQueue, close_socket, receive
 from .types import ItemT
 
@@ -85,6 +91,9 @@ class Client(Generic[ItemT]):
         self.address = address
         self._decoder = protocol.new_decoder()
         self._tls = isinstance(sock, ssl.SSLSocket)
+        # TLS 1.3: the server's verdict on our certificate comes after our
+        # side of the handshake, as an alert at the first read.
+        self._verdict_pending = self._tls
         self._output = OutputQueue(tls=self._tls)
         self._frames: Deque[ItemT] = deque()
         self._error: Optional[BaseException] = None  # raised once _frames is empty
@@ -299,6 +308,7 @@ class Client(Generic[ItemT]):
             try:
                 completed = receive(sock, decoder)
                 if completed is not None:
+                    self._verdict_pending = False
                     frames.extend(completed)
                     continue
                 self._fail(ConnectionClosed("the peer closed the connection"))
@@ -316,6 +326,10 @@ class Client(Generic[ItemT]):
                 else:
                     self._fail(exc)
             except OSError as exc:
+                if self._verdict_pending and refused_after_handshake(exc):
+                    error = handshake_failed(self.address, exc)
+                    error.__cause__ = exc
+                    exc = error  # type: ignore[assignment]
                 self._fail(exc)
             if not frames:
                 self._raise_error()

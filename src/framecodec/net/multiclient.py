@@ -46,7 +46,7 @@ from ..codec.formats import FrameFormat
 from ..codec.messages import Message
 from .addresses import Address, AddressLike, candidates, parse_address, tune
 from .protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
-from .tls import tolerate_bare_eof
+from .tls import handshake_failed, refused_after_handshake, tolerate_bare_eof
 from .transport import ConnectionClosed, ConnectionState, Stream
 from .types import ItemT
 
@@ -90,6 +90,7 @@ class ClientConnection(Generic[ItemT]):
         self._retry_at: Optional[float] = None
         self._retry_delay = UNIX_RETRY
         self._first_error: Optional[OSError] = None  # reported if no address works
+        self._verdict_pending = False  # TLS, and nothing read yet after the handshake
         self._early: List[Any] = []  # buffers sent before the connection is up
         self._started = time.monotonic()
 
@@ -406,17 +407,27 @@ class MultiClient(Generic[ItemT]):
     def _service(self, conn: ClientConnection[ItemT], mask: int) -> None:
         stream = conn.stream
         assert stream is not None
+        handshaking = stream.handshaking
         try:
-            if stream.handshaking:
+            if handshaking:
                 if not stream.handshake():
                     stream.watch(self._selector, True, conn)
                     return
+                handshaking = False
+                conn._verdict_pending = True  # see Client._verdict_pending
                 mask |= EVENT_READ  # the first frames may already sit inside OpenSSL
             readable = mask & EVENT_READ or (mask & EVENT_WRITE and stream.read_wants_write)
             if readable and not (stream.at_eof or conn.state is CLOSING):
-                self._received += [(conn, frame) for frame in stream.read()]
+                frames = stream.read()
+                if frames:
+                    conn._verdict_pending = False
+                self._received += [(conn, frame) for frame in frames]
             self._settle(conn)
         except Exception as exc:  # OSError, ssl.SSLError: this connection only
+            if handshaking or (conn._verdict_pending and refused_after_handshake(exc)):
+                error = handshake_failed(conn.address, exc)
+                error.__cause__ = exc
+                exc = error  # type: ignore[assignment]
             self._end(conn, exc)
 
     def _settle(self, conn: ClientConnection[ItemT]) -> None:

@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import socket
 import ssl
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Type
 
-from ..errors import StartTLSError
+from ..errors import StartTLSError, TLSHandshakeError
 from .addresses import Address, connect_socket
 
 __all__ = [
     "check_starttls_input",
     "clear_openssl_errors",
     "client_context",
+    "handshake_failed",
+    "refused_after_handshake",
     "server_context",
     "tolerate_bare_eof",
     "wrap_accepted",
@@ -184,6 +186,75 @@ def connect_stream(
     except TimeoutError:
         sock.close()
         raise TimeoutError(f"TLS handshake with {target} timed out after {timeout} s") from None
+    except OSError as exc:
+        sock.close()
+        raise handshake_failed(target, exc) from exc  # only wrap_socket does I/O here
     except BaseException:
         sock.close()
         raise
+
+
+# -- a client's failed handshake: TLSHandshakeError ------------------------------
+
+_HANDSHAKE_ERROR_TYPES: Dict[type, Type[TLSHandshakeError]] = {}
+
+
+def _handshake_error_type(cause_type: type) -> Type[TLSHandshakeError]:
+    """TLSHandshakeError, also of ``cause_type`` (an OSError subclass)."""
+    if issubclass(cause_type, TLSHandshakeError):
+        return cause_type
+    kind = _HANDSHAKE_ERROR_TYPES.get(cause_type)
+    if kind is None:
+        kind = type(
+            "TLSHandshakeError",
+            (TLSHandshakeError, cause_type),
+            {"__module__": TLSHandshakeError.__module__, "__doc__": TLSHandshakeError.__doc__},
+        )
+        _HANDSHAKE_ERROR_TYPES[cause_type] = kind
+    return kind
+
+
+def _why(exc: OSError) -> str:
+    """What a handshake failure means, in a sentence, then ssl's own words."""
+    reason = getattr(exc, "reason", None) or ""
+    own = str(exc) or "no details"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"the server's certificate was refused: {own}"
+    if isinstance(exc, (ssl.SSLZeroReturnError, ssl.SSLEOFError, ConnectionError, EOFError)):
+        return (
+            "the server closed the connection during the handshake (it may require a client"
+            f" certificate, or not serve TLS here): {type(exc).__name__}: {own}"
+        )
+    if "CERTIFICATE_REQUIRED" in reason or "PEER_DID_NOT_RETURN" in reason:
+        return f"the server requires a client certificate, and none was given ({own})"
+    if "ALERT" in reason:
+        return f"the server refused the handshake with an alert ({own})"
+    if reason in ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE"):
+        return f"the server did not answer in TLS ({own})"
+    return f"{type(exc).__name__}: {own}"
+
+
+def handshake_failed(address: Any, exc: BaseException) -> BaseException:
+    """The TLSHandshakeError to raise ``from exc`` for a client's handshake
+    with ``address`` that failed with ``exc``; ``exc`` itself if it is no
+    OSError (a TimeoutError keeps its own message, from the caller)."""
+    if not isinstance(exc, OSError) or isinstance(exc, (TimeoutError, TLSHandshakeError)):
+        return exc
+    kind = _handshake_error_type(type(exc))
+    error: TLSHandshakeError = (
+        kind(exc.errno, exc.strerror) if exc.errno is not None else kind(str(exc))
+    )
+    for name in ("library", "reason", "verify_code", "verify_message"):
+        if hasattr(exc, name):
+            setattr(error, name, getattr(exc, name))
+    error.address = address
+    error.why = _why(exc)
+    return error
+
+
+def refused_after_handshake(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a client's first read over TLS, is the
+    server's alert refusing the handshake: under TLS 1.3 the client's side
+    completes first, and the server's verdict on its certificate (required,
+    unknown CA...) arrives as an alert at the next read."""
+    return isinstance(exc, ssl.SSLError) and "ALERT" in (getattr(exc, "reason", None) or "")
