@@ -179,6 +179,7 @@ class Relay:
         self._wake_r, self._wake_w = os.pipe()
         self._stopping = False
         self._thread: Optional[threading.Thread] = None
+        self._selector: Optional[selectors.BaseSelector] = None
         self.error: Optional[BaseException] = None
 
     def __enter__(self) -> Relay:
@@ -188,6 +189,12 @@ class Relay:
         self.close()
 
     def start(self) -> Relay:
+        # Made here, not in the thread: it exists once start() returns.
+        self._selector = selectors.DefaultSelector()
+        a, b = self._fds
+        self._selector.register(a, selectors.EVENT_READ, b)
+        self._selector.register(b, selectors.EVENT_READ, a)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._thread = threading.Thread(target=self._run, name="lossy-relay", daemon=True)
         self._thread.start()
         return self
@@ -200,6 +207,9 @@ class Relay:
             if self._thread.is_alive():
                 raise RuntimeError("the relay thread did not stop")
             self._thread = None
+        if self._selector is not None:
+            self._selector.close()
+            self._selector = None
         self._close_fds()
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
@@ -213,22 +223,19 @@ class Relay:
             os.close(self._fds.pop())
 
     def _run(self) -> None:
-        with selectors.DefaultSelector() as selector:
-            a, b = self._fds
-            selector.register(a, selectors.EVENT_READ, b)
-            selector.register(b, selectors.EVENT_READ, a)
-            selector.register(self._wake_r, selectors.EVENT_READ, None)
-            try:
-                while not self._stopping:
-                    timeout = None
-                    if self._queue:
-                        timeout = max(0.0, self._queue[0][0] - time.monotonic())
-                    for key, _ in selector.select(timeout):
-                        if key.data is not None:
-                            self._read(key.fd, key.data)
-                    self._deliver()
-            except BaseException as exc:  # kept for close() to raise
-                self.error = exc
+        selector = self._selector
+        assert selector is not None
+        try:
+            while not self._stopping:
+                timeout = None
+                if self._queue:
+                    timeout = max(0.0, self._queue[0][0] - time.monotonic())
+                for key, _ in selector.select(timeout):
+                    if key.data is not None:
+                        self._read(key.fd, key.data)
+                self._deliver()
+        except BaseException as exc:  # kept for close() to raise
+            self.error = exc
 
     def _read(self, source: int, target: int) -> None:
         direction = "ab" if source == self._fds[0] else "ba"
