@@ -42,7 +42,7 @@ echo "build_sanitized: clang: $CLANG ($("$CLANG" --version | head -1))"
 if [ ! -x "$venv/bin/python" ]; then
   "$PYTHON" -m venv "$venv"
 fi
-"$venv/bin/python" -m pip install -q "Cython>=3.0.8,<4" "setuptools>=64"
+"$venv/bin/python" -m pip install -q "Cython>=3.1,<4" "setuptools>=77"
 preload_dir() { "$venv/bin/python" -c 'import atheris; print(atheris.path())' 2>/dev/null || true; }
 if [ ! -f "$(preload_dir)/asan_with_fuzzer.so" ]; then
   echo "build_sanitized: building atheris $ATHERIS_VERSION from source (a few minutes)"

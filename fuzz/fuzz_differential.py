@@ -227,7 +227,7 @@ def main() -> None:
         import framecodec.codec.messages  # noqa: F401
     compiled, twin = lib.load_cores()
     count = lib.instrument_module(twin)
-    lib.instrument_module(lib)  # coverage of the driver: which plan paths ran
+    lib.instrument_driver()  # coverage of the options and the delivery plan (lib.DRIVER)
     sys.stderr.write(f"INFO: instrumented {count} functions of the pure-Python twin\n")
     atheris.Setup(sys.argv, TestOneInput)
     atheris.Fuzz()

@@ -59,7 +59,7 @@ def main() -> None:
     with lib.instrumented_imports():
         import framecodec  # noqa: F401
     compiled, _twin = lib.load_cores()
-    lib.instrument_module(lib)  # coverage of the driver and the model: states, not just code
+    lib.instrument_driver()  # coverage of the options and the delivery plan (lib.DRIVER)
     atheris.Setup(sys.argv, TestOneInput)
     atheris.Fuzz()
 

@@ -47,7 +47,7 @@ def main() -> None:
         import framecodec
         import framecodec.codec.messages  # noqa: F401
     compiled, _twin = lib.load_cores()
-    lib.instrument_module(lib)  # coverage of the driver and the model: states, not just code
+    lib.instrument_driver()  # coverage of the options and the delivery plan (lib.DRIVER)
     atheris.Setup(sys.argv, TestOneInput)
     atheris.Fuzz()
 

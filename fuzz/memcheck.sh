@@ -49,7 +49,7 @@ command -v valgrind >/dev/null || { echo "memcheck: install valgrind (apt-get in
 if [ ! -x "$venv/bin/python" ]; then
   "$PYTHON" -m venv "$venv"
 fi
-"$venv/bin/python" -m pip install -q "Cython>=3.0.8,<4" "setuptools>=64" "pytest>=7" "hypothesis>=6.80"
+"$venv/bin/python" -m pip install -q "Cython>=3.1,<4" "setuptools>=77" "pytest>=7" "hypothesis>=6.80"
 
 # shellcheck source=_build_copy.sh
 source "$here/_build_copy.sh"
