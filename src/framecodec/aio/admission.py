@@ -27,6 +27,7 @@ from ..net.server.budget import (
     NEAR_READ_SIZE,
     REVIEW_EVERY,
     kernel_input,
+    kernel_output,
     make_budget,
 )
 from ..net.service import logger
@@ -80,12 +81,16 @@ class BudgetedConnection:
 
     @property
     def unsent(self) -> int:
-        """Bytes of replies not yet sent."""
+        """Bytes of replies its peer has not taken (here, in the transport, in
+        the kernel's send queue)."""
         conn = cast("_ServerConnection", self)
         transport = conn._transport
         pending: int = conn._out_size
         if transport is not None:
             pending += transport.get_write_buffer_size()
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                pending += kernel_output(sock.fileno())
         return pending
 
     def get_buffer(self, sizehint: int) -> memoryview:

@@ -195,7 +195,8 @@ class Connection(Generic[ItemT]):
 
     @property
     def unsent(self) -> int:
-        """Bytes of replies not yet sent (part of ``memory``)."""
+        """Bytes of replies its peer has not taken: unsent (part of
+        ``memory``) or in the kernel's send queue."""
         raise NotImplementedError
 
     @property

@@ -35,7 +35,9 @@ framecodec.aio) keeps one, with the same rules, words and stats key:
   is *favoured*: it reads on, never held, until what it holds is back
   within its share (its frame is in and handled); favoured HOLD_GRACE with
   no input pending, it is held again and the next one has its turn; with
-  replies unsent (its peer takes none), it is closed as above;
+  replies unsent (its peer takes none), it is closed as above.  One held
+  TURN_PATIENCE without its turn is closed as above all the same (200
+  peers flooding the server would otherwise wait their turns for minutes);
 - under a quarter, or once a held connection holds no more than its share
   (its peer took its replies), it reads again.
 """
@@ -58,6 +60,7 @@ __all__ = [
     "MIN_READ",
     "NEAR_READ_SIZE",
     "REVIEW_EVERY",
+    "TURN_PATIENCE",
     "MemoryBudget",
     "check_memory_budget",
     "make_budget",
@@ -74,6 +77,10 @@ NEAR_READ_SIZE = 64 * 1024
 MIN_READ = 4096
 # A connection held this long while the server is near its budget is closed.
 HOLD_GRACE = 1.0
+# How long a connection held with input only may wait for its turn (see
+# above) before it is closed all the same: uploads that take turns finish
+# in far less on a working network; peers that flood the server do not.
+TURN_PATIENCE = 5.0
 # How often a server with held connections recounts them and closes the overdue.
 REVIEW_EVERY = 0.1
 
@@ -83,6 +90,15 @@ def kernel_input(fd: int) -> int:
     (0 when it cannot tell: a closed descriptor)."""
     try:
         return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
+    except (OSError, ValueError):
+        return 0
+
+
+def kernel_output(fd: int) -> int:
+    """Bytes written to socket ``fd`` that its peer has not taken yet (the
+    kernel's send queue; 0 when it cannot tell)."""
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0])
     except (OSError, ValueError):
         return 0
 
@@ -172,7 +188,8 @@ class MemoryBudget:
         self, conns: Iterable[Any], now: float
     ) -> Tuple[List[Any], List[Tuple[Any, OverMemoryBudget]]]:
         """Recount every connection (its ``memory``; ``unsent``, its replies
-        not yet sent; ``pending_input``, input its peer sent that the kernel
+        not yet taken by its peer, here or in the kernel's send queue;
+        ``pending_input``, input its peer sent that the kernel
         holds): (those that may read again, those to close with the
         exception to end them with)."""
         conns = list(conns)
@@ -197,7 +214,7 @@ class MemoryBudget:
             if total < self.low or size <= share:
                 released.append(conn)
             elif since is not None and now - since >= HOLD_GRACE:  # total >= low here
-                if not conn.unsent:
+                if not conn.unsent and now - since < TURN_PATIENCE:
                     uploading.append(conn)  # not its peer's fault: see above
                     continue
                 total -= size

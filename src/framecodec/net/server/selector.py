@@ -19,7 +19,7 @@ from ...errors import PeerStalled
 from ..addresses import tune
 from ..transport import ConnectionClosed, Stream
 from .base import CLOSED, OPEN, Connection, Server, call_handler, idlest
-from .budget import REVIEW_EVERY
+from .budget import REVIEW_EVERY, kernel_output
 
 __all__ = ["SelectorServer"]
 
@@ -47,7 +47,7 @@ class SelectorConnection(Connection[Any]):
     @property
     def unsent(self) -> int:
         held: int = self.stream.output.held
-        return held
+        return held + kernel_output(self.sock.fileno())
 
     def _queue(self, buffers: List[Any]) -> None:
         if self.state is CLOSED:

@@ -39,7 +39,7 @@ from ..transport import (
     receive_first,
 )
 from .base import CLOSED, OPEN, Connection, Server, call_handler, handler_failed, idlest
-from .budget import REVIEW_EVERY
+from .budget import REVIEW_EVERY, kernel_output
 
 __all__ = ["ThreadingServer"]
 
@@ -68,7 +68,7 @@ class ThreadConnection(Connection[Any]):
     @property
     def unsent(self) -> int:
         held: int = self.output.held
-        return held
+        return held + kernel_output(self.sock.fileno())
 
     def _queue(self, buffers: List[Any]) -> None:
         if self.state is CLOSED:
