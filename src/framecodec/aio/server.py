@@ -348,23 +348,12 @@ class Server(MemoryFigures):
         shutdown_timeout: float,
         write_timeout: Optional[float] = 60.0,
         starttls_context: Optional[ssl.SSLContext] = None,
-        max_connections: Optional[int] = None,
-        overflow: str = DEFAULT_OVERFLOW,
-        idle_timeout: Optional[float] = None,
-        frame_timeout: Optional[float] = 60.0,
-        memory_budget: Optional[int] = DEFAULT_MEMORY_BUDGET,
+        **limits: Any,  # Admission's: max_connections, overflow, deadlines, memory_budget
     ) -> None:
         if write_timeout is not None and write_timeout <= 0:
             raise ValueError("write_timeout must be positive or None")
         self._bound = bound
-        self.admission = Admission(
-            self,
-            max_connections=max_connections,
-            overflow=overflow,
-            idle_timeout=idle_timeout,
-            frame_timeout=frame_timeout,
-            memory_budget=memory_budget,
-        )
+        self.admission = Admission(self, **limits)
         self._handler = handler
         self._mode = mode
         self.protocol = protocol
@@ -552,19 +541,12 @@ async def start_server(
     ``starttls_context`` lets handlers upgrade plain connections to TLS
     after a reply (StartTLS, or ``await conn.start_tls()``; see
     docs/starttls.md), their handshakes bounded by ssl_handshake_timeout.
-    ``high_water`` is each connection's budget in bytes for frames waiting
-    for a coroutine handler and for unsent replies (see Flow control above).
-    ``write_timeout`` closes a connection whose replies have been held back
-    (over high_water) that long with none of them taken by the peer, as
-    stalled (PeerStalled, counted in network_errors); None disables it.
-    ``frame_timeout`` (60 s) closes a connection whose frame has begun to
-    arrive but is not complete that long after, ``idle_timeout`` (None) one
-    without input for that long while nothing is in hand (both counted in
-    timeouts), as framecodec.serve's.  ``max_connections`` (None: no limit)
-    with ``overflow``: see serve(); "wait" is not available here.
-    ``memory_budget`` (16 MiB; None: none) bounds the bytes all
-    connections hold together, as serve()'s does: the ones holding the
-    most stop reading, those held longest are closed (``over_budget``).
+    ``high_water`` bounds each connection's frames waiting for a coroutine
+    handler and unsent replies (see Flow control above).  The deadlines
+    (``write_timeout``, ``frame_timeout``, ``idle_timeout``),
+    ``max_connections`` with ``overflow`` ("wait" is not available here) and
+    ``memory_budget`` are serve()'s, with its defaults, stats and log lines
+    (docs/servers.md).
     Running out of file descriptors is logged once per burst, and the
     clients waiting meanwhile are reset at once (a spare descriptor accepts
     and closes them).

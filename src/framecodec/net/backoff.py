@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Tuple, Type
 
 from ..errors import ConnectionClosed, IncompleteFrameError
 from .addresses import Address
+from .transport import OutputQueue, close_socket
 
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["Backoff", "Reconnected", "reconnect"]
+__all__ = ["Backoff", "Reconnected", "reconnect", "resume"]
 
 # What opens a new socket for a reconnecting client: connect()'s own steps
 # (resolve, connect, TLS handshake) with a timeout.
@@ -193,3 +194,64 @@ def as_lost(exc: BaseException, address: Optional[Address]) -> BaseException:
     lost = ConnectionClosed(f"{what}; {NOT_RETRIED}")
     lost.__cause__ = exc
     return lost
+
+
+# -- a Client whose connection was lost ----------------------------------------
+
+
+def resume(client: Client[Any], *, sending: bool) -> None:
+    """A call on a closed client: raise why, or reconnect.  Frames that came
+    before the loss are read first: a reply on a new connection could pass
+    for theirs, so a send meanwhile is refused."""
+    if client._policy is None or client._closed_by_user:
+        if client._error is not None and not sending:
+            raise client._error
+        client._check_open()
+        return
+    if client._error is not None and not client._reported:
+        if sending:
+            client._reported = True
+            raise ConnectionClosed(f"the connection was lost: {client._error}") from client._error
+        client._raise_error()
+    if client._frames:
+        raise ConnectionClosed(
+            f"{len(client._frames)} frames of the lost connection are still to be received"
+        )
+    _reconnect(client)
+
+
+def _reconnect(client: Client[Any]) -> None:
+    assert client._policy is not None and client._opener is not None
+    cause = client._error if client._error is not None else ConnectionClosed("closed")
+    address = client.address if client.address is not None else Address()
+    try:
+        sock, attempts, elapsed = reconnect(
+            client._policy, client._opener, where=address, timeout=client._timeout,
+            wait=client._woken.wait, cause=cause,
+        )  # fmt: skip
+    except BaseException as exc:
+        # Given up (or a certificate refused): closed for good.
+        client._policy = None
+        client._error = exc
+        client._reported = True
+        raise
+    if client._closed_by_user:  # close() came while connecting
+        close_socket(sock)
+        client._check_open()
+    client._sock = sock
+    sock.settimeout(client._timeout)
+    client._decoder = client.protocol.new_decoder()
+    client._tls = client._verdict_pending = isinstance(sock, ssl.SSLSocket)
+    client._output = OutputQueue(tls=client._tls)
+    client._error = None
+    client._closed = False
+    client.reconnects += 1
+    if client._on_reconnect is not None:
+        try:
+            client._on_reconnect(client, Reconnected(address, attempts, elapsed, cause))
+        except BaseException as exc:
+            # Its exchange (a login...) failed: the next call reconnects.
+            if client._error is None:
+                client._fail(exc)
+            client._reported = True
+            raise

@@ -42,7 +42,7 @@ from ..codec.formats import FrameFormat
 from ..codec.messages import Message
 from ..errors import BufferTooSmallError, IncompleteFrameError, ProtocolError
 from .addresses import Address, AddressLike, parse_address
-from .backoff import Backoff, Opener, Reconnected, ReconnectHook, as_lost, logger, reconnect
+from .backoff import Backoff, Opener, Reconnected, ReconnectHook, as_lost, logger, resume
 from .protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
 from .tls import (
     check_starttls_input,
@@ -393,60 +393,8 @@ class Client(Generic[ItemT]):
         raise self._error  # type: ignore[misc]
 
     def _resume(self, *, sending: bool) -> None:
-        """A call on a closed client: raise why, or reconnect.  Frames that came
-        before the loss are read first: a reply on a new connection could pass
-        for theirs, so a send meanwhile is refused."""
-        if self._policy is None or self._closed_by_user:
-            if self._error is not None and not sending:
-                raise self._error
-            self._check_open()
-            return
-        if self._error is not None and not self._reported:
-            if sending:
-                self._reported = True
-                raise ConnectionClosed(f"the connection was lost: {self._error}") from self._error
-            self._raise_error()
-        if self._frames:
-            raise ConnectionClosed(
-                f"{len(self._frames)} frames of the lost connection are still to be received"
-            )
-        self._reconnect()
-
-    def _reconnect(self) -> None:
-        assert self._policy is not None and self._opener is not None
-        cause = self._error if self._error is not None else ConnectionClosed("closed")
-        address = self.address if self.address is not None else Address()
-        try:
-            sock, attempts, elapsed = reconnect(
-                self._policy, self._opener, where=address, timeout=self._timeout,
-                wait=self._woken.wait, cause=cause,
-            )  # fmt: skip
-        except BaseException as exc:
-            # Given up (or a certificate refused): closed for good.
-            self._policy = None
-            self._error = exc
-            self._reported = True
-            raise
-        if self._closed_by_user:  # close() came while connecting
-            close_socket(sock)
-            self._check_open()
-        self._sock = sock
-        sock.settimeout(self._timeout)
-        self._decoder = self.protocol.new_decoder()
-        self._tls = isinstance(sock, ssl.SSLSocket)
-        self._output = OutputQueue(tls=self._tls)
-        self._error = None
-        self._closed = False
-        self.reconnects += 1
-        if self._on_reconnect is not None:
-            try:
-                self._on_reconnect(self, Reconnected(address, attempts, elapsed, cause))
-            except BaseException as exc:
-                # Its exchange (a login...) failed: the next call reconnects.
-                if self._error is None:
-                    self._fail(exc)
-                self._reported = True
-                raise
+        """A call on a closed client: raise why, or reconnect (backoff.py)."""
+        resume(self, sending=sending)
 
     def _cut_short(self, cause: Optional[BaseException], what: str) -> BaseException:
         """A write stopped inside a frame: the stream is unusable, so close."""
