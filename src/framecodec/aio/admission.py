@@ -93,9 +93,28 @@ class BudgetedConnection:
                 pending += kernel_output(sock.fileno())
         return pending
 
+    _cut: Optional[memoryview] = None  # a view read_view cut from the decoder's
+
     def get_buffer(self, sizehint: int) -> memoryview:
         conn = cast("_ServerConnection", self)
-        return self.server.admission.read_view(conn, self._get_buffer(-1))
+        self._release_cut()  # a failed read's
+        view = self._get_buffer(-1)
+        cut = self.server.admission.read_view(conn, view)
+        if cut is not view:
+            self._cut = cut
+        return cut
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._release_cut()
+        super().buffer_updated(nbytes)  # type: ignore[misc]
+
+    def _release_cut(self) -> None:
+        # Released at once: PyPy would keep the slice exporting the
+        # decoder's buffer until its garbage collector runs, and the
+        # decoder could not resize the buffer meanwhile.
+        cut, self._cut = self._cut, None
+        if cut is not None:
+            cut.release()
 
 
 class MemoryFigures:

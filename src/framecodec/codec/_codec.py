@@ -173,8 +173,11 @@ if not cython.compiled:
                     ^ t1[(word >> 48) & 0xFF]
                     ^ t0[word >> 56]
                 )
-        for byte in data[8 * words :]:
-            crc = (crc >> 8) ^ t0[(crc ^ byte) & 0xFF]
+        # The tail through a view released at once (PyPy would keep it
+        # exporting the decoder's buffer until its garbage collector runs).
+        with memoryview(data) as whole, whole[8 * words :] as tail:
+            for byte in tail:
+                crc = (crc >> 8) ^ t0[(crc ^ byte) & 0xFF]
         return crc
 
     def checksum_span(value, p, start, stop):

@@ -18,7 +18,7 @@ from ...errors import HandlerError
 from ..addresses import AddressLike, bind_socket
 from ..protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
 from .base import DEFAULT_OVERFLOW, Connection, Server
-from .budget import DEFAULT_MEMORY_BUDGET
+from .budget import DEFAULT_MEMORY_BUDGET, check_memory_budget
 from .endings import DEFAULT_HIGH_WATER
 from .handlers import ConnectionHandler, StartTLS
 from .selector import SelectorServer
@@ -239,6 +239,7 @@ def serve(
     their supervisor (see framecodec.net.server.workers).
     """
     proto = make_protocol(protocol, format, **options)
+    check_memory_budget(memory_budget)  # before anything is opened
     cls = BACKENDS.get(backend)
     if cls is None:
         raise ValueError(f"backend must be 'selector' or 'threads', not {backend!r}")
