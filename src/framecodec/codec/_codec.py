@@ -1044,17 +1044,11 @@ class FrameDecoder(_StreamDecoder):
         payload += self._payload_adjustment
         if payload > self._max_frame_size or total > self._max_frame_length:
             error = _over_limits(payload, total, self._max_frame_size, self._max_frame_length)
-            if self._on_oversized == _OVERSIZED_FAIL:
-                error.frames = out
-                raise error
-            self.discarded += 1
-            if self._on_oversized == _OVERSIZED_RAISE:
-                # Raised when this call ends: parsing stops behind this frame.
-                self._oversized = error
+            raising = self._refuse(error, out)
             if avail < wire:
                 self._start_discard(wire - avail)
                 return _stop(end)
-            if self._on_oversized == _OVERSIZED_RAISE:
+            if raising:
                 self._phase = _HEADER
                 self._need = self._frame_start
                 return _stop(pos + wire)
@@ -1076,6 +1070,21 @@ class FrameDecoder(_StreamDecoder):
         self._need = wire
         return _stop(pos)
 
+    def _refuse(self, error, out):
+        """A frame refused (oversized, or failing its checksum), as
+        on_oversized says: "fail" raises ``error`` now, with the frames
+        completed before it; otherwise the frame is dropped and counted, and
+        under "raise" ``error`` is raised when this call ends.  Whether
+        parsing stops behind the frame (under "raise")."""
+        if self._on_oversized == _OVERSIZED_FAIL:
+            error.frames = out
+            raise error
+        self.discarded += 1
+        if self._on_oversized == _OVERSIZED_RAISE:
+            self._oversized = error
+            return True
+        return False
+
     def _corrupt_frame(self, stop, expected, actual, size, out):
         """The frame of ``size`` bytes ending at ``stop`` (its checksum
         included) carries ``expected`` but its bytes give ``actual``.  Raise
@@ -1091,13 +1100,7 @@ class FrameDecoder(_StreamDecoder):
             expected,
             actual,
         )
-        if self._on_oversized == _OVERSIZED_FAIL:
-            error.frames = out
-            raise error
-        self.discarded += 1
-        if self._on_oversized == _OVERSIZED_RAISE:
-            # Raised when this call ends: parsing stops behind this frame.
-            self._oversized = error
+        if self._refuse(error, out):
             self._phase = _HEADER
             self._need = self._frame_start
             return _stop(stop)
