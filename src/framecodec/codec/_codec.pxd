@@ -30,6 +30,7 @@ from framecodec.codec._primitives cimport (
 
 cdef Py_ssize_t BIG_FRAME          # frames this large are received in their own storage
 cdef Py_ssize_t MIN_READ           # least room get_buffer offers without a hint
+cdef Py_ssize_t FIRST_STORAGE      # a large frame's first storage, at least
 cdef unsigned long long _INT32_MAX
 cdef unsigned long long _ESCAPE
 cdef unsigned long long _RAW_LIMIT
@@ -57,7 +58,8 @@ cdef class _FrameStorage:
     cdef Py_ssize_t _exports            # live buffer exports of this object
     cdef object _data                   # bytes (compiled) or bytearray (the twin)
 
-    cdef Py_ssize_t room(self, Py_ssize_t wanted) except -1
+    @cython.locals(filled=Py_ssize_t, needed=Py_ssize_t, ahead=Py_ssize_t)
+    cdef Py_ssize_t room(self, Py_ssize_t wanted, bint tight=*) except -1
 
     cdef view(self, Py_ssize_t size)
 
@@ -100,6 +102,7 @@ cdef class _StreamDecoder:
     cdef Py_ssize_t _read_size      # most room get_buffer offers without a sizehint
     cdef Py_ssize_t _read_guess     # the room it offers now, sized by the last reads
     cdef Py_ssize_t _prealloc_limit  # most a header can make us reserve up front
+    cdef Py_ssize_t _hint           # the last get_buffer() size hint; 0: none
     cdef object _view               # memoryview handed out by get_buffer, released next call
     cdef Py_ssize_t _view_room      # its length, or -1 when none is outstanding
     cdef _FrameStorage _big         # _IN_PLACE: the storage the frame is received in

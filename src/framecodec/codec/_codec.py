@@ -58,6 +58,8 @@ BIG_FRAME = 64 * 1024
 # quiet costs a small buffer, not read_size of memory held for nothing,
 # while a busy stream's reads grow to read_size in a few calls.
 MIN_READ = 1024
+# A large frame's first storage after a hinted read, at least (see _FrameStorage).
+FIRST_STORAGE = 4096
 
 _INT32_MAX = 0x7FFFFFFF
 _ESCAPE = 0xFFFFFFFF  # multiprocessing.connection: an 8-byte length follows
@@ -294,7 +296,11 @@ class _FrameStorage:
     most prealloc_limit, and each later one at most four times what has
     arrived, so a peer that announces 16 MiB and sends nothing costs
     prealloc_limit.  Growing a bytes object means moving to a larger one (at
-    most a third of the frame is copied that way, in all).
+    most a third of the frame is copied that way, in all).  A caller that
+    passes get_buffer() a size hint (a server near its memory budget, which
+    reads little at a time) has reserved only what it reads: the first
+    reservation is what arrived and one read more, each later one a quarter
+    more than has arrived, or that read.
 
     Storage never moves while a view of it is alive: the bytearray refuses
     to resize and the bytes form checks its exports, both with BufferError.
@@ -309,13 +315,19 @@ class _FrameStorage:
         capacity = min(size, prealloc_limit)
         self._data = new_storage(capacity)
 
-    def room(self, wanted):
-        """Make room for up to ``wanted`` more bytes (never past the frame); return the room."""
-        needed = min(self.size, self.filled + wanted)
+    def room(self, wanted, tight=False):
+        """Make room for up to ``wanted`` more bytes (never past the frame); return the room.
+
+        Growing, it reserves four times what has arrived; ``tight`` (the
+        caller gave a size hint), a quarter more: see above.
+        """
+        filled = self.filled
+        needed = min(self.size, filled + wanted)
         if needed > len(self._data):
+            ahead = filled + filled // 4 if tight else 4 * filled
             # Raises BufferError while a view of the storage is alive.
-            grow_storage(self, min(self.size, max(needed, 4 * self.filled)))
-        return len(self._data) - self.filled
+            grow_storage(self, min(self.size, max(needed, ahead)))
+        return len(self._data) - filled
 
     def view(self, size):
         """A writable view of the next ``size`` bytes to fill."""
@@ -375,6 +387,7 @@ class _StreamDecoder:
         self._read_size = read_size
         self._read_guess = min(read_size, MIN_READ)
         self._prealloc_limit = prealloc_limit
+        self._hint = 0  # the size hint of the last get_buffer(), 0 for none
         self._view = None
         self._view_room = -1
         self._big = None
@@ -400,6 +413,18 @@ class _StreamDecoder:
         held = self._end - self._pos
         if self._big is not None:
             held += self._big.filled
+        return held
+
+    @property
+    def reserved(self):
+        """Bytes of memory this decoder's input takes: ``buffered``, plus
+        the room a large frame's own storage has set aside beyond what has
+        arrived of it (up to three times as much again).  What a server's memory
+        budget counts; the shared buffer's spare room is not counted (it is
+        small between frames: see _trim)."""
+        held = self._end - self._pos
+        if self._big is not None:
+            held += len(self._big._data) if self._big._data is not None else self._big.filled
         return held
 
     @property
@@ -486,6 +511,7 @@ class _StreamDecoder:
             try:
                 if type(data) is not bytes:
                     data = as_bytes_view(data).tobytes()
+                self._hint = 0
                 out = []
                 try:
                     self._feed(data, out)
@@ -507,7 +533,9 @@ class _StreamDecoder:
         payload behind it lands in place too.  Otherwise it offers at least
         ``sizehint`` bytes of the shared buffer; with no hint, room sized by
         the last reads (up to the ``read_size`` option: see MIN_READ), and at
-        least the rest of the frame in progress, up to ``read_size``.  The
+        least the rest of the frame in progress, up to ``read_size``.  A
+        hint also bounds what a large frame's own storage reserves ahead of
+        its bytes: a caller that reads little at a time holds little.  The
         view is valid until the next call on this decoder.
         """
         with cython.critical_section(self):
@@ -520,9 +548,13 @@ class _StreamDecoder:
                     raise OverflowError(
                         f"sizehint {sizehint} is larger than any buffer this decoder makes"
                     )
+                self._hint = sizehint if sizehint > 0 else 0
                 if self._phase == _IN_PLACE:
                     big = self._big
-                    view = big.view(big.room(self._read_size if sizehint <= 0 else sizehint))
+                    if sizehint <= 0:
+                        view = big.view(big.room(self._read_size))
+                    else:
+                        view = big.view(big.room(sizehint, True))
                 elif self._frames_left > 0:
                     # stop_after: no further than the next step, so the socket
                     # keeps every byte past the last frame.
@@ -792,10 +824,14 @@ class _StreamDecoder:
         (the header stripped), kept only for detach().
 
         The storage reserved now is bounded by prealloc_limit whatever the
-        header announced; beyond that it grows only as the payload arrives.
+        header announced (after a hinted read, by what arrived and one read
+        more); beyond that it grows only as the payload arrives.
         """
-        big = _FrameStorage(size, self._prealloc_limit)
         have = end - start
+        first = self._prealloc_limit
+        if self._hint:  # the caller reads little at a time: see _FrameStorage
+            first = min(first, max(have + self._hint, FIRST_STORAGE))
+        big = _FrameStorage(size, first)
         big.room(have)
         with big.view(have) as target:
             target[:] = p[start:end]
