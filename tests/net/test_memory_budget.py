@@ -107,12 +107,17 @@ def serve_good_clients(server: Any, rounds: int) -> int:
 
 def test_half_frames_stay_under_the_budget_and_good_clients_are_served(any_backend, caplog):
     """24 peers each send 96 KiB of a 1 MiB frame and stall: 2.3 MiB the
-    server would hold.  What it holds stays under its 512 KiB budget, a
-    steady and fresh clients are answered throughout; the peers are held,
-    not closed (input only: see budget.py; frame_timeout ends them)."""
+    server would hold, 6 MiB with the storage their frames would reserve.
+    What it holds, storage reserved included, stays within 3/2 of its 2 MiB
+    budget (budget.py: the frames begun before it is near reserve up to
+    prealloc_limit, 256 KiB, and a held connection's storage has room for
+    one more read), a steady and fresh clients are answered throughout; the
+    peers are held, not closed (input only: see budget.py; frame_timeout
+    ends them)."""
     caplog.set_level(logging.INFO, logger="framecodec.server")
     part = encoder.encode(b"h" * (1 << 20))[: 96 * 1024]
-    with serving(any_backend, memory_budget=BUDGET) as served:
+    budget = 2 << 20
+    with serving(any_backend, memory_budget=budget) as served:
         server = server_of(served)
         bad: List[socket.socket] = []
         try:
@@ -124,9 +129,9 @@ def test_half_frames_stay_under_the_budget_and_good_clients_are_served(any_backe
                 for sock in bad:
                     sock.sendall(part)
                 answered = serve_good_clients(served, 10)
-                wait_until(lambda: server.memory_budget and server.memory >= BUDGET * 3 // 8)
+                wait_until(lambda: server.memory_budget and server.memory >= budget * 3 // 8)
                 answered += serve_good_clients(served, 5)
-            assert watch.peak <= BUDGET, f"held {watch.peak} bytes, budget {BUDGET}"
+            assert watch.peak <= budget * 3 // 2, f"held {watch.peak} bytes, budget {budget}"
             assert watch.peak > 0
             assert answered == 30
             assert server.stats["over_budget"] == 0
@@ -134,7 +139,7 @@ def test_half_frames_stay_under_the_budget_and_good_clients_are_served(any_backe
         finally:
             for sock in bad:
                 sock.close()
-        assert any("held of a memory budget of 512 KiB" in r.message for r in caplog.records)
+        assert any("held of a memory budget of 2048 KiB" in r.message for r in caplog.records)
 
 
 def test_unread_replies_stay_under_the_budget(any_backend):

@@ -31,6 +31,7 @@ from ..net.server.budget import (
     make_budget,
 )
 from ..net.service import logger
+from ..net.transport import HINTED_READ
 
 if TYPE_CHECKING:
     from .server import Server, _ServerConnection
@@ -50,7 +51,7 @@ def connection_memory(conn: _ServerConnection) -> int:
     buffered (decoder, frames waiting for the handler, what asyncio's TLS
     layer decrypted ahead), replies unsent."""
     transport = conn._transport
-    held: int = conn._decoder.buffered + conn._queued + conn._backlog_extra + conn._out_size
+    held: int = conn._decoder.reserved + conn._queued + conn._backlog_extra + conn._out_size
     if transport is not None:
         held += transport.get_write_buffer_size()
         if conn._tls and hasattr(transport, "get_read_buffer_size"):
@@ -93,16 +94,17 @@ class BudgetedConnection:
                 pending += kernel_output(sock.fileno())
         return pending
 
-    _cut: Optional[memoryview] = None  # a view read_view cut from the decoder's
+    _cut: Optional[memoryview] = None  # a view cut from the decoder's to the read limit
 
     def get_buffer(self, sizehint: int) -> memoryview:
         conn = cast("_ServerConnection", self)
         self._release_cut()  # a failed read's
-        view = self._get_buffer(-1)
-        cut = self.server.admission.read_view(conn, view)
-        if cut is not view:
-            self._cut = cut
-        return cut
+        limit = self.server.admission.read_limit(conn)
+        # A small limit is the decoder's hint too (see net/transport.receive_at_most).
+        view = self._get_buffer(limit if 0 < limit <= HINTED_READ else -1)
+        if limit and len(view) > limit:
+            view = self._cut = view[:limit]
+        return view
 
     def buffer_updated(self, nbytes: int) -> None:
         self._release_cut()
@@ -246,14 +248,10 @@ class Admission:
             if self._review is None:
                 self._review = self._loop.call_later(REVIEW_EVERY, self._review_budget)
 
-    def read_view(self, conn: _ServerConnection, view: memoryview) -> memoryview:
-        """The decoder's ``view``, cut to what one read may take (budget.py)."""
+    def read_limit(self, conn: _ServerConnection) -> int:
+        """What one read of ``conn`` may take (budget.py); 0: no limit."""
         budget = self.budget
-        if budget is not None:
-            limit = budget.read_limit(conn, len(self.server._open))
-            if len(view) > limit:
-                return view[:limit]
-        return view
+        return 0 if budget is None else budget.read_limit(conn, len(self.server._open))
 
     def memory(self) -> int:
         """What all connections hold, as last counted; without a budget, now."""

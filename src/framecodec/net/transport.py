@@ -81,11 +81,17 @@ def receive(sock: socket.socket, decoder: Any) -> Optional[List[Any]]:
     return None
 
 
+# Limits up to this are passed to get_buffer() as its hint (see receive_at_most).
+HINTED_READ = 64 * 1024
+
+
 def receive_at_most(sock: socket.socket, decoder: Any, limit: int) -> Optional[List[Any]]:
     """receive(), reading ``limit`` bytes at most: a server with a memory
     budget (server/budget.py) so bounds what one read adds, where the
-    decoder's view may span the rest of a large frame."""
-    view = decoder.get_buffer()
+    decoder's view may span the rest of a large frame.  A limit below one
+    default read is also the decoder's size hint, so that a large frame's
+    storage grows by no more than is read."""
+    view = decoder.get_buffer(limit if limit <= HINTED_READ else -1)
     n = sock.recv_into(view, min(limit, len(view)))
     if n:
         frames: List[Any] = decoder.buffer_updated(n)
@@ -114,12 +120,13 @@ def keep_stream_start(exc: ProtocolError, start: bytes) -> None:
     exc.stream_start = start  # type: ignore[attr-defined]
 
 
-def receive_first(sock: socket.socket, decoder: Any) -> Optional[List[Any]]:
+def receive_first(sock: socket.socket, decoder: Any, limit: int = 0) -> Optional[List[Any]]:
     """receive() for a connection's first read: a protocol error it raises
     keeps the stream's first bytes (keep_stream_start).  A copy of four bytes
-    once per connection; every later read is receive()'s."""
-    buffer = decoder.get_buffer()
-    n = sock.recv_into(buffer)
+    once per connection; every later read is receive()'s (or, with a
+    ``limit``, receive_at_most()'s, whose limit this one also applies)."""
+    buffer = decoder.get_buffer(limit if 0 < limit <= HINTED_READ else -1)
+    n = sock.recv_into(buffer, min(limit, len(buffer)) if limit else 0)
     if not n:
         decoder.eof()
         return None
@@ -341,7 +348,7 @@ class Stream:
             while True:
                 try:
                     if self.fresh:
-                        completed = receive_first(sock, decoder)
+                        completed = receive_first(sock, decoder, limit)
                         self.fresh = False
                     elif limit:
                         completed = receive_at_most(sock, decoder, limit)

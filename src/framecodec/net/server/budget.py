@@ -16,9 +16,14 @@ framecodec.aio) keeps one, with the same rules, words and stats key:
   still read and answered;
 - near the budget a read takes no more than what is left of the
   connection's share (MIN_READ at least: ``read_limit``), where a
-  decoder's view may span the rest of a large frame; so the total stays
-  under twice the near mark plus MIN_READ per connection, under the budget
-  (replies larger than their requests add to that: one read's worth);
+  decoder's view may span the rest of a large frame, and it passes that
+  limit to the decoder as its size hint, so that a large frame's storage
+  reserves only what is read (one read ahead: the view it is read into).
+  So the total stays under three times the near mark (reads, and the room
+  held connections keep for their next one) plus what the frames begun
+  before the near mark reserved (prealloc_limit each, at most): within
+  the budget give or take a few of those (replies larger than their
+  requests add to that: one read's worth);
 - a connection held for HOLD_GRACE while the server still holds a quarter
   of its budget or more, and whose peer is not taking its replies (it has
   some unsent), is closed, held longest first, until the total is back
@@ -38,6 +43,15 @@ framecodec.aio) keeps one, with the same rules, words and stats key:
   replies unsent (its peer takes none), it is closed as above.  One held
   TURN_PATIENCE without its turn is closed as above all the same (200
   peers flooding the server would otherwise wait their turns for minutes);
+- a connection's hold times run from when it was first held since it last
+  held no more than its share (its frame in): let go under a quarter and
+  held again, without a frame completed, its clocks do not start over
+  (peers whose end of stream waits behind their unread input, or that
+  send a little each time they are let go, would otherwise be held and
+  let go for ever);
+- what a decoder holds counts the storage a large frame has reserved
+  ahead of its bytes (``reserved``), since that is memory taken: a peer
+  that begins large frames and stalls costs what was reserved for them;
 - under a quarter, or once a held connection holds no more than its share
   (its peer took its replies), it reads again.
 """
@@ -129,6 +143,7 @@ class MemoryBudget:
         self.held: Dict[int, Any] = {}  # id -> connection, held longest first
         self.lock = threading.Lock()
         self.favoured: Any = None  # the input-only connection let read (see above)
+        self._first_held: Dict[int, float] = {}  # id -> held first, since its frame was in
         self._favoured_at = 0.0
         self._warned = False  # logged once per burst of holding
 
@@ -139,12 +154,15 @@ class MemoryBudget:
         conn.accounted = memory
         if conn.held_since is not None:
             return True  # until a review lets it go
-        if conn is self.favoured:
-            if memory <= self._share(connections):
-                self.favoured = None  # its frame is in: the next one's turn
+        if self.total < self.near and not self._first_held and conn is not self.favoured:
+            return False  # far from the budget: the usual case, decided at once
+        if memory <= self._share(connections):
+            self._first_held.pop(id(conn), None)  # its frame is in
+            if conn is self.favoured:
+                self.favoured = None  # the next one's turn
             return False
-        if self.total >= self.near and memory > self._share(connections):
-            conn.held_since = now
+        if conn is not self.favoured and self.total >= self.near:
+            conn.held_since = self._first_held.setdefault(id(conn), now)
             self.held[id(conn)] = conn
             if not self._warned:
                 self._warned = True
@@ -178,6 +196,7 @@ class MemoryBudget:
         """``conn`` ended: what it held is free."""
         self.total -= conn.accounted
         conn.accounted = 0
+        self._first_held.pop(id(conn), None)
         if conn is self.favoured:
             self.favoured = None
         if conn.held_since is not None:
@@ -212,6 +231,8 @@ class MemoryBudget:
             size = sizes[key]
             since = conn.held_since
             if total < self.low or size <= share:
+                if size <= share:
+                    self._first_held.pop(key, None)  # its frame is in
                 released.append(conn)
             elif since is not None and now - since >= HOLD_GRACE:  # total >= low here
                 if not conn.unsent and now - since < TURN_PATIENCE:
@@ -250,7 +271,7 @@ class MemoryBudget:
             if favoured.pending_input or now - self._favoured_at < HOLD_GRACE:
                 return None
             self._favoured_at = now  # its peer stalled: held again, behind the others
-            favoured.held_since = now
+            favoured.held_since = self._first_held.get(id(favoured), now)
             self.held[id(favoured)] = favoured
             self.favoured = None
         for conn in uploading:  # held longest first

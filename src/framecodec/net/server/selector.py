@@ -41,7 +41,7 @@ class SelectorConnection(Connection[Any]):
 
     @property
     def memory(self) -> int:
-        buffered: int = self.stream.decoder.buffered
+        buffered: int = self.stream.decoder.reserved
         return buffered + self.stream.output.held
 
     @property
@@ -219,7 +219,7 @@ class SelectorServer(Server):
         budget = self.budget
         if (
             budget is not None
-            and budget.account(conn, output.held + stream.decoder.buffered, now, len(self._open))
+            and budget.account(conn, output.held + stream.decoder.reserved, now, len(self._open))
             and self._next_review is None
         ):
             self._next_review = now + REVIEW_EVERY

@@ -31,6 +31,7 @@ from ...errors import PeerStalled, ProtocolError
 from ..addresses import tune
 from ..service import SHUTDOWN_GRACE, logger
 from ..transport import (
+    HINTED_READ,
     ConnectionClosed,
     OutputQueue,
     close_socket,
@@ -62,7 +63,7 @@ class ThreadConnection(Connection[Any]):
 
     @property
     def memory(self) -> int:
-        buffered: int = self.decoder.buffered
+        buffered: int = self.decoder.reserved
         return buffered + self.output.held
 
     @property
@@ -332,10 +333,13 @@ class ThreadingServer(Server):
             try:
                 # None until the first read has returned: that one keeps the
                 # stream's first bytes on a protocol error (endings.peer_hint).
+                limit = 0
+                if budget is not None:  # one read takes what is left of its share
+                    # Sized as the wait begins, while others read: one default read at most.
+                    limit = min(budget.read_limit(conn, len(self._open), True), HINTED_READ)
                 if frames is None:
-                    frames = receive_first(sock, decoder)
-                elif budget is not None:  # one read takes what is left of its share
-                    limit = budget.read_limit(conn, len(self._open), concurrent=True)
+                    frames = receive_first(sock, decoder, limit)
+                elif budget is not None:
                     frames = receive_at_most(sock, decoder, limit)
                 else:
                     frames = receive(sock, decoder)
