@@ -298,6 +298,39 @@ def test_a_silent_peer_costs_at_most_prealloc_limit(codec):
     assert len(decoder.get_buffer()) == 4096 - 100
 
 
+def test_reserved_counts_the_storage_a_large_frame_set_aside(codec):
+    decoder = codec.FrameDecoder(max_frame_size=1 << 30, prealloc_limit=100_000)
+    decoder.feed(b"\x00\x10")
+    assert decoder.reserved == decoder.buffered == 2
+    decoder.feed(b"\x00\x00" + b"x" * 1000)  # a 1 MiB frame begins
+    assert decoder.buffered == 1000
+    assert decoder.reserved == 100_000  # prealloc_limit, set aside for it
+    (frame,) = decoder.feed(b"x" * ((1 << 20) - 1000) + b"\x00")
+    assert len(frame) == 1 << 20
+    assert decoder.reserved == decoder.buffered == 1
+
+
+def test_a_size_hint_bounds_what_a_large_frame_reserves(codec):
+    """A caller that reads little at a time (a server near its memory
+    budget) has a large frame's storage reserve little more than it read."""
+    decoder = codec.FrameDecoder(max_frame_size=1 << 30)
+    wire = codec.FrameEncoder().encode(bytes(range(256)) * 4096)  # 1 MiB
+    pos = 0
+    frames = []
+    while not frames:
+        view = decoder.get_buffer(4096)
+        n = min(4096, len(view), len(wire) - pos)
+        view[:n] = wire[pos : pos + n]
+        pos += n
+        frames = decoder.buffer_updated(n)
+        if not frames:
+            assert decoder.reserved <= decoder.buffered * 5 // 4 + 2 * 4096
+    assert frames == [wire[4:]]
+    unhinted = codec.FrameDecoder(max_frame_size=1 << 30)
+    unhinted.feed(wire[:4096])
+    assert unhinted.reserved == 256 * 1024  # the default prealloc_limit
+
+
 def test_memory_is_committed_as_bytes_arrive_not_as_headers_promise(codec):
     decoder = codec.FrameDecoder(max_frame_size=1 << 30, prealloc_limit=4096)
     decoder.feed(struct.pack(">I", 1 << 29) + b"x" * 100_000)

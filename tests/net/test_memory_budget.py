@@ -26,6 +26,7 @@ from framecodec.net.server.budget import (
     DEFAULT_MEMORY_BUDGET,
     HOLD_GRACE,
     MIN_READ,
+    TURN_PATIENCE,
     MemoryBudget,
 )
 
@@ -303,6 +304,42 @@ def test_rules_let_uploads_complete_one_at_a_time_instead_of_closing_them():
     assert budget.favoured is None
     released, closing = budget.review([first, second], 2.6)
     assert released == [second] and closing == []  # its turn
+
+
+def test_rules_keep_the_hold_clock_of_a_connection_let_go_and_held_again():
+    """Let go when the total fell under a quarter, then held again with no
+    frame completed: its wait is counted from when it was first held, so a
+    peer whose end of stream waits behind its own unread input is closed
+    after TURN_PATIENCE, not held and let go for ever."""
+    budget = MemoryBudget(1 << 20, "test")
+    other, stuck = connection(400_000, unsent=1), connection(200_000)
+    assert budget.account(other, 400_000, 0.0, 2)
+    assert budget.account(stuck, 200_000, 0.0, 2)
+    # other's peer takes no replies: closed; the total is under a quarter.
+    released, closing = budget.review([other, stuck], HOLD_GRACE)
+    assert [conn for conn, _ in closing] == [other] and released == [stuck]
+    budget.forget(other)
+    assert stuck.held_since is None
+    newcomer = connection(200_000)
+    assert budget.account(newcomer, 200_000, HOLD_GRACE + 0.1, 2)
+    stuck.memory = 310_000
+    assert budget.account(stuck, 310_000, HOLD_GRACE + 0.2, 2)  # read a little; held again
+    assert stuck.held_since == 0.0  # the first hold's clock
+    released, closing = budget.review([stuck, newcomer], TURN_PATIENCE)
+    assert [conn for conn, _ in closing] == [stuck]
+    assert isinstance(closing[0][1], OverMemoryBudget)
+
+
+def test_rules_start_the_hold_clock_again_once_a_frame_is_in():
+    budget = MemoryBudget(1 << 20, "test")
+    upload, other = connection(400_000), connection(400_000)
+    assert budget.account(upload, 400_000, 0.0, 2)
+    assert budget.account(other, 400_000, 0.0, 2)
+    upload.memory = 0
+    released, _ = budget.review([upload, other], 1.0)
+    assert released == [upload]  # its frame is in: within its share
+    assert budget.account(upload, 400_000, 3.0, 2)  # the next frame
+    assert upload.held_since == 3.0
 
 
 def test_rules_let_a_connection_alone_take_the_budget():
