@@ -169,6 +169,7 @@ class ReconnectingConnection(Connection[ItemT]):
                         f"the connection was closed while reconnecting to {self.address}"
                     )
                 limit = plan.attempt_timeout()
+                await self._let_go()  # a transport a cut-short attempt left
                 self._renew()
                 try:
                     await self._opener(lambda: self, limit)
