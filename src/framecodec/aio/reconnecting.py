@@ -72,27 +72,47 @@ class ReconnectingConnection(Connection[ItemT]):
         """How many times this connection has reconnected."""
 
     # -- the calls: each first raises the loss once, or reconnects ----------------------
+    # (the checks before _resume keep a call on a live connection to one
+    # coroutine, as Connection's own)
 
     # Connection's overloads type its calls by ItemT (bytes, Message); here
     # they pass through as they are (cast: their self types name one each).
 
     async def send(self, item: Any, **options: Any) -> None:
-        await self._resume(sending=True)
-        await self._noting_loss(cast(Any, super()).send(item, **options))
+        if self._round.locked() or self._lost_for_now():
+            await self._resume(sending=True)
+        try:
+            await cast(Any, super()).send(item, **options)
+        except BaseException:
+            self._note_reported()
+            raise
 
     async def send_many(self, items: Any) -> None:
-        await self._resume(sending=True)
-        await self._noting_loss(cast(Any, super()).send_many(items))
+        if self._round.locked() or self._lost_for_now():
+            await self._resume(sending=True)
+        try:
+            await cast(Any, super()).send_many(items)
+        except BaseException:
+            self._note_reported()
+            raise
 
     async def request(self, item: Any, **options: Any) -> Any:
-        await self._resume(sending=True)
-        return await self._noting_loss(cast(Any, super()).request(item, **options))
+        if self._round.locked() or self._lost_for_now():
+            await self._resume(sending=True)
+        try:
+            return await cast(Any, super()).request(item, **options)
+        except BaseException:
+            self._note_reported()
+            raise
 
     async def recv(self) -> ItemT:
-        if not self._frames:
+        if not self._frames and (self._round.locked() or self._lost_for_now()):
             await self._resume(sending=False)
-        result: ItemT = await self._noting_loss(super().recv())
-        return result
+        try:
+            return await super().recv()
+        except BaseException:
+            self._note_reported()
+            raise
 
     async def close(self, timeout: Optional[float] = 5.0) -> None:
         self._stop_reconnecting()
@@ -107,14 +127,10 @@ class ReconnectingConnection(Connection[ItemT]):
         if not self._woken.done():
             self._woken.set_result(None)
 
-    async def _noting_loss(self, call: Awaitable[Any]) -> Any:
-        """Await ``call``; if it raised the loss, that was its one report."""
-        try:
-            return await call
-        except BaseException:
-            if self._error is not None:
-                self._reported = True
-            raise
+    def _note_reported(self) -> None:
+        """A call raised: if the connection is lost, that was its one report."""
+        if self._error is not None:
+            self._reported = True
 
     def _set_error(self, exc: BaseException) -> None:
         if self._error is None and self._policy is not None and not self._closed_by_user:
