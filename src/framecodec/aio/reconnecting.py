@@ -72,11 +72,10 @@ class ReconnectingConnection(Connection[ItemT]):
         """How many times this connection has reconnected."""
 
     # -- the calls: each first raises the loss once, or reconnects ----------------------
-    # (the checks before _resume keep a call on a live connection to one
-    # coroutine, as Connection's own)
-
-    # Connection's overloads type its calls by ItemT (bytes, Message); here
-    # they pass through as they are (cast: their self types name one each).
+    # The checks in line keep a call on a live connection to one coroutine
+    # more than Connection's own.  Connection's overloads type the calls by
+    # ItemT; here they pass through as they are (cast: their self types
+    # name one ItemT each).
 
     async def send(self, item: Any, **options: Any) -> None:
         if self._round.locked() or self._lost_for_now():
