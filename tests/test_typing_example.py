@@ -10,6 +10,7 @@ import pytest
 
 from . import typing_mistakes
 from .typing_example import (
+    aio_reconnecting,
     aio_round_trip,
     anyio_round_trip,
     batch_server,
@@ -41,6 +42,7 @@ def test_typed_network_example_runs():
 
 def test_typed_aio_example_runs():
     assert asyncio.run(aio_round_trip(LOOPBACK)) == [b"HI!", {"k": [1, 2]}]
+    assert asyncio.run(aio_reconnecting(LOOPBACK)) == [b"AGAIN", []]
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

@@ -149,6 +149,31 @@ async def aio_round_trip(address: str) -> List[object]:
     return [reply, echoed.value]
 
 
+async def aio_reconnecting(address: str) -> List[object]:
+    """asyncio with reconnect: the hooks may be coroutine functions or plain ones."""
+    seen: List[int] = []
+
+    async def log_in(conn: aio.Connection[Any], event: framecodec.Reconnected) -> None:
+        seen.append(event.attempts)
+        await conn.request(b"login")
+
+    def note(conn: aio.Connection[Any], event: framecodec.Reconnected) -> None:
+        seen.append(event.attempts)
+
+    policy = framecodec.Backoff(initial=0.01, maximum=1.0, attempts=5, total=10.0)
+    async with await aio.start_server(address, upper) as server:
+        conn: aio.Connection[bytes] = await aio.open_connection(
+            server.address, timeout=10, reconnect=policy, on_reconnect=log_in
+        )
+        async with conn:
+            reply: bytes = await conn.request(b"again")
+        mconn: aio.Connection[Message] = await aio.open_connection(
+            server.address, protocol="messages", reconnect=policy, on_reconnect=note
+        )
+        await mconn.close()
+    return [reply, seen]
+
+
 async def anyio_round_trip(address: str) -> List[object]:
     """anyio (asyncio or trio): serve in a task group, connect, request."""
     import anyio

@@ -80,6 +80,10 @@ async def aio_connect_with_a_misspelt_protocol() -> None:
     await aio.open_connection(ADDRESS, protocl="messages")  # type: ignore[call-overload]
 
 
+async def aio_reconnect_with_a_number() -> None:
+    await aio.open_connection(ADDRESS, reconnect=3)  # type: ignore[call-overload]
+
+
 async def anyio_connect_with_a_misspelt_option() -> None:
     await framed.connect(ADDRESS, max_frame_sise=1024)  # type: ignore[call-overload]
 
@@ -100,6 +104,7 @@ RAISE_TYPE_ERROR: List[Callable[[], Any]] = [
     multiclient_with_a_misspelt_protocol,
     aio_server_of_a_number,
     aio_connect_with_a_misspelt_protocol,
+    aio_reconnect_with_a_number,
     anyio_connect_with_a_misspelt_option,
     anyio_server_of_a_number,
 ]
@@ -115,6 +120,14 @@ def a_reconnect_hook_of_the_wrong_shape() -> None:
         print("reconnected")
 
     framecodec.connect(ADDRESS, reconnect=framecodec.Backoff(), on_reconnect=log_it)  # type: ignore[arg-type]
+
+
+async def an_aio_reconnect_hook_of_the_wrong_shape() -> None:
+    # aio's hook takes (connection, Reconnected) too, plain or coroutine.
+    async def log_it() -> None:
+        print("reconnected")
+
+    await aio.open_connection(ADDRESS, reconnect=framecodec.Backoff(), on_reconnect=log_it)  # type: ignore[arg-type]
 
 
 def frames_taken_for_messages(client: Client[bytes]) -> str:

@@ -12,7 +12,7 @@ import ssl
 import subprocess
 import sys
 import time
-from typing import Any, AsyncIterator, Callable, Tuple
+from typing import Any, AsyncIterator, Tuple
 
 import pytest
 
@@ -28,48 +28,11 @@ from ..net_support import (
     half_closing_client,
     unix_path,
 )
+from .support import TEST_TIMEOUT, until, uvloop_factory
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
 encoder = FrameEncoder()
-TEST_TIMEOUT = 10.0  # a bound on each test's coroutine; every test takes far less
-
-
-def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
-    try:
-        import uvloop  # a dependency of the test extra on CPython
-    except ImportError:
-        if sys.implementation.name == "cpython":
-            pytest.fail("uvloop is missing: install the test extra ('.[test]')")
-        pytest.skip("uvloop is built for CPython only: the test extra leaves it out here")
-    return uvloop.new_event_loop  # type: ignore[no-any-return]
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: Any) -> Callable[..., Any]:
-    """run(coroutine_function, *args): runs it on a fresh loop of each kind, bounded."""
-    factory = asyncio.new_event_loop if request.param == "asyncio" else _uvloop_factory()
-
-    def runner(function: Any, *args: Any, timeout: float = TEST_TIMEOUT) -> Any:
-        loop = factory()
-        asyncio.set_event_loop(loop)
-        try:
-            return loop.run_until_complete(asyncio.wait_for(function(*args), timeout))
-        finally:
-            try:
-                tasks = asyncio.all_tasks(loop)
-                for task in tasks:
-                    task.cancel()
-                if tasks:
-                    loop.run_until_complete(asyncio.wait(tasks, timeout=TEST_TIMEOUT))
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.run_until_complete(loop.shutdown_default_executor())
-            finally:
-                asyncio.set_event_loop(None)
-                loop.close()
-
-    runner.kind = request.param  # type: ignore[attr-defined]
-    return runner
 
 
 def upper(frame: bytes) -> bytes:
@@ -84,14 +47,6 @@ async def served(
     server = await aio.start_server("127.0.0.1:0", handler, **options)
     async with server, await aio.open_connection(server.address, **(client or {})) as conn:
         yield server, conn
-
-
-async def until(condition: Callable[[], Any], what: str, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 # -- every family, plain and TLS, on both loops ------------------------------------
@@ -1021,7 +976,7 @@ def test_out_of_descriptors_resets_waiting_clients_and_logs_once(loop_kind: str)
     import framecodec
 
     if loop_kind == "uvloop":
-        _uvloop_factory()
+        uvloop_factory()
     child = subprocess.Popen(
         [sys.executable, "-c", FD_LIMIT_SERVER, loop_kind],
         stdin=subprocess.PIPE,

@@ -22,7 +22,7 @@ import pytest
 import framecodec
 from framecodec import Backoff, ConnectionClosed, Reconnected
 from framecodec.net.addresses import parse_address
-from framecodec.net.backoff import reconnect
+from framecodec.net.backoff import Round, reconnect
 
 from ..net_support import TIMEOUT, bind_address
 
@@ -205,6 +205,27 @@ def test_an_error_that_is_no_network_fault_is_not_retried():
 
     with pytest.raises(ValueError):
         reconnect(FAST, attempt, where=WHERE, timeout=None, wait=fake.wait, clock=fake.clock)
+
+
+def test_a_round_is_planned_without_io():
+    # What aio's reconnect drives with asyncio.sleep: the same plan, by hand.
+    fake = FakeTime()
+    policy = Backoff(initial=1.0, maximum=2.0, jitter=0, attempts=3, total=60.0)
+    plan = Round(policy, where=WHERE, timeout=5.0, clock=fake.clock)
+    waits = []
+    for _ in range(3):
+        waits.append(plan.next_wait())
+        fake.now += waits[-1]
+        assert plan.attempt_timeout() == 5.0
+        assert plan.worth_retrying(ConnectionRefusedError("refused"))
+    assert waits == [1.0, 2.0, 2.0] and plan.attempts == 3
+    with pytest.raises(ConnectionClosed, match="after 3 attempts") as gave:
+        plan.next_wait()
+    assert isinstance(gave.value.__cause__, ConnectionRefusedError)
+    assert not plan.worth_retrying(ValueError("a bug"))
+    assert not plan.worth_retrying(ssl.SSLCertVerificationError("refused"))
+    fake.now += 1.0
+    assert plan.connected(None) == (3, 6.0)
 
 
 # -- the client, against a server stopped and started again ----------------------------------

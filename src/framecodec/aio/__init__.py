@@ -57,6 +57,13 @@ uvloop keeps the read buffer exported until buffer_updated returns, and the
 decoder never hands over memory still viewed: there, a frame of 64 KiB or
 more is delivered as a copy, which the default loop avoids.
 
+Reconnecting: ``open_connection(address, reconnect=Backoff(...),
+on_reconnect=hook)`` reconnects as framecodec.connect's client does (see
+reconnecting.py): the calls in flight when the connection is lost raise
+ConnectionClosed and are never sent again, the next call reconnects after
+waits of asyncio.sleep, and ``hook(conn, Reconnected)`` (a plain or a
+coroutine function) runs before any other call uses the new connection.
+
 TLS: asyncio gives TLS no half-close, so a TLS peer's close_notify ends the
 connection; replies to its last frames still pending in a coroutine handler
 are dropped.  Plain connections stay open for those replies.  A plain

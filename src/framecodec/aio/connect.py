@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from typing import Any, Literal, Optional, Union, overload
+from typing import Any, Callable, Literal, Optional, Union, overload
 
 from ..codec.formats import FrameFormat
 from ..codec.messages import Message
-from ..net.addresses import AddressLike, parse_address
+from ..net.addresses import Address, AddressLike, parse_address
+from ..net.backoff import Backoff
 from ..net.protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
 from ..net.server.endings import DEFAULT_HIGH_WATER
 from ..net.tls import handshake_failed
 from .connection import Connection, _with_read_size
+from .reconnecting import AioReconnectHook, Opener, ReconnectingConnection
 
 __all__ = ["open_connection"]
 
@@ -29,6 +31,8 @@ async def open_connection(
     server_hostname: Optional[str] = ...,
     timeout: Optional[float] = ...,
     high_water: int = ...,
+    reconnect: Optional[Backoff] = ...,
+    on_reconnect: Optional[AioReconnectHook] = ...,
     format: Union[str, FrameFormat, None] = ...,
     width: int = ...,
     byteorder: str = ...,
@@ -55,6 +59,8 @@ async def open_connection(
     server_hostname: Optional[str] = ...,
     timeout: Optional[float] = ...,
     high_water: int = ...,
+    reconnect: Optional[Backoff] = ...,
+    on_reconnect: Optional[AioReconnectHook] = ...,
     format: None = ...,
     max_header_size: int = ...,
     max_content_size: int = ...,
@@ -72,6 +78,8 @@ async def open_connection(
     server_hostname: Optional[str] = None,
     timeout: Optional[float] = None,
     high_water: int = DEFAULT_HIGH_WATER,
+    reconnect: Optional[Backoff] = None,
+    on_reconnect: Optional[AioReconnectHook] = None,
     format: Union[str, FrameFormat, None] = None,
     **options: Any,
 ) -> Connection[Any]:
@@ -83,19 +91,50 @@ async def open_connection(
     ``server_hostname`` (default: the address's host; give it for Unix
     sockets).  ``timeout`` bounds connecting and the TLS handshake
     (TimeoutError).
+
+    ``reconnect=Backoff(...)`` makes a connection that reconnects (same
+    address, TLS and options) on the call after the one that found it
+    lost, as framecodec.connect's does (see aio/reconnecting.py);
+    ``on_reconnect(connection, Reconnected)``, a plain function or a
+    coroutine function (awaited), is called on each new connection before
+    any other call uses it (a login or STARTTLS exchange goes there).  This
+    first connection is not retried: its failure raises here.
     """
+    if reconnect is not None and not isinstance(reconnect, Backoff):
+        raise TypeError(f"reconnect must be a Backoff, not {type(reconnect).__name__}")
+    if on_reconnect is not None and reconnect is None:
+        raise ValueError("on_reconnect needs reconnect=Backoff(...)")
     proto = make_protocol(protocol, format, **_with_read_size(protocol, options))
     target = parse_address(address)
-    loop = asyncio.get_running_loop()
     hostname = server_hostname if server_hostname is not None else target.host
+    open_once = _connect_steps(target, ssl_context, hostname)
+    factory: Callable[[], Connection[Any]]
+    if reconnect is None:
+        factory = lambda: Connection(proto, high_water=high_water, address=target)  # noqa: E731
+    else:
+        policy = reconnect
+
+        def factory() -> Connection[Any]:
+            return ReconnectingConnection(
+                proto, high_water=high_water, address=target, policy=policy,
+                opener=open_once, timeout=timeout, on_reconnect=on_reconnect,
+            )  # fmt: skip
+
+    return await open_once(factory, timeout)
+
+
+def _connect_steps(
+    target: Address, ssl_context: Optional[ssl.SSLContext], hostname: Optional[str]
+) -> Opener:
+    """open_connection's steps (connect, the TLS handshake) as one call a
+    reconnecting connection makes again: the factory's protocol gets the
+    transport, within ``timeout`` seconds (None: no limit)."""
     tls: dict[str, Any] = {}
     if ssl_context is not None:
         tls = {"ssl": ssl_context, "server_hostname": hostname}
 
-    def factory() -> Connection[Any]:
-        return Connection(proto, high_water=high_water, address=target)
-
-    async def connect() -> Connection[Any]:
+    async def connect(factory: Callable[[], Connection[Any]]) -> Connection[Any]:
+        loop = asyncio.get_running_loop()
         conn: Connection[Any]
         if target.is_unix:
             # Connected here, not by the loop, so that abstract names
@@ -113,16 +152,21 @@ async def open_connection(
             _, conn = await loop.create_connection(factory, host, port, **tls)
         return conn
 
-    try:
-        if timeout is None:
-            return await connect()
-        return await asyncio.wait_for(connect(), timeout)
-    except asyncio.TimeoutError:
-        raise TimeoutError(f"connecting to {target} timed out after {timeout} s") from None
-    except OSError as exc:
-        if ssl_context is not None and _in_handshake(exc, target.is_unix):
-            raise handshake_failed(target, exc) from exc
-        raise
+    async def open_once(
+        factory: Callable[[], Connection[Any]], timeout: Optional[float]
+    ) -> Connection[Any]:
+        try:
+            if timeout is None:
+                return await connect(factory)
+            return await asyncio.wait_for(connect(factory), timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"connecting to {target} timed out after {timeout} s") from None
+        except OSError as exc:
+            if ssl_context is not None and _in_handshake(exc, target.is_unix):
+                raise handshake_failed(target, exc) from exc
+            raise
+
+    return open_once
 
 
 def _in_handshake(exc: OSError, unix: bool) -> bool:

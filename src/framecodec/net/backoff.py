@@ -7,9 +7,12 @@ failed server do not all come back at the same instant.  A round of
 attempts ends at the first connection, or after ``attempts`` attempts, or
 once ``total`` seconds have gone by, whichever comes first.
 
-``reconnect()`` runs one round with the clock, the sleep and the random
-numbers passed in, so that tests can drive it without waiting.  The
-blocking Client (client.py) is its user; nothing here touches a frame.
+``Round`` plans one round without doing any I/O (the waits, each attempt's
+timeout, when to give up); ``reconnect()`` runs one with a blocking wait,
+the clock and the random numbers passed in, so that tests can drive it
+without waiting.  The blocking Client (client.py) uses reconnect(), and
+framecodec.aio's reconnecting connection (aio/reconnecting.py) runs Round
+with asyncio.sleep; nothing here touches a frame.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from .transport import OutputQueue, close_socket
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["Backoff", "Reconnected", "reconnect", "resume"]
+__all__ = ["Backoff", "Reconnected", "Round", "reconnect", "resume"]
 
 # What opens a new socket for a reconnecting client: connect()'s own steps
 # (resolve, connect, TLS handshake) with a timeout.
@@ -117,6 +120,91 @@ class Reconnected:
     cause: BaseException
 
 
+class Round:
+    """One round of attempts, sans I/O: how long to wait before each
+    attempt, each attempt's timeout, whether an error is worth another, and
+    the error when the round gives up.  Its users do the waiting and the
+    connecting: reconnect() below with a blocking wait, framecodec.aio's
+    reconnecting connection with asyncio.sleep.
+
+    Each step that finds the round over (``attempts`` made, or ``total``
+    seconds leaving no time) raises ConnectionClosed, the last error as its
+    cause.
+    """
+
+    def __init__(
+        self,
+        policy: Backoff,
+        *,
+        where: Address,
+        timeout: Optional[float],
+        clock: Callable[[], float] = time.monotonic,
+        rng: Optional[_random.Random] = None,
+    ) -> None:
+        self.where = where
+        self._timeout = timeout
+        self._clock = clock
+        self._started = clock()
+        self._deadline = None if policy.total is None else self._started + policy.total
+        self._delays = policy.delays(rng)
+        self.attempts = 0
+        self._last: Optional[BaseException] = None
+
+    def next_wait(self) -> float:
+        """The seconds to wait before the next attempt."""
+        delay = next(self._delays, None)
+        if delay is None:
+            raise self._given_up()
+        if self._deadline is not None and self._clock() + delay >= self._deadline:
+            raise self._given_up()  # the wait alone would use up what is left
+        return delay
+
+    def attempt_timeout(self) -> Optional[float]:
+        """Count the attempt about to be made (after its wait) and return
+        its timeout: the client's, cut to what ``total`` leaves."""
+        self.attempts += 1
+        if self._deadline is None:
+            return self._timeout
+        left = self._deadline - self._clock()
+        if left <= 0:
+            raise self._given_up()
+        return left if self._timeout is None else min(self._timeout, left)
+
+    def worth_retrying(self, exc: BaseException) -> bool:
+        """Whether the attempt's error ``exc`` is worth another attempt: an
+        OSError is, except a certificate that fails verification (no passing
+        fault); anything else is a bug to raise as it is."""
+        if isinstance(exc, ssl.SSLCertVerificationError) or not isinstance(exc, OSError):
+            return False
+        self._last = exc
+        logger.info("%s: reconnect attempt %d failed: %s", self.where, self.attempts, exc)
+        return True
+
+    def connected(self, cause: Optional[BaseException]) -> Tuple[int, float]:
+        """The attempts made and the seconds taken, once one connected."""
+        elapsed = self._clock() - self._started
+        logger.info(
+            "%s: reconnected on attempt %d after %.3f s (the connection had ended: %s)",
+            self.where, self.attempts, elapsed, cause,
+        )  # fmt: skip
+        return self.attempts, elapsed
+
+    def _given_up(self) -> ConnectionClosed:
+        elapsed = self._clock() - self._started
+        last = self._last
+        reason = f": {last}" if last is not None else " (no time left for an attempt)"
+        logger.warning(
+            "%s: gave up reconnecting after %d attempts in %.3f s%s",
+            self.where, self.attempts, elapsed, reason,
+        )  # fmt: skip
+        error = ConnectionClosed(
+            f"gave up reconnecting to {self.where} after {self.attempts} attempts"
+            f" in {elapsed:.3f} s{reason}"
+        )
+        error.__cause__ = last
+        return error
+
+
 def reconnect(
     policy: Backoff,
     attempt: Callable[[Optional[float]], T],
@@ -128,54 +216,26 @@ def reconnect(
     clock: Callable[[], float] = time.monotonic,
     rng: Optional[_random.Random] = None,
 ) -> Tuple[T, int, float]:
-    """One round: wait, ``attempt(timeout)``, until one returns; return
-    (its result, the attempts made, the seconds taken).
+    """One blocking round: wait, ``attempt(timeout)``, until one returns;
+    return (its result, the attempts made, the seconds taken).
 
     ``wait(seconds)`` sleeps and returns False, or True if the client was
-    closed meanwhile (the round stops: ConnectionClosed).  Each attempt's
-    timeout is the client's, cut to what ``total`` leaves.  OSError is
-    worth another attempt, except a certificate that fails verification
-    (that is no passing fault: it is raised as it is); when the round gives
-    up it raises ConnectionClosed, the last error as its cause.
+    closed meanwhile (the round stops: ConnectionClosed).  What is retried,
+    the timeouts and giving up are Round's.
     """
-    started = clock()
-    deadline = None if policy.total is None else started + policy.total
-    count = 0
-    last: Optional[BaseException] = None
-    for delay in policy.delays(rng):
-        if deadline is not None and clock() + delay >= deadline:
-            break  # the wait alone would use up what is left
+    plan = Round(policy, where=where, timeout=timeout, clock=clock, rng=rng)
+    while True:
+        delay = plan.next_wait()
         if delay > 0 and wait(delay):
             raise ConnectionClosed(f"the client was closed while reconnecting to {where}")
-        count += 1
-        limit = timeout
-        if deadline is not None:
-            left = deadline - clock()
-            if left <= 0:
-                break
-            limit = left if limit is None else min(limit, left)
+        limit = plan.attempt_timeout()
         try:
             result = attempt(limit)
-        except ssl.SSLCertVerificationError:
+        except BaseException as exc:
+            if plan.worth_retrying(exc):
+                continue
             raise
-        except OSError as exc:
-            last = exc
-            logger.info("%s: reconnect attempt %d failed: %s", where, count, exc)
-            continue
-        elapsed = clock() - started
-        logger.info(
-            "%s: reconnected on attempt %d after %.3f s (the connection had ended: %s)",
-            where, count, elapsed, cause,
-        )  # fmt: skip
-        return result, count, elapsed
-    elapsed = clock() - started
-    reason = f": {last}" if last is not None else " (no time left for an attempt)"
-    logger.warning(
-        "%s: gave up reconnecting after %d attempts in %.3f s%s", where, count, elapsed, reason
-    )
-    raise ConnectionClosed(
-        f"gave up reconnecting to {where} after {count} attempts in {elapsed:.3f} s{reason}"
-    ) from last
+        return (result, *plan.connected(cause))
 
 
 def as_lost(exc: BaseException, address: Optional[Address]) -> BaseException:
