@@ -8,7 +8,8 @@
 # HARNESS is fuzz_frames, fuzz_messages or fuzz_differential.  Builds the
 # sanitized core first if build/asan has none (fuzz/build_sanitized.sh).
 # libFuzzer's working corpus grows in fuzz/work/HARNESS (gitignored), seeded
-# from fuzz/corpus/HARNESS (committed, never written); crash inputs land in
+# from fuzz/corpus/HARNESS (committed, never written; FUZZ_WORK_DIR puts the
+# working corpus elsewhere, as fuzz/smoke.sh does); crash inputs land in
 # fuzz/artifacts/HARNESS/, the full log in fuzz/logs/.  Prints a summary:
 # executions, exec/s, coverage (cov: edges of the C extension and of the
 # instrumented Python, ft: features), corpus size, and any crash.
@@ -30,7 +31,7 @@ out=${FUZZ_BUILD_DIR:-$root/build/asan}
 # shellcheck source=/dev/null
 source "$out/env.sh"
 
-work=$here/work/$harness
+work=${FUZZ_WORK_DIR:-$here/work/$harness}
 artifacts=$here/artifacts/$harness
 mkdir -p "$work" "$artifacts" "$here/logs"
 log=$here/logs/$harness-$(date +%Y%m%d-%H%M%S).log
