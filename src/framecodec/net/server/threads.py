@@ -297,7 +297,11 @@ class ThreadingServer(Server):
         # and the socket is not re-armed twice per request.
         between_frames = self.idle_timeout if self.idle_timeout is not None else self.write_timeout
         frame_started: Optional[float] = None
-        frames: Optional[List[Any]] = None  # what the last read completed
+        # Until the first read has returned, reads are receive_first()'s: that
+        # one keeps the stream's first bytes on a protocol error (endings.peer_hint).
+        first_read = True
+        completed = False  # whether the last read completed frames
+        frames: Optional[List[Any]]
         # How far past a frame deadline a read may wait: re-arming the socket
         # on every read of a stream would cost a system call each.
         slack = min(1.0, self.frame_timeout / 4) if self.frame_timeout is not None else 0.0
@@ -311,7 +315,7 @@ class ThreadingServer(Server):
             timeout = sock.gettimeout()
             wanted = between_frames
             if decoder.mid_frame:
-                if frame_started is None or frames:
+                if frame_started is None or completed:
                     # A read that completed frames began the one now arriving:
                     # a steady stream is not one endless frame.
                     frame_started = time.monotonic()
@@ -331,13 +335,11 @@ class ThreadingServer(Server):
                 # the end of the input (our own doing).
                 conn.interrupt()
             try:
-                # None until the first read has returned: that one keeps the
-                # stream's first bytes on a protocol error (endings.peer_hint).
                 limit = 0
                 if budget is not None:  # one read takes what is left of its share
                     # Sized as the wait begins, while others read: one default read at most.
                     limit = min(budget.read_limit(conn, len(self._open), True), HINTED_READ)
-                if frames is None:
+                if first_read:
                     frames = receive_first(sock, decoder, limit)
                 elif budget is not None:
                     frames = receive_at_most(sock, decoder, limit)
@@ -346,7 +348,7 @@ class ThreadingServer(Server):
             except TimeoutError:
                 if frame_started is not None and self.frame_timeout is not None:
                     if time.monotonic() < frame_started + self.frame_timeout:
-                        frames = []
+                        completed = False
                         continue  # armed a little short of the deadline: wait on
                     raise TimeoutError(
                         f"frame not complete within {self.frame_timeout} s"
@@ -360,16 +362,21 @@ class ThreadingServer(Server):
                     conn.flush()
                 raise
             conn.waiting = False
+            first_read = False
             conn.last_activity = time.monotonic()
             if frames is None:
                 if not (self.stopping or conn.evicted):  # else the end is our own doing
                     call_handler(handler.eof_received)
                 break
-            if frames:
+            completed = bool(frames)
+            if completed:
                 try:
                     frames_received(frames)
                 except Exception as exc:  # call_handler(), inline: this is the hot path
                     raise handler_failed(frames_received) from exc
+                # Not kept while the replies are sent: a peer that takes
+                # none would pin its requests too, unseen by the budget.
+                frames = None
                 if conn.tls_requested:
                     sock = self._start_tls(conn)
                     output = conn.output
