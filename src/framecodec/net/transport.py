@@ -11,6 +11,7 @@ have no sendmsg).  Nothing here parses a byte.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import selectors
@@ -409,9 +410,12 @@ class Stream:
         self.watched = events
 
     def close(self, selector: selectors.BaseSelector) -> None:
-        if self.watched:
-            selector.unregister(self.sock)
-            self.watched = 0
+        watched, self.watched = self.watched, 0
+        if watched:
+            # A close that a KeyboardInterrupt cut short is done again by
+            # the server's final sweep: the socket may be unregistered already.
+            with contextlib.suppress(KeyError, ValueError):
+                selector.unregister(self.sock)
         close_socket(self.sock)
 
     @property
