@@ -34,6 +34,10 @@ def _load_script() -> Any:
 
 leak_cycles = _load_script()
 
+# A gross bound only (the script's slopes are the measure): PyPy's JIT and
+# garbage collector grow a threads server by over 100 MiB while warming up.
+RSS_GROWTH_BOUND = (50 if sys.implementation.name == "cpython" else 400) * 2**20
+
 
 def run(backend: str, cycles: int, tls_dir: Optional[str] = None) -> Any:
     result = leak_cycles.measure(
@@ -52,7 +56,7 @@ def run(backend: str, cycles: int, tls_dir: Optional[str] = None) -> Any:
     stats = result.stats
     assert stats["accepted"] == stats["closed"] == stats["clean_closes"] == cycles, stats
     assert not {k: stats[k] for k in leak_cycles.SERVER_ERRORS if stats.get(k)}
-    assert result.samples[-1].rss - result.initial.rss < 50 * 2**20
+    assert result.samples[-1].rss - result.initial.rss < RSS_GROWTH_BOUND
     return result
 
 
