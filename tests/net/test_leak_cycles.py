@@ -52,7 +52,11 @@ def run(backend: str, cycles: int, tls_dir: Optional[str] = None) -> Any:
     assert result.client_errors == {}, result.first_errors
     # Each sample waits (5 s at most) for the server to close every connection.
     assert [s.open for s in result.samples] == [0] * len(result.samples)
-    assert [s.fds for s in result.samples] == [result.initial.fds] * len(result.samples)
+    # No descriptor per connection: the count stays flat.  (On Debian sid's
+    # 3.14 the first TLS handshake leaves the server one more, once.)
+    fds = [s.fds for s in result.samples]
+    assert fds == [fds[0]] * len(fds)
+    assert fds[0] <= result.initial.fds + (1 if tls_dir else 0)
     stats = result.stats
     assert stats["accepted"] == stats["closed"] == stats["clean_closes"] == cycles, stats
     assert not {k: stats[k] for k in leak_cycles.SERVER_ERRORS if stats.get(k)}
