@@ -364,7 +364,6 @@ class Server(Service):
     def _listen(self, selector: selectors.BaseSelector) -> None:
         self._selector = selector
         self._bound.sock.setblocking(False)
-        self._reserve = open_reserve()
         selector.register(self._waker, selectors.EVENT_READ, None)
         self._refresh_accepting()
 
@@ -485,6 +484,12 @@ class Server(Service):
             Address.from_sockaddr(peer) if peer else "a peer",
             str(exc),  # text, not the exception: see log_ending
         )
+
+    def _claim(self) -> None:
+        super()._claim()
+        # Here, in the caller's thread, not in the serving one: start()
+        # returns with every descriptor the server keeps already open.
+        self._reserve = open_reserve()
 
     def _close_resources(self) -> None:
         super()._close_resources()

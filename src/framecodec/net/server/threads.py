@@ -1,9 +1,10 @@
 """The "threads" backend: a thread per connection from a bounded pool.
 
-An acceptor thread hands each connection to a ThreadPoolExecutor of
-``max_connections`` workers (1024 by default: an idle one costs about
-23 KiB of RSS); while all are busy it ends the input of the longest-idle
-connection to make room (``overflow="close_idle"``), turns new clients away
+An acceptor thread hands each connection to a thread of its own, an idle
+one when there is one (pool.py), for up to ``max_connections`` connections
+(1024 by default: an idle connection's thread costs about 23 KiB of RSS);
+while all are busy it ends the input of the longest-idle connection to make
+room (``overflow="close_idle"``), turns new clients away
 (``overflow="reject"``, or "close_idle" with none idle), or stops accepting
 (``overflow="wait"``: clients wait in the listen backlog).  A worker reads with blocking calls
 whose timeout is the idle timeout between frames and what is left of the
@@ -24,7 +25,6 @@ import selectors
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, List, Optional, cast
 
 from ...errors import PeerStalled, ProtocolError
@@ -41,6 +41,7 @@ from ..transport import (
 )
 from .base import CLOSED, OPEN, Connection, Server, call_handler, handler_failed, idlest
 from .budget import REVIEW_EVERY, kernel_output
+from .pool import WorkerThreads
 
 __all__ = ["ThreadingServer"]
 
@@ -118,9 +119,7 @@ class ThreadingServer(Server):
     default_max_connections = 1024  # as "selector": ~23 KiB of RSS per idle connection thread
 
     def _serve(self) -> None:
-        self._pool = ThreadPoolExecutor(
-            self.max_connections, thread_name_prefix=f"framecodec {self.address}"
-        )
+        self._pool = WorkerThreads(f"framecodec {self.address}")
         selector = selectors.DefaultSelector()
         self._listen(selector)
         try:
@@ -195,7 +194,7 @@ class ThreadingServer(Server):
     def _open_connection(self, sock: socket.socket, peer: Any) -> None:
         conn = ThreadConnection(self, sock, peer)
         self._add(conn)
-        self._pool.submit(self._worker, conn)
+        self._pool.submit(lambda: self._worker(conn))
 
     def _make_room(self) -> bool:
         """End the input of the longest-idle connection: its worker, blocked
