@@ -145,6 +145,24 @@ def hold_reading(conn: _ServerConnection) -> None:
     transport.pause_reading()
 
 
+def cancel_accept_retries(loop: asyncio.AbstractEventLoop, listener: Any) -> None:
+    """Cancel the accept retry asyncio's selector loop arms when an accept
+    fails for want of descriptors (ACCEPT_RETRY_DELAY, 1 s later): once the
+    listener is closed, that retry fails with "ValueError: Invalid file
+    descriptor: -1", a traceback on the loop's exception handler.  Private
+    attributes, looked up with care: a loop without them (uvloop) arms no
+    such timer, or cancels its own."""
+    start_serving = getattr(loop, "_start_serving", None)
+    if start_serving is None:
+        return
+    # Pending in _scheduled, or due and moved to _ready in this iteration.
+    pending = [*getattr(loop, "_scheduled", ()), *getattr(loop, "_ready", ())]
+    for handle in pending:
+        callback = getattr(handle, "_callback", None)
+        if callback == start_serving and listener in getattr(handle, "_args", ()):
+            handle.cancel()
+
+
 class Admission:
     """The limits of one aio Server (its ``admission``)."""
 
@@ -205,6 +223,8 @@ class Admission:
         if self._review is not None:
             self._review.cancel()
             self._review = None
+        if loop is not None:
+            cancel_accept_retries(loop, self.server._bound.sock)
 
     # -- max_connections ------------------------------------------------------------
 
