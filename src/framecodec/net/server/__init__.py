@@ -3,7 +3,7 @@
 handlers.py tells the handler shapes apart and endings.py counts and logs
 how connections end (both shared with framecodec.aio); base.py holds what
 the backends share; the backends are selector.py (one thread for all
-connections) and threads.py (a thread per connection from a bounded pool);
+connections) and threads.py (a thread per connection, from pool.py);
 workers.py runs several server processes on one address.
 """
 

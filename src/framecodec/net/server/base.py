@@ -12,7 +12,7 @@ Three handler shapes, all turned into a ConnectionHandler per connection:
 An exception from a handler is logged and closes that connection only.
 This module holds what the backends share (Server, Connection, the handler
 shapes); the backends ("selector", one thread for all connections;
-"threads", a thread per connection from a bounded pool) live in selector.py
+"threads", a thread per connection) live in selector.py
 and threads.py, and ``serve()`` in this package's __init__.
 """
 

@@ -1,4 +1,4 @@
-"""The "threads" backend: a thread per connection from a bounded pool.
+"""The "threads" backend: a thread per connection, reusing idle threads.
 
 An acceptor thread hands each connection to a thread of its own, an idle
 one when there is one (pool.py), for up to ``max_connections`` connections
