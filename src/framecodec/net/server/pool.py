@@ -30,8 +30,7 @@ from ..service import SHUTDOWN_GRACE
 __all__ = ["IDLE_EXIT", "WorkerThreads"]
 
 # How long an idle thread waits for a connection before it ends: long
-# enough that steady traffic never pays for a thread's start (about 50 us),
-# short enough that a burst's threads, their stacks and their malloc
+# enough that steady traffic does not pay for starting threads, short enough that a burst's threads, their stacks and their malloc
 # arenas, do not stay for good.
 IDLE_EXIT = 60.0
 
@@ -62,7 +61,7 @@ class WorkerThreads:
 
     @property
     def idle(self) -> int:
-        """How many threads wait for a task."""
+        """How many threads wait for a task (less the tasks queued for them)."""
         with self._lock:
             return self._idle
 
