@@ -30,8 +30,9 @@ from ..service import SHUTDOWN_GRACE
 __all__ = ["IDLE_EXIT", "WorkerThreads"]
 
 # How long an idle thread waits for a connection before it ends: long
-# enough that steady traffic does not pay for starting threads, short enough that a burst's threads, their stacks and their malloc
-# arenas, do not stay for good.
+# enough that steady traffic does not pay for starting threads, short
+# enough that a burst's threads (their stacks, their malloc arenas) do not
+# stay for good.
 IDLE_EXIT = 60.0
 
 Task = Callable[[], None]
