@@ -21,6 +21,7 @@ import pytest
 
 import framecodec
 from framecodec import FrameEncoder, aio
+from framecodec.net.server import threads as threads_backend
 from framecodec.net.server.base import IDLE_AGE
 from framecodec.net.transport import ConnectionClosed
 
@@ -230,6 +231,44 @@ def test_close_idle_makes_room_for_a_new_client(any_backend):
         finally:
             for client in clients:
                 client.close()
+
+
+def test_threads_request_racing_its_eviction_is_not_run(monkeypatch):
+    """The threads backend ends an idle connection's input to make room; a
+    worker that wakes only after the client's next request has come (on a
+    busy machine) reads it after the eviction: it is not run, and the
+    client sees the connection end, as on the other backends."""
+    ran: List[bytes] = []
+    late_wake = threading.Event()
+
+    def handler(frame: Any) -> bytes:
+        ran.append(bytes(frame))
+        return bytes(frame)
+
+    real_receive = threads_backend.receive_at_most  # under the default memory budget
+
+    def receive(sock: socket.socket, decoder: Any, limit: int) -> Any:
+        if late_wake.is_set() and sock.getpeername()[1] == idle_port:
+            late_wake.clear()
+            time.sleep(IDLE_AGE + 1.0)  # asleep, counted as waiting, not in recv
+        return real_receive(sock, decoder, limit)
+
+    monkeypatch.setattr(threads_backend, "receive_at_most", receive)
+    with serving("threads", handler, max_connections=1) as server:
+        idle = framecodec.connect(server.address, timeout=TIMEOUT)
+        idle_port = idle.socket.getsockname()[1]
+        try:
+            late_wake.set()
+            assert idle.request(b"hi") == b"hi"  # its worker's next read sleeps
+            time.sleep(IDLE_AGE + 0.1)
+            with framecodec.connect(server.address, timeout=TIMEOUT) as late:
+                assert late.request(b"let me in") == b"let me in"
+                assert server.stats["evicted"] == 1
+                with pytest.raises((ConnectionClosed, ConnectionError)):
+                    idle.request(b"are you there")  # sent before the worker reads
+            assert b"are you there" not in ran
+        finally:
+            idle.close()
 
 
 def test_close_idle_refuses_when_no_connection_is_idle(any_backend):

@@ -363,8 +363,13 @@ class ThreadingServer(Server):
             conn.waiting = False
             first_read = False
             conn.last_activity = time.monotonic()
+            if conn.evicted:
+                # Closed to make room: a request that raced the eviction
+                # (its read woke after the bytes came) is not run, so a
+                # retry on a new connection cannot run it twice.
+                break
             if frames is None:
-                if not (self.stopping or conn.evicted):  # else the end is our own doing
+                if not self.stopping:  # else the end is our own doing
                     call_handler(handler.eof_received)
                 break
             completed = bool(frames)
