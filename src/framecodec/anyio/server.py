@@ -23,9 +23,7 @@ from typing import (
     Literal,
     Optional,
     Set,
-    Tuple,
     Union,
-    cast,
     overload,
 )
 
@@ -36,13 +34,7 @@ from anyio.streams.tls import TLSStream
 
 from ..codec.formats import FrameFormat
 from ..errors import ConnectionClosed, HandlerError, ProtocolError
-from ..net.addresses import (
-    Address,
-    AddressLike,
-    BoundSocket,
-    _remove_stale_socket_file,
-    parse_address,
-)
+from ..net.addresses import Address, AddressLike
 from ..net.protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
 from ..net.server.base import DEFAULT_OVERFLOW, FullLog, check_overflow, handler_failed, idlest
 from ..net.server.endings import count_ending, log_ending, peer_label
@@ -52,7 +44,7 @@ from ..net.tls import tolerate_bare_eof
 from .answering import answering, can_answer_in_callback
 from .sockio import TrioSocketIO
 from .stream import FramedStream, check_timeouts, with_read_size
-from .streams import accept
+from .streams import accept, listen
 
 if TYPE_CHECKING:
     from typing import Awaitable
@@ -403,37 +395,6 @@ async def _close(stream: anyio.abc.ByteStream) -> None:
     await anyio.aclose_forcefully(stream)
 
 
-async def _listen(
-    address: Union[AddressLike, socket.socket], backlog: int, reuse_port: bool
-) -> Tuple[List[anyio.abc.SocketListener], BoundSocket]:
-    """The listeners (one per address a host name resolves to), and the
-    first one's socket as the blocking servers own theirs: the real
-    address, and a Unix socket file removed at the end only if still ours."""
-    if isinstance(address, socket.socket):  # bound already, by the caller
-        address.listen(backlog)
-        bound = BoundSocket(address)
-        return [await anyio.abc.SocketListener.from_socket(address)], bound
-    target = parse_address(address)
-    listeners: List[anyio.abc.SocketListener]
-    if target.is_unix:
-        path = target.sockaddr
-        if not path.startswith("\0"):
-            _remove_stale_socket_file(path, socket.SOCK_STREAM)
-        listeners = [await anyio.create_unix_listener(path, backlog=backlog)]
-    else:
-        host, port = target.sockaddr[:2]
-        multi = await anyio.create_tcp_listener(
-            local_host=host, local_port=port, backlog=backlog, reuse_port=reuse_port
-        )
-        listeners = [cast(anyio.abc.SocketListener, one) for one in multi.listeners]
-    try:
-        return listeners, BoundSocket(listeners[0].extra(SocketAttribute.raw_socket))
-    except BaseException:
-        for listener in listeners:
-            await anyio.aclose_forcefully(listener)
-        raise
-
-
 # The options and the handler's frames follow the protocol, as for
 # framecodec.serve (a protocol object takes no options beside it).
 @overload
@@ -547,7 +508,7 @@ async def serve(
     proto = make_protocol(protocol, format, **with_read_size(protocol, options))
     if ssl_context is not None:
         ssl_context = tolerate_bare_eof(ssl_context)
-    listeners, bound = await _listen(address, backlog, reuse_port)
+    listeners, bound = await listen(address, backlog, reuse_port)
     server = Server(
         bound.address,
         handler,
