@@ -38,6 +38,25 @@ def echo(frame: bytes) -> bytes:
     return frame
 
 
+async def echo_later(frame: bytes) -> bytes:
+    return frame
+
+
+async def echo_stream(stream: Any) -> None:
+    async for frame in stream:
+        await stream.send(frame)
+
+
+# A plain function is answered in the read callback (asyncio) or the task's
+# tight loop (trio: answering.py), a coroutine function by the server's
+# receive loop, a per-connection one by its own receive() calls.
+SHAPES = {
+    "plain": (echo, {}),
+    "coroutine": (echo_later, {}),
+    "per_connection": (echo_stream, {"per_connection": True}),
+}
+
+
 def holding(server: fa.Server) -> int:
     """What the server's connections hold now (decoders' storage, reserved
     room included, and replies being sent), counted afresh."""
@@ -127,8 +146,9 @@ async def half_frames(server: fa.Server, peaks: Peak) -> List[socket.socket]:
     return bad
 
 
+@pytest.mark.parametrize("shape", list(SHAPES))
 async def test_half_frames_stay_within_the_budget_and_a_steady_client_is_served(
-    anyio_backend, caplog
+    anyio_backend, shape, caplog
 ):
     """40 peers each begin a 1 MiB frame (256 KiB of it) and stall: 10 MiB
     of input, more with the room their frames would reserve, against a
@@ -137,7 +157,8 @@ async def test_half_frames_stay_within_the_budget_and_a_steady_client_is_served(
     reserve up to prealloc_limit), connections are held, and a steady
     client and fresh ones are answered throughout."""
     caplog.set_level(logging.INFO, logger="framecodec.server")
-    async with serving(echo, memory_budget=BUDGET) as (server, _):
+    handler, options = SHAPES[shape]
+    async with serving(handler, memory_budget=BUDGET, **options) as (server, _):
         assert server.memory_budget == BUDGET
         bad: List[socket.socket] = []
         try:
