@@ -103,6 +103,7 @@ class _Answerer:
         must take over (its future then resolved by the caller)."""
         framed = self.framed
         decoder = framed._decoder
+        budget = framed._budget
         sock = self.io.sock
         for _ in range(YIELD_EVERY):
             view = decoder.get_buffer(-1)
@@ -134,6 +135,8 @@ class _Answerer:
                 framed._frame_began = None
             if frames and not self.reply(frames, sock):
                 return False
+            if budget is not None and budget.held_since is not None:
+                return False  # held by the memory budget: its task waits its turn
             if nbytes < room:
                 break  # the socket is empty
         self.arm()
@@ -173,6 +176,8 @@ async def answering(framed: FramedStream[Any], answer: Callable[[List[Any]], Any
     io = framed._io
     if framed._frames or framed._error is not None or framed._reading or framed._sending:
         return  # what waits goes the ordinary way
+    if framed._budget is not None and framed._budget.held:
+        return  # so does a read held by the memory budget
     if isinstance(io, TrioSocketIO):
         await _answering_in_task(framed, io, answer)
         return

@@ -23,9 +23,7 @@ from typing import (
     Literal,
     Optional,
     Set,
-    Tuple,
     Union,
-    cast,
     overload,
 )
 
@@ -36,23 +34,19 @@ from anyio.streams.tls import TLSStream
 
 from ..codec.formats import FrameFormat
 from ..errors import ConnectionClosed, HandlerError, ProtocolError
-from ..net.addresses import (
-    Address,
-    AddressLike,
-    BoundSocket,
-    _remove_stale_socket_file,
-    parse_address,
-)
+from ..net.addresses import Address, AddressLike
 from ..net.protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
 from ..net.server.base import DEFAULT_OVERFLOW, FullLog, check_overflow, handler_failed, idlest
+from ..net.server.budget import DEFAULT_MEMORY_BUDGET, check_memory_budget, make_budget
 from ..net.server.endings import count_ending, log_ending, peer_label
 from ..net.server.handlers import ASYNC_SHAPES, HandlerShape, handler_shape
 from ..net.service import logger
 from ..net.tls import tolerate_bare_eof
 from .answering import answering, can_answer_in_callback
+from .budgeted import BudgetedConnection, BudgetedServer
 from .sockio import TrioSocketIO
 from .stream import FramedStream, check_timeouts, with_read_size
-from .streams import accept
+from .streams import accept, listen
 
 if TYPE_CHECKING:
     from typing import Awaitable
@@ -81,7 +75,7 @@ __all__ = ["Server", "serve"]
 _PLAIN = (HandlerShape.FRAME, HandlerShape.BATCH)
 
 
-class _Connection:
+class _Connection(BudgetedConnection):
     """A server's connection as its task sees it: the FramedStream, and why it ended."""
 
     def __init__(self, server: Server, stream: anyio.abc.ByteStream) -> None:
@@ -115,11 +109,12 @@ class _Connection:
             self.framed.shut_input(ConnectionClosed("the server is closing"))
 
 
-class Server:
+class Server(BudgetedServer):
     """What serve() reports through task_status: the bound ``address`` (the
     real port when 0 was asked for), ``connections`` (their peers' labels),
     ``stats`` (a Counter: accepted, rejected, evicted, closed, clean_closes,
-    handler_errors, protocol_errors, tls_failures, timeouts, network_errors), and
+    handler_errors, protocol_errors, tls_failures, timeouts, network_errors,
+    over_budget), ``memory`` and ``memory_budget`` (budgeted.py), and
     ``close()``, a graceful shutdown like cancelling serve()."""
 
     def __init__(
@@ -135,8 +130,10 @@ class Server:
         frame_timeout: Optional[float],
         shutdown_timeout: float,
         overflow: str = DEFAULT_OVERFLOW,
+        memory_budget: Optional[int] = DEFAULT_MEMORY_BUDGET,
     ) -> None:
         check_overflow(overflow, max_connections)
+        self.budget = make_budget(memory_budget, address)
         self.address = address
         self.protocol = protocol
         self.ssl_context = ssl_context
@@ -186,6 +183,7 @@ class Server:
     async def _run(self, listeners: List[anyio.abc.SocketListener]) -> None:
         """Accept and serve until close(); then drain for shutdown_timeout seconds."""
         async with anyio.create_task_group() as connections:
+            self._tasks = connections  # the memory budget's review runs there too
             with anyio.CancelScope() as self._accepting:
                 if not self._closing:
                     async with anyio.create_task_group() as accepting:
@@ -266,15 +264,19 @@ class Server:
                 frame_timeout=self.frame_timeout,
             )
             framed._interruptible = True  # close() ends the reads of idle connections
+            conn.attach_budget(framed)
             if self._closing:
                 conn.stop()
-            ending = await self._converse(conn, framed)
+            with conn.budgeted_scope():  # cancelled to close it over the memory budget
+                ending = await self._converse(conn, framed)
         except (ProtocolError, HandlerError, OSError, TimeoutError) as exc:
             ending = exc
         except anyio.BrokenResourceError as exc:
             ending = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
         finally:
             with anyio.CancelScope(shield=True):
+                ending = conn.over_budget or ending
+                conn.detach_budget()
                 if ending is None:
                     await _close(stream)
                 else:
@@ -403,37 +405,6 @@ async def _close(stream: anyio.abc.ByteStream) -> None:
     await anyio.aclose_forcefully(stream)
 
 
-async def _listen(
-    address: Union[AddressLike, socket.socket], backlog: int, reuse_port: bool
-) -> Tuple[List[anyio.abc.SocketListener], BoundSocket]:
-    """The listeners (one per address a host name resolves to), and the
-    first one's socket as the blocking servers own theirs: the real
-    address, and a Unix socket file removed at the end only if still ours."""
-    if isinstance(address, socket.socket):  # bound already, by the caller
-        address.listen(backlog)
-        bound = BoundSocket(address)
-        return [await anyio.abc.SocketListener.from_socket(address)], bound
-    target = parse_address(address)
-    listeners: List[anyio.abc.SocketListener]
-    if target.is_unix:
-        path = target.sockaddr
-        if not path.startswith("\0"):
-            _remove_stale_socket_file(path, socket.SOCK_STREAM)
-        listeners = [await anyio.create_unix_listener(path, backlog=backlog)]
-    else:
-        host, port = target.sockaddr[:2]
-        multi = await anyio.create_tcp_listener(
-            local_host=host, local_port=port, backlog=backlog, reuse_port=reuse_port
-        )
-        listeners = [cast(anyio.abc.SocketListener, one) for one in multi.listeners]
-    try:
-        return listeners, BoundSocket(listeners[0].extra(SocketAttribute.raw_socket))
-    except BaseException:
-        for listener in listeners:
-            await anyio.aclose_forcefully(listener)
-        raise
-
-
 # The options and the handler's frames follow the protocol, as for
 # framecodec.serve (a protocol object takes no options beside it).
 @overload
@@ -447,6 +418,7 @@ async def serve(
     ssl_context: Optional[ssl.SSLContext] = ...,
     max_connections: Optional[int] = ...,
     overflow: str = ...,
+    memory_budget: Optional[int] = ...,
     idle_timeout: Optional[float] = ...,
     frame_timeout: Optional[float] = ...,
     shutdown_timeout: float = ...,
@@ -481,6 +453,7 @@ async def serve(
     ssl_context: Optional[ssl.SSLContext] = ...,
     max_connections: Optional[int] = ...,
     overflow: str = ...,
+    memory_budget: Optional[int] = ...,
     idle_timeout: Optional[float] = ...,
     frame_timeout: Optional[float] = ...,
     shutdown_timeout: float = ...,
@@ -506,6 +479,7 @@ async def serve(
     ssl_context: Optional[ssl.SSLContext] = None,
     max_connections: Optional[int] = None,
     overflow: str = DEFAULT_OVERFLOW,
+    memory_budget: Optional[int] = DEFAULT_MEMORY_BUDGET,
     idle_timeout: Optional[float] = None,
     frame_timeout: Optional[float] = 60.0,
     shutdown_timeout: float = 5.0,
@@ -530,7 +504,12 @@ async def serve(
     counted in ``rejected``; "wait": new clients wait in the listen
     backlog), ``idle_timeout`` (seconds a connection may wait for a
     frame to begin) and ``frame_timeout`` (seconds a frame, or the TLS
-    handshake, may take: 60 as there, against peers that trickle bytes).
+    handshake, may take: 60 as there, against peers that trickle bytes),
+    and ``memory_budget`` (16 MiB; None: none), one ceiling on what all
+    connections hold (their decoders' input, the replies being sent): near
+    it those holding the most stop reading, and those held a second whose
+    peers take no replies are closed (``over_budget``), as there
+    (net/server/budget.py; ``server.memory`` is the total counted).
     ``ssl_context`` (framecodec.server_context) serves TLS.  At shutdown
     each connection finishes the frame in hand; after ``shutdown_timeout``
     seconds the rest are cancelled.
@@ -543,11 +522,12 @@ async def serve(
         server="framecodec.anyio.serve",
     )
     check_overflow(overflow, max_connections)
+    check_memory_budget(memory_budget)
     check_timeouts(idle_timeout, frame_timeout)
     proto = make_protocol(protocol, format, **with_read_size(protocol, options))
     if ssl_context is not None:
         ssl_context = tolerate_bare_eof(ssl_context)
-    listeners, bound = await _listen(address, backlog, reuse_port)
+    listeners, bound = await listen(address, backlog, reuse_port)
     server = Server(
         bound.address,
         handler,
@@ -556,6 +536,7 @@ async def serve(
         ssl_context=ssl_context,
         max_connections=max_connections,
         overflow=overflow,
+        memory_budget=memory_budget,
         idle_timeout=idle_timeout,
         frame_timeout=frame_timeout,
         shutdown_timeout=shutdown_timeout,

@@ -48,6 +48,7 @@ from .streams import network_error, raw_socket_of
 
 if TYPE_CHECKING:
     from ..net.types import FrameData, MessageContent
+    from .budgeted import BudgetedConnection
 
 __all__ = ["READ_SIZE", "FramedStream", "check_timeouts", "with_read_size"]
 
@@ -203,6 +204,7 @@ class FramedStream(Generic[ItemT]):
         self._send_free: Optional[anyio.Event] = None  # set as it ends, if any waits
         self._send_error: Optional[BaseException] = None
         self._closed = False
+        self._budget: Optional[BudgetedConnection] = None  # a server's memory budget
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -227,8 +229,7 @@ class FramedStream(Generic[ItemT]):
 
     @property
     def receives_into_buffer(self) -> bool:
-        """True when reads land in the decoder's buffer (get_buffer and
-        buffer_updated); False when they go through feed()."""
+        """Whether reads land in the decoder's buffer (get_buffer), not feed()'s."""
         return self._io is not None
 
     # -- sending ----------------------------------------------------------------------
@@ -323,6 +324,8 @@ class FramedStream(Generic[ItemT]):
         the first left already).  A failure after the first byte may have
         left sets _send_error: sending is over."""
         self._check_sending()
+        if self._budget is not None:
+            self._budget.send_begins(buffers)  # ends in the finally below
         try:
             if self._io is not None:
                 await self._io.send(buffers, begun)
@@ -346,6 +349,9 @@ class FramedStream(Generic[ItemT]):
             if self._closed:  # aclose() woke the wait (each backend has its own error)
                 raise ConnectionClosed("the stream is closed") from None
             raise
+        finally:
+            if self._budget is not None:
+                self._budget.send_ends()
 
     # -- receiving ----------------------------------------------------------------------
 
@@ -487,6 +493,9 @@ class FramedStream(Generic[ItemT]):
         """Read once and deliver what it completed, or end the input."""
         self._reading = True
         try:
+            budget = self._budget
+            if budget is not None and budget.held and not await budget.wait_turn():
+                return  # held by the memory budget until its input ended
             if self._io is not None:
                 # sockio ends the wait at the deadline or at shut_input(): None.
                 read = await self._io.receive_into(

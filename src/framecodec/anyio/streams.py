@@ -1,6 +1,6 @@
 """What framecodec.anyio knows of anyio's own streams: which sockets it may
 receive into and send from directly, and, on asyncio, TCP sockets opened and
-accepted without an asyncio transport.
+accepted without an asyncio transport; serve()'s listeners (listen).
 
 A FramedStream moves bytes straight between a socket and the codec only
 when nothing else reads or writes that socket: anyio's socket streams on
@@ -23,14 +23,20 @@ import errno
 import os
 import socket
 import sys
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple, Union, cast
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
 from anyio.abc import SocketAttribute
 
-from ..net.addresses import tune
+from ..net.addresses import (
+    AddressLike,
+    BoundSocket,
+    _remove_stale_socket_file,
+    parse_address,
+    tune,
+)
 from .sockio import AsyncioSocketIO, SocketIO
 
 __all__ = [
@@ -38,6 +44,7 @@ __all__ = [
     "accept",
     "connect_tcp",
     "connect_unix",
+    "listen",
     "network_error",
     "raw_socket_of",
 ]
@@ -216,6 +223,37 @@ async def accept(listener: anyio.abc.SocketListener) -> anyio.abc.SocketStream:
         except BaseException:
             conn.close()
             raise
+
+
+async def listen(
+    address: Union[AddressLike, socket.socket], backlog: int, reuse_port: bool
+) -> Tuple[List[anyio.abc.SocketListener], BoundSocket]:
+    """The listeners (one per address a host name resolves to), and the
+    first one's socket as the blocking servers own theirs: the real
+    address, and a Unix socket file removed at the end only if still ours."""
+    if isinstance(address, socket.socket):  # bound already, by the caller
+        address.listen(backlog)
+        bound = BoundSocket(address)
+        return [await anyio.abc.SocketListener.from_socket(address)], bound
+    target = parse_address(address)
+    listeners: List[anyio.abc.SocketListener]
+    if target.is_unix:
+        path = target.sockaddr
+        if not path.startswith("\0"):
+            _remove_stale_socket_file(path, socket.SOCK_STREAM)
+        listeners = [await anyio.create_unix_listener(path, backlog=backlog)]
+    else:
+        host, port = target.sockaddr[:2]
+        multi = await anyio.create_tcp_listener(
+            local_host=host, local_port=port, backlog=backlog, reuse_port=reuse_port
+        )
+        listeners = [cast(anyio.abc.SocketListener, one) for one in multi.listeners]
+    try:
+        return listeners, BoundSocket(listeners[0].extra(SocketAttribute.raw_socket))
+    except BaseException:
+        for listener in listeners:
+            await anyio.aclose_forcefully(listener)
+        raise
 
 
 # accept() errors that concern one client, not the listener (as asyncio's
