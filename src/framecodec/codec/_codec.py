@@ -436,6 +436,25 @@ class _StreamDecoder:
         return not self._between_frames()
 
     @property
+    def needed(self):
+        """Bytes the frame in progress still lacks, once its header has
+        said how long it is (an oversized frame's that are still to be
+        dropped included); 0 between frames, inside a header, once stopped
+        and after an error.  The peer must send that many before this frame
+        can be delivered, so a reader may ask its kernel not to wake it for
+        fewer (the network layers set SO_RCVLOWAT from it)."""
+        phase = self._phase
+        if self._frames_left == 0:
+            return 0
+        if phase == _IN_PLACE:
+            return self._big.size - self._big.filled
+        if phase == _BODY:
+            return self._need - (self._end - self._pos)
+        if phase == _DISCARDING:
+            return max(self._discard_left - (self._end - self._pos), 0)
+        return 0
+
+    @property
     def stopped(self):
         """True once the frames stop_after() allowed are delivered (and after detach)."""
         return self._frames_left == 0
