@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import socket
+import sys
 from typing import Any, AsyncIterator, List, Tuple
 
 import anyio
@@ -21,6 +22,7 @@ from anyio.abc import SocketAttribute
 from framecodec import ConnectionClosed, FrameDecoder, FrameEncoder
 from framecodec import anyio as fa
 from framecodec.anyio.sockio import YIELD_EVERY
+from framecodec.net.lowwater import MARK_CAP, MARK_FROM
 
 from .support import TIMEOUT
 
@@ -238,3 +240,42 @@ async def test_a_batch_of_large_frames_leaves_vectored_and_whole_in_order():
                 await stream.send_many(payloads)
     assert len(received) == len(payloads)
     assert all(got == bytes(sent) for got, sent in zip(received, payloads))
+
+
+def _mark(sock: socket.socket) -> int:
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_RCVLOWAT is set on Linux only")
+async def test_a_large_frame_sets_the_low_water_mark_to_its_rest_and_no_further():
+    """The mark follows decoder.needed (net/lowwater.py): the rest of the
+    frame, capped, then 1 again, so a peer that sends a large frame in slow
+    pieces and then waits is never left waiting for bytes it does not owe."""
+    frame = ENCODER.encode(bytes(range(256)) * 1200)  # 307,204 bytes
+    async with connected() as (stream, peer):
+        sock = stream.stream.extra(SocketAttribute.raw_socket)
+        assert _mark(sock) == 1
+        with anyio.fail_after(TIMEOUT):
+            async with anyio.create_task_group() as tg:
+                received: List[bytes] = []
+
+                async def receive() -> None:
+                    received.append(await stream.receive())
+                    received.append(await stream.receive())
+
+                tg.start_soon(receive)
+                sent = 0
+                seen = []  # (mark, what the decoder still needs) after each piece
+                for piece in (50_000, 70_000, 70_000, 70_000, 40_000):
+                    peer.sendall(frame[sent : sent + piece])
+                    sent += piece
+                    await anyio.sleep(0.01)  # read what the mark lets through, wait again
+                    seen.append((_mark(sock), stream._decoder.needed))
+                peer.sendall(frame[sent:])  # the last 7,204 bytes
+                peer.sendall(ENCODER.encode(b"next"))
+        assert received == [frame[4:], b"next"]
+        assert _mark(sock) == 1
+    # Never more than the frame lacks; the cap while it lacks more.
+    for mark, needed in seen:
+        assert mark == (min(needed, MARK_CAP) if needed >= MARK_FROM else 1), seen
+    assert seen[0][0] > MARK_FROM  # set, with 257,204 or more bytes to come

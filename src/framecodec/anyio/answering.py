@@ -105,6 +105,7 @@ class _Answerer:
         decoder = framed._decoder
         budget = framed._budget
         sock = self.io.sock
+        low_water = self.io.low_water
         for _ in range(YIELD_EVERY):
             view = decoder.get_buffer(-1)
             try:
@@ -128,6 +129,9 @@ class _Answerer:
                     framed._deliver(exc.frames)
                 framed._fail(exc)
                 return False
+            finally:
+                if low_water is not None:
+                    low_water.follow(decoder)
             if decoder.mid_frame:
                 if frames or framed._frame_began is None:
                     framed._frame_began = framed._now()

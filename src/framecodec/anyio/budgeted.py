@@ -63,6 +63,10 @@ class BudgetedDecoder:
     def reserved(self) -> int:
         return int(self.decoder.reserved)
 
+    @property
+    def needed(self) -> int:
+        return int(self.decoder.needed)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.decoder, name)  # the rest, rarely called (eof, buffered)
 

@@ -46,6 +46,8 @@ from typing import Any, Callable, List, Optional, Tuple
 import anyio
 import anyio.lowlevel
 
+from ..net.lowwater import low_water
+
 __all__ = [
     "INFINITY",
     "YIELD_EVERY",
@@ -77,6 +79,9 @@ class SocketIO:
         self._wait_first = False  # the last read waited and took all: the next waits first
         self._interrupted = False  # interrupt() was called: reads wait no more
         self._wait_scope: Optional[Any] = None  # the cancel scope of a read's wait
+        # SO_RCVLOWAT set from the decoder: a large frame wakes a read once
+        # (net/lowwater.py); None on Unix sockets.
+        self.low_water = low_water(sock)
 
     # -- what each backend provides ----------------------------------------------
 
@@ -166,7 +171,11 @@ class SocketIO:
             view.release()
             if nbytes == 0:
                 raise anyio.EndOfStream
-            frames: List[Any] = decoder.buffer_updated(nbytes)
+            try:
+                frames: List[Any] = decoder.buffer_updated(nbytes)
+            finally:
+                if self.low_water is not None:  # even when it raised: the frame moved on
+                    self.low_water.follow(decoder)
             self._wait_first = waited and nbytes < room
             if waited:
                 self._unyielded = 0
