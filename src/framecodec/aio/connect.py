@@ -11,10 +11,10 @@ from ..codec.formats import FrameFormat
 from ..codec.messages import Message
 from ..net.addresses import Address, AddressLike, parse_address
 from ..net.backoff import Backoff
-from ..net.protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
+from ..net.protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol, with_read_size
 from ..net.server.endings import DEFAULT_HIGH_WATER
 from ..net.tls import handshake_failed
-from .connection import Connection, _with_read_size
+from .connection import Connection
 from .reconnecting import AioReconnectHook, Opener, ReconnectingConnection
 
 __all__ = ["open_connection"]
@@ -104,7 +104,7 @@ async def open_connection(
         raise TypeError(f"reconnect must be a Backoff, not {type(reconnect).__name__}")
     if on_reconnect is not None and reconnect is None:
         raise ValueError("on_reconnect needs reconnect=Backoff(...)")
-    proto = make_protocol(protocol, format, **_with_read_size(protocol, options))
+    proto = make_protocol(protocol, format, **with_read_size(protocol, options))
     target = parse_address(address)
     hostname = server_hostname if server_hostname is not None else target.host
     open_once = _connect_steps(target, ssl_context, hostname)

@@ -19,7 +19,6 @@ from typing import (
     Mapping,
     Optional,
     Tuple,
-    Union,
     cast,
     overload,
 )
@@ -27,7 +26,7 @@ from typing import (
 from ..codec.messages import Message
 from ..errors import ConnectionClosed, IncompleteFrameError, ProtocolError
 from ..net.addresses import Address
-from ..net.protocols import FrameProtocol, Protocol
+from ..net.protocols import ASYNC_READ_SIZE, FrameProtocol, Protocol
 from ..net.server.endings import DEFAULT_HIGH_WATER
 from ..net.tls import handshake_failed, refused_after_handshake
 from ..net.transport import ConnectionState, keep_stream_start, stream_start
@@ -45,9 +44,8 @@ OPEN, CLOSING, CLOSED = ConnectionState.OPEN, ConnectionState.CLOSING, Connectio
 # end of the pass, or at once when this much is waiting: a loop of small
 # sends costs a system call per batch, not per frame.
 CORK_BYTES = 64 * 1024
-# Bytes read per system call unless read_size says otherwise: asyncio's own
-# transports read this much, and a 64 KiB frame then costs no extra read.
-READ_SIZE = 256 * 1024
+# Bytes read per system call unless read_size says otherwise.
+READ_SIZE = ASYNC_READ_SIZE
 # How often a pause the transport did not signal checks for drain: soon at
 # first (a reader that is merely slow), then at most this seldom.
 _DRAIN_POLL_FIRST = 0.001
@@ -588,9 +586,3 @@ class Connection(asyncio.BufferedProtocol, Generic[ItemT]):
         """The peer closed its side after whole frames; True keeps ours open."""
         self._set_error(ConnectionClosed("the peer closed the connection"))
         return False
-
-
-def _with_read_size(protocol: Union[str, Protocol], options: dict[str, Any]) -> dict[str, Any]:
-    if isinstance(protocol, str) and "read_size" not in options:
-        return {**options, "read_size": READ_SIZE}
-    return options

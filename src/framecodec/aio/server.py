@@ -12,7 +12,7 @@ from typing import Any, Deque, List, Optional, Set, Union
 from ..codec.formats import FrameFormat
 from ..errors import ConnectionClosed, PeerStalled, ProtocolError
 from ..net.addresses import Address, AddressLike, BoundSocket, bind_socket
-from ..net.protocols import Protocol, make_protocol
+from ..net.protocols import Protocol, make_protocol, with_read_size
 from ..net.server.base import DEFAULT_OVERFLOW, handler_failed, handshake_limit
 from ..net.server.budget import DEFAULT_MEMORY_BUDGET
 from ..net.server.endings import DEFAULT_HIGH_WATER, count_ending, log_ending, peer_label
@@ -20,7 +20,7 @@ from ..net.server.handlers import ASYNC_SHAPES, HandlerShape, StartTLS, handler_
 from ..net.service import logger
 from . import starttls
 from .admission import Admission, BudgetedConnection, MemoryFigures, hold_reading
-from .connection import CLOSED, CLOSING, Connection, _with_read_size
+from .connection import CLOSED, CLOSING, Connection
 from .tlseof import EOFHold, HeldFIN, hold_peer_eof, raw_transport_of
 
 __all__ = ["Server", "start_server"]
@@ -560,7 +560,7 @@ async def start_server(
     )
     if high_water < 2:
         raise ValueError("high_water must be at least 2 bytes")
-    proto = make_protocol(protocol, format, **_with_read_size(protocol, options))
+    proto = make_protocol(protocol, format, **with_read_size(protocol, options))
     if isinstance(address, socket.socket):
         bound = BoundSocket(address)
     else:

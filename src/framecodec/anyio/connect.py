@@ -12,9 +12,9 @@ from anyio.streams.tls import TLSStream
 from ..codec.formats import FrameFormat
 from ..codec.messages import Message
 from ..net.addresses import AddressLike, parse_address
-from ..net.protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
+from ..net.protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol, with_read_size
 from ..net.tls import handshake_failed
-from .stream import FramedStream, check_timeouts, with_read_size
+from .stream import FramedStream, check_timeouts
 from .streams import connect_tcp, connect_unix
 
 __all__ = ["connect", "open_byte_stream"]

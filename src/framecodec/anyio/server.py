@@ -35,7 +35,7 @@ from anyio.streams.tls import TLSStream
 from ..codec.formats import FrameFormat
 from ..errors import ConnectionClosed, HandlerError, ProtocolError
 from ..net.addresses import Address, AddressLike
-from ..net.protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
+from ..net.protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol, with_read_size
 from ..net.server.base import DEFAULT_OVERFLOW, FullLog, check_overflow, handler_failed, idlest
 from ..net.server.budget import DEFAULT_MEMORY_BUDGET, check_memory_budget, make_budget
 from ..net.server.endings import count_ending, log_ending, peer_label
@@ -45,7 +45,7 @@ from ..net.tls import tolerate_bare_eof
 from .answering import answering, can_answer_in_callback
 from .budgeted import BudgetedConnection, BudgetedServer
 from .sockio import TrioSocketIO
-from .stream import FramedStream, check_timeouts, with_read_size
+from .stream import FramedStream, check_timeouts
 from .streams import accept, listen
 
 if TYPE_CHECKING:

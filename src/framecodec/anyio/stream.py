@@ -42,7 +42,14 @@ from ..codec.formats import FrameFormat
 from ..codec.messages import Message
 from ..errors import ConnectionClosed, IncompleteFrameError, ProtocolError
 from ..net.addresses import Address
-from ..net.protocols import FrameProtocol, MessageProtocol, Protocol, make_protocol
+from ..net.protocols import (
+    ASYNC_READ_SIZE,
+    FrameProtocol,
+    MessageProtocol,
+    Protocol,
+    make_protocol,
+    with_read_size,
+)
 from .sockio import INFINITY, SendBroken, SocketIO, socket_io
 from .streams import network_error, raw_socket_of
 
@@ -50,21 +57,13 @@ if TYPE_CHECKING:
     from ..net.types import FrameData, MessageContent
     from .budgeted import BudgetedConnection
 
-__all__ = ["READ_SIZE", "FramedStream", "check_timeouts", "with_read_size"]
+__all__ = ["READ_SIZE", "FramedStream", "check_timeouts"]
 
 ItemT = TypeVar("ItemT")
 
-# Bytes asked for per read unless read_size says otherwise: what asyncio's
-# own transports read at once (framecodec.aio's default too), so a 64 KiB
-# frame costs no extra read.
-READ_SIZE = 256 * 1024
-
-
-def with_read_size(protocol: Union[str, Protocol], options: dict[str, Any]) -> dict[str, Any]:
-    """The protocol options, with this layer's read_size unless given."""
-    if isinstance(protocol, str) and "read_size" not in options:
-        return {**options, "read_size": READ_SIZE}
-    return options
+# Bytes asked for per read unless read_size says otherwise (framecodec.aio's
+# default too).
+READ_SIZE = ASYNC_READ_SIZE
 
 
 def check_timeouts(idle_timeout: Optional[float], frame_timeout: Optional[float]) -> None:

@@ -12,13 +12,25 @@ from ..codec import _impl
 from ..codec.formats import FrameFormat, resolve_format
 from ..codec.messages import DEFAULT_MAX_HEADER_SIZE, REQUIRED_HEADER_KEYS, Message, MessageEncoder
 
-__all__ = ["FrameProtocol", "MessageProtocol", "Protocol", "explain_unsendable", "make_protocol"]
+__all__ = [
+    "ASYNC_READ_SIZE",
+    "FrameProtocol",
+    "MessageProtocol",
+    "Protocol",
+    "explain_unsendable",
+    "make_protocol",
+    "with_read_size",
+]
 
 _core = _impl.select()
 
 # Below this a payload is copied next to its header (one small buffer is
 # cheaper to send than two); from here on it is sent from where it lies.
 SMALL_PAYLOAD = 1024
+# Bytes the asynchronous layers (aio, anyio) read per system call unless
+# read_size says otherwise: what asyncio's own transports read at once, so a
+# 64 KiB frame costs no extra read.
+ASYNC_READ_SIZE = 256 * 1024
 
 
 def _as_bytes(payload: Any) -> Any:
@@ -191,3 +203,13 @@ def make_protocol(
             raise TypeError("format applies to protocol='frames'; messages have a fixed format")
         return MessageProtocol(**options)
     raise ValueError(f"protocol must be 'frames' or 'messages', not {protocol!r}")
+
+
+def with_read_size(
+    protocol: Union[str, Protocol], options: Mapping[str, Any], read_size: int = ASYNC_READ_SIZE
+) -> dict[str, Any]:
+    """The options for make_protocol, with ``read_size`` unless they give one
+    (a ready-made protocol keeps its own)."""
+    if isinstance(protocol, str) and "read_size" not in options:
+        return {**options, "read_size": read_size}
+    return dict(options)
