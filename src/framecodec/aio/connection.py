@@ -26,6 +26,7 @@ from typing import (
 from ..codec.messages import Message
 from ..errors import ConnectionClosed, IncompleteFrameError, ProtocolError
 from ..net.addresses import Address
+from ..net.lowwater import LowWater, low_water
 from ..net.protocols import ASYNC_READ_SIZE, FrameProtocol, Protocol
 from ..net.server.endings import DEFAULT_HIGH_WATER
 from ..net.tls import handshake_failed, refused_after_handshake
@@ -116,6 +117,7 @@ class Connection(asyncio.BufferedProtocol, Generic[ItemT]):
         self._state = OPEN  # CLOSING once closing was asked for, CLOSED when the transport is lost
         self._transport: Optional[asyncio.Transport] = None
         self._tls = False
+        self._receive_mark: Optional[LowWater] = None
         self._upgrading = False  # a STARTTLS handshake under way (see starttls.py)
         self._held: List[Any] = []  # frames that came as it ended
         self._frames: Deque[ItemT] = collections.deque()
@@ -421,6 +423,8 @@ class Connection(asyncio.BufferedProtocol, Generic[ItemT]):
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
         self._tls = transport.get_extra_info("sslcontext") is not None
+        # A large frame wakes the loop once, not per segment (net/lowwater.py).
+        self._receive_mark = low_water(transport.get_extra_info("socket"), tls=self._tls)
         transport.set_write_buffer_limits(high=self.high_water)
         peer = transport.get_extra_info("peername")
         self.peer = Address.from_sockaddr(peer) if peer else None
@@ -457,6 +461,8 @@ class Connection(asyncio.BufferedProtocol, Generic[ItemT]):
                 self._deliver(exc.frames)
             self._protocol_error(exc)
             return
+        if self._receive_mark is not None:
+            self._receive_mark.follow(self._decoder)
         if frames:  # those of a TLS handshake's last read wait for its transport
             self._held.extend(frames) if self._upgrading else self._deliver(frames)
 

@@ -78,6 +78,7 @@ async def upgrade(
         raise ValueError("start_tls() needs server_hostname here (a Unix socket has no host)")
     conn._flush()
     conn._upgrading = True  # no write, and no resumed reading, until it is done
+    conn._receive_mark = None  # the kernel will count ciphertext (net/lowwater.py)
     try:
         tls_transport = await conn._loop.start_tls(
             transport,
