@@ -15,6 +15,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -501,6 +502,7 @@ def test_ctrl_c_stops_send_cleanly():
             with conn:
                 conn.settimeout(TIMEOUT)
                 assert conn.recv(100)  # its frame came: now it waits for the reply
+                wait_until_sleeping(process.pid)
                 process.send_signal(signal.SIGINT)
                 assert process.wait(TIMEOUT) == 130
         finally:
@@ -509,6 +511,31 @@ def test_ctrl_c_stops_send_cleanly():
                 process.wait(TIMEOUT)
             out, err = process.communicate(timeout=TIMEOUT)
     assert out == "" and err == "interrupted\n"
+
+
+def wait_until_sleeping(pid):
+    """Wait until process ``pid`` sleeps in the kernel (Linux: /proc), as it
+    does once it is in the system call that waits for the reply.  CPython
+    notices a signal at points between bytecodes: one that lands after the
+    last of them but before the blocking call is seen only when that call
+    returns (here, when the 30 s timeout ends), so the test must not signal
+    while the client is still on its way into recv."""
+    stat = f"/proc/{pid}/stat"
+    if not os.path.exists(stat):
+        time.sleep(0.5)  # no /proc: give it time to get there
+        return
+
+    def state():
+        with open(stat) as file:
+            return file.read().rpartition(")")[2].split()[0]  # after "pid (comm)"
+
+    def asleep_twice():  # asleep, and still asleep a little later: not in passing
+        if state() != "S":
+            return False
+        time.sleep(0.05)
+        return state() == "S"
+
+    wait_until(asleep_twice, message=f"process {pid} to wait for its reply")
 
 
 def parse_host_port(address):
