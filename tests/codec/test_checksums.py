@@ -5,6 +5,7 @@ streams cut anywhere."""
 
 import itertools
 import os
+import platform
 import random
 import struct
 
@@ -71,11 +72,11 @@ def test_every_engine_of_both_cores_agrees_at_every_alignment_and_length(both_co
     rng = random.Random(13)
     block = bytes(rng.getrandbits(8) for _ in range(9000))
     view = memoryview(block)
-    # Lengths around each lane size of the compiled engine (8-byte words,
-    # 3 x 128 and 3 x 1024 byte lanes), at every offset from an 8-byte boundary.
-    lengths = sorted(
-        {*range(0, 80), *(k + d for k in (384, 768, 3072, 3456, 6144) for d in (-9, -1, 0, 1, 8))}
-    )
+    # Lengths around each lane size of the compiled engines (8-byte words,
+    # 3 x 128 and 3 x 1024 byte lanes; 256-byte folding steps, then 64-byte
+    # ones, from 256 bytes), at every offset from an 8-byte boundary.
+    sizes = (256, 320, 384, 512, 576, 768, 3072, 3456, 6144, 8448)
+    lengths = sorted({*range(0, 80), *(k + d for k in sizes for d in (-9, -1, 0, 1, 8, 63, 64))})
     for offset in range(8):
         for length in lengths:
             data = view[offset : offset + length]
@@ -87,6 +88,27 @@ def test_every_engine_of_both_cores_agrees_at_every_alignment_and_length(both_co
                     offset,
                     length,
                 )
+
+
+def cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as info:
+            return {flag for line in info if line.startswith("flags") for flag in line.split()}
+    except OSError:
+        return None
+
+
+@pytest.mark.skipif(cpu_flags() is None, reason="needs /proc/cpuinfo to know the CPU's features")
+def test_the_compiled_core_uses_what_the_cpu_has(both_codecs):
+    compiled, twin = both_codecs
+    flags = cpu_flags()
+    wanted = ["table"]
+    if platform.machine() in ("x86_64", "AMD64") and "sse4_2" in flags:
+        wanted.append("sse4.2")
+        if {"avx512f", "avx512vl", "vpclmulqdq"} <= flags:
+            wanted.append("vpclmulqdq")
+    assert list(compiled.CHECKSUM_ENGINES) == wanted
+    assert twin.CHECKSUM_ENGINES == ("table",)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -9,7 +9,8 @@ from .messages import Message
 _BytesLike = Union[bytes, bytearray, memoryview]
 
 COMPILED: bool
-# The CRC32C engines this build has: "table", and "sse4.2" where the CPU has it.
+# The CRC32C engines this build has: "table", then "sse4.2" and "vpclmulqdq"
+# where the CPU has them.
 CHECKSUM_ENGINES: Tuple[str, ...]
 # Imported by the core from formats and messages.
 DEFAULT_MAX_CONTENT_SIZE: int

@@ -12,7 +12,14 @@
  * are cut in three lanes computed side by side, then joined.  Joining uses
  * linearity: the register after lanes A then B is shift(reg_A) ^ reg_B,
  * where reg_B starts from zero and shift() is what running over |B| zero
- * bytes does to a register, a linear map tabulated once per lane length. */
+ * bytes does to a register, a linear map tabulated once per lane length.
+ *
+ * Where the CPU also has AVX-512 with VPCLMULQDQ (and the compiler knows
+ * them), spans of 256 bytes and more are folded instead: carry-less products
+ * move 64-byte blocks forward over the data, 256 bytes a step, with no chain
+ * of dependent crc32 instructions; the folded 16 bytes and the tail then go
+ * through crc32.  Folding a block 8D bits forward multiplies its halves by
+ * x^(8D+32) and x^(8D-32) mod P (reflected, 33 bits), computed at start-up. */
 #ifndef FRAMECODEC_CRC32C_H
 #define FRAMECODEC_CRC32C_H
 
@@ -29,9 +36,18 @@
 #define FC_CRC32C_HAVE_SSE42 0
 #endif
 
+/* GCC 8 and Clang 6 know the VPCLMULQDQ target and its built-in check. */
+#if FC_CRC32C_HAVE_SSE42 && ((defined(__clang__) && __clang_major__ >= 6) || \
+                             (!defined(__clang__) && __GNUC__ >= 8))
+#define FC_CRC32C_HAVE_VPCLMUL 1
+#include <immintrin.h>
+#else
+#define FC_CRC32C_HAVE_VPCLMUL 0
+#endif
+
 /* The tables are filled once, by fc_crc32c_init(), when the core is imported. */
 static uint32_t fc_crc32c_table[8][256];
-static int fc_crc32c_hardware;  /* 1 where the CPU has SSE4.2 */
+static int fc_crc32c_hardware;  /* 1 where the CPU has SSE4.2, 2 where AVX-512 VPCLMULQDQ too */
 
 static uint32_t fc_crc32c_table_update(uint32_t crc, const unsigned char *p, size_t n)
 {
@@ -127,6 +143,100 @@ static uint32_t fc_crc32c_sse42_update(uint32_t crc, const unsigned char *p, siz
     return (uint32_t)c0;
 }
 
+#if FC_CRC32C_HAVE_VPCLMUL
+
+/* Below this many bytes the three crc32 lanes are as fast. */
+#define FC_CRC32C_FOLD_FROM 256
+
+/* Fold constants for distances of 16, 32, 48, 64 and 256 bytes: for each,
+ * {x^(8D+32), x^(8D-32)} mod P, each a 128-bit lane's pair of multipliers. */
+static uint64_t fc_crc32c_fold16[2], fc_crc32c_fold32[2], fc_crc32c_fold48[2];
+static uint64_t fc_crc32c_fold64[2], fc_crc32c_fold256[2];
+
+static uint64_t fc_crc32c_xpow(unsigned e)
+{
+    /* x^e mod P, reflected, shifted left one bit as carry-less products want. */
+    uint32_t v = 0x80000000u;
+    while (e--)
+        v = (v >> 1) ^ (FC_CRC32C_POLY & (0u - (v & 1)));
+    return (uint64_t)v << 1;
+}
+
+static void fc_crc32c_fill_fold(uint64_t pair[2], unsigned distance)
+{
+    pair[0] = fc_crc32c_xpow(8 * distance + 32);  /* for the block's first 8 bytes */
+    pair[1] = fc_crc32c_xpow(8 * distance - 32);  /* for its last 8 */
+}
+
+#define FC_CRC32C_VPCLMUL_TARGET \
+    __attribute__((target("sse4.2,pclmul,avx512f,avx512vl,vpclmulqdq")))
+
+FC_CRC32C_VPCLMUL_TARGET
+static inline __m512i fc_crc32c_fold(__m512i x, __m512i k, __m512i next)
+{
+    /* Each 128-bit lane of x, moved forward by k's distance, XORed onto next. */
+    return _mm512_ternarylogic_epi64(_mm512_clmulepi64_epi128(x, k, 0x00),
+                                     _mm512_clmulepi64_epi128(x, k, 0x11), next, 0x96);
+}
+
+FC_CRC32C_VPCLMUL_TARGET
+static inline __m512i fc_crc32c_pairs(const uint64_t pair[2])
+{
+    return _mm512_broadcast_i32x4(_mm_set_epi64x((long long)pair[1], (long long)pair[0]));
+}
+
+FC_CRC32C_VPCLMUL_TARGET
+static uint32_t fc_crc32c_vpclmul_update(uint32_t crc, const unsigned char *p, size_t n)
+{
+    __m512i x0, x1, x2, x3, k, lanes;
+    __m128i folded;
+    uint64_t c;
+
+    if (n < FC_CRC32C_FOLD_FROM)
+        return fc_crc32c_sse42_update(crc, p, n);
+    /* The register enters as the first four bytes XORed with it: what a
+     * register starting at zero then computes is the same. */
+    x0 = _mm512_xor_si512(_mm512_loadu_si512((const void *)p),
+                          _mm512_zextsi128_si512(_mm_cvtsi32_si128((int)crc)));
+    x1 = _mm512_loadu_si512((const void *)(p + 64));
+    x2 = _mm512_loadu_si512((const void *)(p + 128));
+    x3 = _mm512_loadu_si512((const void *)(p + 192));
+    p += 256;
+    n -= 256;
+    k = fc_crc32c_pairs(fc_crc32c_fold256);
+    while (n >= 256) {
+        x0 = fc_crc32c_fold(x0, k, _mm512_loadu_si512((const void *)p));
+        x1 = fc_crc32c_fold(x1, k, _mm512_loadu_si512((const void *)(p + 64)));
+        x2 = fc_crc32c_fold(x2, k, _mm512_loadu_si512((const void *)(p + 128)));
+        x3 = fc_crc32c_fold(x3, k, _mm512_loadu_si512((const void *)(p + 192)));
+        p += 256;
+        n -= 256;
+    }
+    k = fc_crc32c_pairs(fc_crc32c_fold64);
+    x1 = fc_crc32c_fold(x0, k, x1);
+    x2 = fc_crc32c_fold(x1, k, x2);
+    x3 = fc_crc32c_fold(x2, k, x3);
+    while (n >= 64) {
+        x3 = fc_crc32c_fold(x3, k, _mm512_loadu_si512((const void *)p));
+        p += 64;
+        n -= 64;
+    }
+    /* The four lanes of x3 onto its last: by 48, 32 and 16 bytes. */
+    k = _mm512_set_epi64(0, 0, (long long)fc_crc32c_fold16[1], (long long)fc_crc32c_fold16[0],
+                         (long long)fc_crc32c_fold32[1], (long long)fc_crc32c_fold32[0],
+                         (long long)fc_crc32c_fold48[1], (long long)fc_crc32c_fold48[0]);
+    lanes = fc_crc32c_fold(x3, k, _mm512_setzero_si512());
+    folded = _mm_ternarylogic_epi64(_mm512_castsi512_si128(lanes),
+                                    _mm512_extracti32x4_epi32(lanes, 1),
+                                    _mm512_extracti32x4_epi32(lanes, 2), 0x96);
+    folded = _mm_xor_si128(folded, _mm512_extracti32x4_epi32(x3, 3));
+    c = _mm_crc32_u64(0, (uint64_t)_mm_cvtsi128_si64(folded));
+    c = _mm_crc32_u64(c, (uint64_t)_mm_extract_epi64(folded, 1));
+    return fc_crc32c_sse42_update((uint32_t)c, p, n);
+}
+
+#endif
+
 #endif
 
 static void fc_crc32c_init(void)
@@ -149,15 +259,31 @@ static void fc_crc32c_init(void)
     fc_crc32c_fill_shift(fc_crc32c_shift_short, FC_CRC32C_SHORT);
     __builtin_cpu_init();
     fc_crc32c_hardware = __builtin_cpu_supports("sse4.2") ? 1 : 0;
+#if FC_CRC32C_HAVE_VPCLMUL
+    fc_crc32c_fill_fold(fc_crc32c_fold16, 16);
+    fc_crc32c_fill_fold(fc_crc32c_fold32, 32);
+    fc_crc32c_fill_fold(fc_crc32c_fold48, 48);
+    fc_crc32c_fill_fold(fc_crc32c_fold64, 64);
+    fc_crc32c_fill_fold(fc_crc32c_fold256, 256);
+    /* The built-in checks also that the OS saves the AVX-512 registers. */
+    if (fc_crc32c_hardware && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("vpclmulqdq"))
+        fc_crc32c_hardware = 2;
+#endif
 #endif
 }
 
 /* The CRC32C of p[0:n] continued from `value`, a CRC32C of what came before
  * (0 for none), as zlib.crc32 chains: engine 0 is the fastest this CPU has,
- * 1 the tables, 2 SSE4.2 (only where fc_crc32c_engines() says it exists). */
+ * 1 the tables, 2 SSE4.2, 3 AVX-512 VPCLMULQDQ folding (2 and 3 only where
+ * fc_crc32c_engines() says they exist). */
 static inline uint32_t fc_crc32c_with(int engine, uint32_t value, const unsigned char *p, size_t n)
 {
     uint32_t crc = ~value;
+#if FC_CRC32C_HAVE_VPCLMUL
+    if (engine == 3 || (engine == 0 && fc_crc32c_hardware == 2))
+        return ~fc_crc32c_vpclmul_update(crc, p, n);
+#endif
 #if FC_CRC32C_HAVE_SSE42
     if (engine == 2 || (engine == 0 && fc_crc32c_hardware))
         return ~fc_crc32c_sse42_update(crc, p, n);
@@ -170,10 +296,11 @@ static inline uint32_t fc_crc32c(uint32_t value, const unsigned char *p, size_t 
     return fc_crc32c_with(0, value, p, n);
 }
 
-/* Engines available: 1 (tables), plus 2 (SSE4.2) where the CPU has it. */
+/* How many engines this CPU has, counted from 1 (the tables): 2 adds SSE4.2,
+ * 3 AVX-512 VPCLMULQDQ as well. */
 static inline int fc_crc32c_engines(void)
 {
-    return fc_crc32c_hardware ? 2 : 1;
+    return 1 + fc_crc32c_hardware;
 }
 
 #endif
