@@ -197,7 +197,7 @@ static uint32_t fc_crc32c_vpclmul_update(uint32_t crc, const unsigned char *p, s
     /* The register enters as the first four bytes XORed with it: what a
      * register starting at zero then computes is the same. */
     x0 = _mm512_xor_si512(_mm512_loadu_si512((const void *)p),
-                          _mm512_zextsi128_si512(_mm_cvtsi32_si128((int)crc)));
+                          _mm512_maskz_set1_epi32(1, (int)crc));
     x1 = _mm512_loadu_si512((const void *)(p + 64));
     x2 = _mm512_loadu_si512((const void *)(p + 128));
     x3 = _mm512_loadu_si512((const void *)(p + 192));
