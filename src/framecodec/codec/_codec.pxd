@@ -24,8 +24,8 @@ from framecodec.codec._primitives cimport (
     storage_frame,
     store_uint,
     write_bytes,
-    write_checksum,
     write_header,
+    write_sealed,
 )
 
 cdef Py_ssize_t BIG_FRAME          # frames this large are received in their own storage

@@ -206,7 +206,7 @@ if not cython.compiled:
         # C-only; the twin's paths never reach these names.
         raise AssertionError("a compiled-only primitive was called by the pure-Python core")
 
-    new_bytes = write_bytes = write_header = write_checksum = fill_buffer = _compiled_only
+    new_bytes = write_bytes = write_header = write_sealed = fill_buffer = _compiled_only
 
     _STRUCT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
@@ -1539,9 +1539,10 @@ class FrameEncoder:
                     self._width,
                     self._little,
                 )
-            pos = write_bytes(out, pos, payload)
             if trailer:
-                pos = write_checksum(out, start, pos)
+                pos = write_sealed(out, start, pos, payload)  # the payload and the checksum
+            else:
+                pos = write_bytes(out, pos, payload)
         return out
 
     def encode_vectored(self, payloads):

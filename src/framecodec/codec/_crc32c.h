@@ -185,31 +185,37 @@ static inline __m512i fc_crc32c_pairs(const uint64_t pair[2])
     return _mm512_broadcast_i32x4(_mm_set_epi64x((long long)pair[1], (long long)pair[0]));
 }
 
-FC_CRC32C_VPCLMUL_TARGET
-static uint32_t fc_crc32c_vpclmul_update(uint32_t crc, const unsigned char *p, size_t n)
+/* A 64-byte block of the data, copied to dst on the way where there is one
+ * (dst is a constant at each call of the body below, so no branch stays). */
+#define FC_CRC32C_BLOCK(OFFSET)                                                   \
+    (block = _mm512_loadu_si512((const void *)(p + (OFFSET))),                    \
+     (dst ? _mm512_storeu_si512((void *)(dst + (OFFSET)), block) : (void)0), block)
+
+FC_CRC32C_VPCLMUL_TARGET __attribute__((always_inline))
+static inline uint32_t fc_crc32c_vpclmul_body(uint32_t crc, const unsigned char *p,
+                                              unsigned char *dst, size_t n)
 {
-    __m512i x0, x1, x2, x3, k, lanes;
+    __m512i x0, x1, x2, x3, k, lanes, block;
     __m128i folded;
     uint64_t c;
 
-    if (n < FC_CRC32C_FOLD_FROM)
-        return fc_crc32c_sse42_update(crc, p, n);
     /* The register enters as the first four bytes XORed with it: what a
      * register starting at zero then computes is the same. */
-    x0 = _mm512_xor_si512(_mm512_loadu_si512((const void *)p),
-                          _mm512_maskz_set1_epi32(1, (int)crc));
-    x1 = _mm512_loadu_si512((const void *)(p + 64));
-    x2 = _mm512_loadu_si512((const void *)(p + 128));
-    x3 = _mm512_loadu_si512((const void *)(p + 192));
+    x0 = _mm512_xor_si512(FC_CRC32C_BLOCK(0), _mm512_maskz_set1_epi32(1, (int)crc));
+    x1 = FC_CRC32C_BLOCK(64);
+    x2 = FC_CRC32C_BLOCK(128);
+    x3 = FC_CRC32C_BLOCK(192);
     p += 256;
+    dst = dst ? dst + 256 : dst;
     n -= 256;
     k = fc_crc32c_pairs(fc_crc32c_fold256);
     while (n >= 256) {
-        x0 = fc_crc32c_fold(x0, k, _mm512_loadu_si512((const void *)p));
-        x1 = fc_crc32c_fold(x1, k, _mm512_loadu_si512((const void *)(p + 64)));
-        x2 = fc_crc32c_fold(x2, k, _mm512_loadu_si512((const void *)(p + 128)));
-        x3 = fc_crc32c_fold(x3, k, _mm512_loadu_si512((const void *)(p + 192)));
+        x0 = fc_crc32c_fold(x0, k, FC_CRC32C_BLOCK(0));
+        x1 = fc_crc32c_fold(x1, k, FC_CRC32C_BLOCK(64));
+        x2 = fc_crc32c_fold(x2, k, FC_CRC32C_BLOCK(128));
+        x3 = fc_crc32c_fold(x3, k, FC_CRC32C_BLOCK(192));
         p += 256;
+        dst = dst ? dst + 256 : dst;
         n -= 256;
     }
     k = fc_crc32c_pairs(fc_crc32c_fold64);
@@ -217,8 +223,9 @@ static uint32_t fc_crc32c_vpclmul_update(uint32_t crc, const unsigned char *p, s
     x2 = fc_crc32c_fold(x1, k, x2);
     x3 = fc_crc32c_fold(x2, k, x3);
     while (n >= 64) {
-        x3 = fc_crc32c_fold(x3, k, _mm512_loadu_si512((const void *)p));
+        x3 = fc_crc32c_fold(x3, k, FC_CRC32C_BLOCK(0));
         p += 64;
+        dst = dst ? dst + 64 : dst;
         n -= 64;
     }
     /* The four lanes of x3 onto its last: by 48, 32 and 16 bytes. */
@@ -232,7 +239,32 @@ static uint32_t fc_crc32c_vpclmul_update(uint32_t crc, const unsigned char *p, s
     folded = _mm_xor_si128(folded, _mm512_extracti32x4_epi32(x3, 3));
     c = _mm_crc32_u64(0, (uint64_t)_mm_cvtsi128_si64(folded));
     c = _mm_crc32_u64(c, (uint64_t)_mm_extract_epi64(folded, 1));
+    if (dst)
+        memcpy(dst, p, n);  /* the tail: under 64 bytes */
     return fc_crc32c_sse42_update((uint32_t)c, p, n);
+}
+
+#undef FC_CRC32C_BLOCK
+
+FC_CRC32C_VPCLMUL_TARGET
+static uint32_t fc_crc32c_vpclmul_update(uint32_t crc, const unsigned char *p, size_t n)
+{
+    if (n < FC_CRC32C_FOLD_FROM)
+        return fc_crc32c_sse42_update(crc, p, n);
+    return fc_crc32c_vpclmul_body(crc, p, NULL, n);
+}
+
+/* fc_crc32c_vpclmul_update(), copying p[0:n] to dst (which it does not
+ * overlap) as it reads: the bytes are read once for both. */
+FC_CRC32C_VPCLMUL_TARGET
+static uint32_t fc_crc32c_vpclmul_copy(uint32_t crc, unsigned char *dst, const unsigned char *p,
+                                       size_t n)
+{
+    if (n < FC_CRC32C_FOLD_FROM) {
+        memcpy(dst, p, n);
+        return fc_crc32c_sse42_update(crc, p, n);
+    }
+    return fc_crc32c_vpclmul_body(crc, p, dst, n);
 }
 
 #endif
@@ -294,6 +326,20 @@ static inline uint32_t fc_crc32c_with(int engine, uint32_t value, const unsigned
 static inline uint32_t fc_crc32c(uint32_t value, const unsigned char *p, size_t n)
 {
     return fc_crc32c_with(0, value, p, n);
+}
+
+/* Copy src[0:n] to frame + head (which src does not overlap) and return
+ * the CRC32C of frame[0:head + n]: in one pass over src where the folding
+ * engine runs, in one over the whole frame otherwise. */
+static inline uint32_t fc_crc32c_append(unsigned char *frame, size_t head, const unsigned char *src,
+                                        size_t n)
+{
+#if FC_CRC32C_HAVE_VPCLMUL
+    if (fc_crc32c_hardware == 2 && n >= FC_CRC32C_FOLD_FROM)
+        return ~fc_crc32c_vpclmul_copy(~fc_crc32c(0, frame, head), frame + head, src, n);
+#endif
+    memcpy(frame + head, src, n);
+    return fc_crc32c(0, frame, head + n);
 }
 
 /* How many engines this CPU has, counted from 1 (the tables): 2 adds SSE4.2,
