@@ -131,6 +131,42 @@ def test_both_encoders_write_the_same_sealed_frames_at_every_length(both_codecs)
         assert sealed_compiled.encode_many([bytes(p) for p in payloads]) == b"".join(expected)
 
 
+@pytest.mark.parametrize("strip", [None, 0, 2])
+def test_both_decoders_check_sealed_frames_at_every_length(both_codecs, strip):
+    # The compiled decoder checks a frame as it copies the body out of its
+    # buffer (in one pass where the CPU folds), the header (kept or stripped)
+    # going into the checksum all the same: a damaged byte anywhere, the
+    # body's first and last included, is caught, with both cores' figures.
+    compiled, twin = both_codecs
+    options = {} if strip is None else {"strip": strip}
+    rng = random.Random(18)
+    lengths = sorted({*range(0, 70), *(k + d for k in (256, 320, 4096, 8448) for d in (-1, 0, 1))})
+    bodies = [rng.randbytes(length) for length in lengths]
+    wire = twin.FrameEncoder(**options, checksum="crc32c").encode_many(bodies)
+    expected = twin.FrameDecoder(**options).feed(twin.FrameEncoder(**options).encode_many(bodies))
+    for codec in (compiled, twin):
+        assert codec.FrameDecoder(**options, checksum="crc32c").feed(wire) == expected
+    for length in (0, 63, 255, 256, 257, 4097, 8447):
+        frame = twin.FrameEncoder(**options, checksum="crc32c").encode(rng.randbytes(length))
+        for position in sorted({0, 3, 4, 5, len(frame) - 5, len(frame) - 6, len(frame) - 1}):
+            damaged = bytearray(frame)
+            damaged[position] ^= 0x01
+            outcomes = []
+            for codec in (compiled, twin):
+                decoder = codec.FrameDecoder(**options, checksum="crc32c")
+                try:
+                    outcomes.append(("frames", decoder.feed(bytes(damaged))))
+                except ChecksumError as exc:
+                    outcomes.append((str(exc), exc.expected, exc.actual, decoder.corrupted))
+                except ProtocolError as exc:  # a damaged length field can announce anything
+                    outcomes.append((type(exc), exc.frames))
+            assert outcomes[0] == outcomes[1], (length, position)
+            if position >= 4:  # past the length field: this very frame fails its checksum
+                message, carried, actual, corrupted = outcomes[0]
+                assert message.startswith(f"frame of {len(frame) - 4} bytes fails its checksum")
+                assert carried != actual and corrupted == 1, (length, position)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.binary(max_size=5000), value=st.integers(0, 0xFFFFFFFF))
 def test_both_cores_agree_on_random_data(both_codecs, data, value):

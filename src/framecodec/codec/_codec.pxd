@@ -5,13 +5,18 @@
 import cython
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
+from cpython.bytes cimport PyBytes_AS_STRING
+from libc.stdint cimport uint32_t
+from libc.string cimport memcpy
 
 from framecodec.codec._primitives cimport (
+    checked_frame,
     checksum_buffer,
     checksum_engines,
     checksum_span,
     concat,
     concat_sealed,
+    fc_crc32c_copy,
     init_checksums,
     fill_buffer,
     length_packer,
@@ -57,6 +62,9 @@ cdef class _FrameStorage:
     cdef public Py_ssize_t filled       # bytes of it received so far
     cdef Py_ssize_t _exports            # live buffer exports of this object
     cdef object _data                   # bytes (compiled) or bytearray (the twin)
+    cdef readonly uint32_t crc          # CRC32C of a sealed frame's header and _checked bytes
+    cdef Py_ssize_t _checked            # bytes of the storage that crc covers
+    cdef Py_ssize_t _sealed_end         # where the bytes a checksum covers end; 0 for none
 
     @cython.locals(filled=Py_ssize_t, needed=Py_ssize_t, ahead=Py_ssize_t)
     cdef Py_ssize_t room(self, Py_ssize_t wanted, bint tight=*) except -1
@@ -65,6 +73,13 @@ cdef class _FrameStorage:
 
     cdef bytes finish(self, Py_ssize_t trailer)
 
+    cdef seal(self, uint32_t value, Py_ssize_t trailer)
+
+    cdef received(self, Py_ssize_t nbytes)
+
+    @cython.locals(end=Py_ssize_t)
+    cdef _check(self)
+
 
 cdef extern from "Python.h":
     int _PyBytes_Resize(PyObject **bytes, Py_ssize_t newsize)
@@ -72,6 +87,24 @@ cdef extern from "Python.h":
 
 cdef inline object storage_exporter(_FrameStorage storage):
     return storage  # it exports its bytes object's memory writable (__getbuffer__)
+
+
+cdef inline int fill_storage(_FrameStorage storage, const unsigned char *p, Py_ssize_t start,
+                             Py_ssize_t take) except -1:
+    # Copy p[start:start + take] into the storage, which room() made room
+    # for, and count it received: the bytes a checksum covers are checked
+    # as they are copied, in one pass where the CPU can (fc_crc32c_copy).
+    # (storage._checked is storage.filled until the checksum itself.)
+    cdef unsigned char *dst = <unsigned char *>PyBytes_AS_STRING(storage._data) + storage.filled
+    cdef Py_ssize_t checked = min(storage.filled + take, storage._sealed_end) - storage.filled
+    if checked > 0:
+        storage.crc = fc_crc32c_copy(storage.crc, dst, p + start, checked)
+        storage._checked += checked
+    else:
+        checked = 0
+    memcpy(dst + checked, p + start + checked, take - checked)
+    storage.filled += take
+    return 0
 
 
 cdef inline int grow_storage(_FrameStorage storage, Py_ssize_t size) except -1:
@@ -140,7 +173,7 @@ cdef class _StreamDecoder:
     cdef _reserve(self, Py_ssize_t size)
 
     cdef _start_big(self, const unsigned char *p, Py_ssize_t frame, Py_ssize_t start,
-                    Py_ssize_t end, Py_ssize_t size)
+                    Py_ssize_t end, Py_ssize_t size, Py_ssize_t trailer)
 
     cdef _start_discard(self, long long left)
 
@@ -191,14 +224,12 @@ cdef class FrameDecoder(_StreamDecoder):
                    offset=Py_ssize_t, width=int,
                    little=bint, strip=Py_ssize_t, head_adjust=Py_ssize_t,
                    min_raw="unsigned long long", max_raw="unsigned long long",
-                   raw="unsigned long long", stop=Py_ssize_t, trailer=Py_ssize_t,
-                   actual="unsigned long long", expected="unsigned long long")
+                   raw="unsigned long long", stop=Py_ssize_t, trailer=Py_ssize_t)
     cdef Py_ssize_t _parse(self, const unsigned char *p, Py_ssize_t pos, Py_ssize_t end,
                            list out) except -1
 
     @cython.locals(avail=Py_ssize_t, head=Py_ssize_t, body="long long", payload="long long",
-                   total="long long", wire="long long", strip=Py_ssize_t,
-                   actual="unsigned long long", expected="unsigned long long")
+                   total="long long", wire="long long", strip=Py_ssize_t)
     # Its answer may be negative (a stop, see _stop): only -1 with an exception set is an error.
     cdef Py_ssize_t _unusual_frame(self, const unsigned char *p, Py_ssize_t pos, Py_ssize_t end,
                                    unsigned long long raw, list out) except? -1
@@ -206,6 +237,10 @@ cdef class FrameDecoder(_StreamDecoder):
     cdef Py_ssize_t _corrupt_frame(self, Py_ssize_t stop, unsigned long long expected,
                                    unsigned long long actual, Py_ssize_t size,
                                    list out) except? -1
+
+    @cython.locals(end=Py_ssize_t, expected="unsigned long long", actual="unsigned long long")
+    cdef Py_ssize_t _corrupt_span(self, const unsigned char *p, Py_ssize_t start, Py_ssize_t stop,
+                                  list out) except? -1
 
     cdef int _c_updated(self, Py_ssize_t nbytes) except -1
 

@@ -254,16 +254,13 @@ static uint32_t fc_crc32c_vpclmul_update(uint32_t crc, const unsigned char *p, s
     return fc_crc32c_vpclmul_body(crc, p, NULL, n);
 }
 
-/* fc_crc32c_vpclmul_update(), copying p[0:n] to dst (which it does not
- * overlap) as it reads: the bytes are read once for both. */
+/* fc_crc32c_vpclmul_body() copying p[0:n] to dst (which it does not
+ * overlap) as it reads, for n >= FC_CRC32C_FOLD_FROM: the bytes are read
+ * once for both.  Not inlined: its callers are compiled for any CPU. */
 FC_CRC32C_VPCLMUL_TARGET
 static uint32_t fc_crc32c_vpclmul_copy(uint32_t crc, unsigned char *dst, const unsigned char *p,
                                        size_t n)
 {
-    if (n < FC_CRC32C_FOLD_FROM) {
-        memcpy(dst, p, n);
-        return fc_crc32c_sse42_update(crc, p, n);
-    }
     return fc_crc32c_vpclmul_body(crc, p, dst, n);
 }
 
@@ -328,17 +325,58 @@ static inline uint32_t fc_crc32c(uint32_t value, const unsigned char *p, size_t 
     return fc_crc32c_with(0, value, p, n);
 }
 
+/* Whether a copy of n bytes is checksummed as it is made: where the folding
+ * engine runs, from FC_CRC32C_FOLD_FROM bytes.  A shorter copy is made
+ * first and checksummed in one call, which costs less at those sizes. */
+static inline int fc_crc32c_fuses(size_t n)
+{
+#if FC_CRC32C_HAVE_VPCLMUL
+    return fc_crc32c_hardware == 2 && n >= FC_CRC32C_FOLD_FROM;
+#else
+    (void)n;
+    return 0;
+#endif
+}
+
+/* Copy src[0:n] to dst (which src does not overlap) and return the CRC32C
+ * of src[0:n] continued from `value`: a large frame checked piece by piece
+ * as it is copied into its storage. */
+static inline uint32_t fc_crc32c_copy(uint32_t value, unsigned char *dst, const unsigned char *src,
+                                      size_t n)
+{
+#if FC_CRC32C_HAVE_VPCLMUL
+    if (fc_crc32c_fuses(n))
+        return ~fc_crc32c_vpclmul_copy(~value, dst, src, n);
+#endif
+    memcpy(dst, src, n);
+    return fc_crc32c(value, src, n);
+}
+
 /* Copy src[0:n] to frame + head (which src does not overlap) and return
- * the CRC32C of frame[0:head + n]: in one pass over src where the folding
- * engine runs, in one over the whole frame otherwise. */
+ * the CRC32C of frame[0:head + n]: an encoder sealing a frame as it copies
+ * the payload in. */
 static inline uint32_t fc_crc32c_append(unsigned char *frame, size_t head, const unsigned char *src,
                                         size_t n)
 {
 #if FC_CRC32C_HAVE_VPCLMUL
-    if (fc_crc32c_hardware == 2 && n >= FC_CRC32C_FOLD_FROM)
+    if (fc_crc32c_fuses(n))
         return ~fc_crc32c_vpclmul_copy(~fc_crc32c(0, frame, head), frame + head, src, n);
 #endif
     memcpy(frame + head, src, n);
+    return fc_crc32c(0, frame, head + n);
+}
+
+/* Copy frame[head:head + n] to dst (which frame does not overlap) and
+ * return the CRC32C of frame[0:head + n]: a decoder checking a frame as it
+ * copies the body out of its buffer. */
+static inline uint32_t fc_crc32c_extract(unsigned char *dst, const unsigned char *frame, size_t head,
+                                         size_t n)
+{
+#if FC_CRC32C_HAVE_VPCLMUL
+    if (fc_crc32c_fuses(n))
+        return ~fc_crc32c_vpclmul_copy(~fc_crc32c(0, frame, head), dst, frame + head, n);
+#endif
+    memcpy(dst, frame + head, n);
     return fc_crc32c(0, frame, head + n);
 }
 

@@ -21,6 +21,10 @@ cdef extern from "_crc32c.h":
     int fc_crc32c_engines() nogil
     uint32_t fc_crc32c_append(unsigned char *frame, size_t head, const unsigned char *src,
                               size_t n) nogil
+    uint32_t fc_crc32c_copy(uint32_t value, unsigned char *dst, const unsigned char *src,
+                            size_t n) nogil
+    uint32_t fc_crc32c_extract(unsigned char *dst, const unsigned char *frame, size_t head,
+                               size_t n) nogil
 
 
 cdef inline int resize_bytearray(bytearray buf, Py_ssize_t size) except -1:
@@ -142,6 +146,19 @@ cdef inline Py_ssize_t write_sealed(bytes out, Py_ssize_t start, Py_ssize_t pos,
                                          <const unsigned char *>_data_of(data), size)
     fc_store_uint(p + pos + size, crc, 4, 0)
     return pos + size + 4
+
+
+cdef inline object checked_frame(const unsigned char *p, Py_ssize_t start, Py_ssize_t body,
+                                 Py_ssize_t end):
+    # p[body:end] as bytes if the CRC32C of p[start:end] is the 4 bytes at
+    # end, None if not: the body is read once for the copy and the check
+    # where the CPU can (fc_crc32c_extract).
+    cdef bytes frame = PyBytes_FromStringAndSize(NULL, end - body)
+    cdef uint32_t crc = fc_crc32c_extract(<unsigned char *>PyBytes_AS_STRING(frame), p + start,
+                                          body - start, end - body)
+    if crc != fc_load_uint(p + end, 4, 0):
+        return None
+    return frame
 
 
 cdef inline bytes concat_sealed(bytes head, object payload):
