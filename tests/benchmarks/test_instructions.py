@@ -50,6 +50,13 @@ def test_a_framecodec_figure_over_the_tolerance_fails_the_check() -> None:
     assert "+10.5%" in worse[0]
 
 
+def test_the_checksummed_rows_are_guarded_too() -> None:
+    baseline = result({"decode (feed) framecodec+crc 16": 300.0})
+    now = result({"decode (feed) framecodec+crc 16": 340.0})
+    worse, _ = instructions.compare(now, baseline, 0.10)
+    assert len(worse) == 1 and worse[0].startswith("decode (feed) framecodec+crc 16: 340")
+
+
 def test_figures_within_the_tolerance_or_better_pass() -> None:
     baseline = result({"decode (feed) framecodec 16": 200.0})
     for figure in (150.0, 200.0, 219.9):

@@ -60,6 +60,8 @@ HEAP_LAYOUTS = (0, 8, 60)
 
 # framecodec with checksum="crc32c": what the checksum costs, beside the rows without.
 CHECKSUMMED = "framecodec+crc"
+# The contenders whose figures the baseline check guards: framecodec's own.
+GUARDED = ("framecodec", CHECKSUMMED)
 # (operation, contender) in report order; framecodec's rows are the guarded ones.
 ROWS = [
     ("decode (feed)", "framecodec"),
@@ -325,7 +327,7 @@ def format_table(result: Dict[str, Any], baseline: Optional[Dict[str, Any]]) -> 
         for size in sizes:
             row = cells[size]
             text = f"{row['instructions']:,.0f}"
-            if _key(row) in before and contender == "framecodec":
+            if _key(row) in before and contender in GUARDED:
                 change = row["instructions"] / before[_key(row)] - 1
                 text += f" ({change:+.0%})"
             line += f"{text:>16}"
@@ -374,7 +376,7 @@ def compare(
     worse = []
     for row in result["rows"]:
         old = before.get(_key(row))
-        if row["contender"] == "framecodec" and old and row["instructions"] > old * (1 + tolerance):
+        if row["contender"] in GUARDED and old and row["instructions"] > old * (1 + tolerance):
             worse.append(
                 f"{_key(row)}: {row['instructions']:,.0f} instructions per frame, "
                 f"baseline {old:,.0f} ({row['instructions'] / old - 1:+.1%})"
