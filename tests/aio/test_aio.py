@@ -991,18 +991,22 @@ def test_out_of_descriptors_resets_waiting_clients_and_logs_once(loop_kind: str)
         assert child.stdout is not None and child.stdin is not None
         port = int(child.stdout.readline())
         clients, turned_away = [], 0
-        for _ in range(8):
-            began = time.monotonic()
-            client = framecodec.connect(f"127.0.0.1:{port}", timeout=5)
-            clients.append(client)
-            try:
-                assert client.request(b"x") == b"X"
-            except (ConnectionError, IncompleteFrameError):
-                turned_away += 1
-                assert time.monotonic() - began < 2, "a client waited for its timeout"
-        assert 0 < turned_away < 8
-        for client in clients:
-            client.close()
+        try:
+            for _ in range(8):
+                began = time.monotonic()
+                try:
+                    # The reset can come before connect() has returned (PyPy is
+                    # slow enough to see it there): that is turned away too.
+                    client = framecodec.connect(f"127.0.0.1:{port}", timeout=5)
+                    clients.append(client)
+                    assert client.request(b"x") == b"X"
+                except (ConnectionError, IncompleteFrameError):
+                    turned_away += 1
+                    assert time.monotonic() - began < 2, "a client waited for its timeout"
+            assert 0 < turned_away < 8
+        finally:
+            for client in clients:
+                client.close()
         time.sleep(0.3)
         with framecodec.connect(f"127.0.0.1:{port}", timeout=5) as client:
             assert client.request(b"again") == b"AGAIN"
