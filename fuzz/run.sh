@@ -4,6 +4,7 @@
 #   fuzz/run.sh HARNESS SECONDS [libFuzzer options...]
 #   fuzz/run.sh fuzz_frames 600
 #   FRAMECODEC_FUZZ_TOLERATE_KNOWN=1 fuzz/run.sh fuzz_messages 600   # go on past reported findings
+#   FUZZ_JOBS=2 fuzz/run.sh fuzz_frames 1800   # libFuzzer's fork mode, one child per core
 #
 # HARNESS is fuzz_frames, fuzz_messages or fuzz_differential.  Builds the
 # sanitized core first if build/asan has none (fuzz/build_sanitized.sh).
@@ -14,6 +15,12 @@
 # executions, exec/s, coverage (cov: edges of the C extension and of the
 # instrumented Python, ft: features), corpus size, and any crash.
 # Bounded: libFuzzer stops after SECONDS; a hard timeout kills it 5 minutes later.
+#
+# Speed (profiled with perf: ASan's allocator took ~40% of the time, since
+# PYTHONMALLOC=malloc sends every Python object through it): allocation
+# stacks are kept 2 frames deep here, not 10 (FUZZ_MALLOC_CONTEXT; replay a
+# crash input with fuzz/replay.py for full stacks), and FUZZ_JOBS=N runs N
+# children in libFuzzer's fork mode, which merge into one corpus.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -47,8 +54,15 @@ options=(
   -artifact_prefix="$artifacts/"
 )
 [ -f "$dict" ] && options+=(-dict="$dict")
+jobs=${FUZZ_JOBS:-1}
+[[ $jobs =~ ^[1-9][0-9]*$ ]] || { echo "run: FUZZ_JOBS must be a positive number" >&2; exit 2; }
+# Fork mode re-runs the harness by its path (argv[0]): the harness files are
+# executable, and their "python3" must be the fuzzing venv's.
+[ "$jobs" -gt 1 ] && options+=(-fork="$jobs")
+export PATH="$FUZZ_VENV/bin:$PATH"
+export ASAN_OPTIONS="$ASAN_OPTIONS:malloc_context_size=${FUZZ_MALLOC_CONTEXT:-2}"
 
-echo "run: $harness for ${seconds}s against $(ls "$out"/src/framecodec/codec/_codec*.so)"
+echo "run: $harness for ${seconds}s, $jobs job(s), against $(ls "$out"/src/framecodec/codec/_codec*.so)"
 echo "run: source revision $(head -1 "$out/SOURCE_REVISION"), tolerate known findings: ${FRAMECODEC_FUZZ_TOLERATE_KNOWN:-0}"
 echo "run: log $log"
 started=$(date +%s)
@@ -69,7 +83,10 @@ execs=$(stat number_of_executed_units)
 echo "run: ---- $harness summary ----"
 echo "run: wall time         ${elapsed}s (exit status $rc)"
 echo "run: executions        ${execs:-?}"
-echo "run: exec/s (average)  $(stat average_exec_per_sec || true)"
+rate=$(stat average_exec_per_sec || true)
+# Fork mode's parent prints no final stats: the average over the wall time.
+[ -n "$rate" ] || { [ -n "$execs" ] && [ "$elapsed" -gt 0 ] && rate=$((execs / elapsed)); }
+echo "run: exec/s (average)  ${rate:-?}"
 echo "run: coverage          cov: $(field cov)  ft: $(field ft)  corpus: $(field corp)"
 echo "run: peak RSS (MB)     $(stat peak_rss_mb || true)"
 echo "run: working corpus    $(find "$work" -type f | wc -l) files in $work"
