@@ -85,7 +85,9 @@ echo "run: wall time         ${elapsed}s (exit status $rc)"
 echo "run: executions        ${execs:-?}"
 rate=$(stat average_exec_per_sec || true)
 # Fork mode's parent prints no final stats: the average over the wall time.
-[ -n "$rate" ] || { [ -n "$execs" ] && [ "$elapsed" -gt 0 ] && rate=$((execs / elapsed)); }
+if [ -z "$rate" ] && [ -n "$execs" ] && [ "$elapsed" -gt 0 ]; then
+  rate=$((execs / elapsed))
+fi
 echo "run: exec/s (average)  ${rate:-?}"
 echo "run: coverage          cov: $(field cov)  ft: $(field ft)  corpus: $(field corp)"
 echo "run: peak RSS (MB)     $(stat peak_rss_mb || true)"
